@@ -1,0 +1,34 @@
+# make run   - set up .venv and open the dashboard (http://127.0.0.1:8501)
+# make test  - set up .venv (and Chromium for the browser tests) and run the whole suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: run test worker system-packages clean-workspace
+
+# Re-installs only when requirements.txt changes, so repeated make calls start at once.
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing requirements into $(VENV) (first time: about two minutes)"
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m streamlit run app/main.py
+
+worker: $(STAMP)
+	$(PY) -m engine worker
+
+# Chromium drives the browser tests; without it they are skipped with a message saying so.
+system-packages:
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "warning: could not install Debian's chromium: the browser tests will be skipped"
+
+test: $(STAMP) system-packages
+	$(PY) -m pytest -q
+
+clean-workspace:
+	rm -rf workspace

@@ -1,0 +1,41 @@
+"""Model zoo: builders registered by name, each with its named spots (taps on fx graph nodes).
+
+A builder has the signature ``(num_classes, in_channels, image_size, **params) -> nn.Module``.
+Its ``spots`` meta maps user-facing spot names to torch.fx node names, in model order; it is
+either a dict or, when the layers depend on params, a function of the built model.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from engine.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+# Imported for their registration side effect; they need MODELS defined above.
+from engine.models import cifar_resnet, mlp, small_cnn, torchvision_models  # noqa: E402,F401
+
+_FIXED_ARGS = ("num_classes", "in_channels", "image_size")
+
+
+def model_params(arch: str) -> dict[str, Any]:
+    """The params ``arch`` accepts, with their defaults."""
+    signature = inspect.signature(MODELS.get(arch))
+    return {name: p.default for name, p in signature.parameters.items() if name not in _FIXED_ARGS}
+
+
+def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, params: dict | None = None) -> nn.Module:
+    """Build ``arch``; an unknown or invalid param raises a ValueError naming it."""
+    params = dict(params or {})
+    accepted = model_params(arch)
+    for name in params:
+        if name not in accepted:
+            known = ", ".join(accepted) if accepted else "none"
+            raise ValueError(f"{arch}: unknown param {name!r} (accepted params: {known})")
+    return MODELS.get(arch)(num_classes, in_channels, image_size, **params)
+
+
+__all__ = ["MODELS", "build_model", "model_params"]

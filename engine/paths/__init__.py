@@ -1,0 +1,6 @@
+"""Distillers: one file each, registered in DISTILLERS by the import list below."""
+from engine.registry import Registry
+
+DISTILLERS: Registry = Registry("distiller")
+
+from engine.paths import kd  # noqa: E402,F401  (registers)

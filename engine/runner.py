@@ -1,0 +1,172 @@
+"""Execute a RunSpec: data -> teachers -> learner (student, paths, aggregator) -> fit -> results.
+
+``execute_run`` is the single entry used by the worker and the CLI; it depends only on
+the spec, the run's folder and the workspace, never on the process that calls it, so a
+run can be resumed by any worker (and later fanned out to other machines).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine.aggregators import AGGREGATORS
+from engine.data import load_dataset
+from engine.data.bundle import DataBundle
+from engine.models import build_model
+from engine.models.checkpoint import load_weights
+from engine.models.spots import TappedModel, list_spots
+from engine.paths import DISTILLERS
+from engine.spec import RunSpec, TeacherSpec, TrainSource
+from engine.store import run_dir
+from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TeacherTaps, evaluate, fit, resolve_device,
+                          save_atomic)
+
+#: bump when inline teacher training changes, so cached teachers are retrained
+TEACHER_RECIPE_VERSION = 1
+
+
+def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> dict[str, Any]:
+    """Train the run's teachers (if inline) and its model; return the final metrics."""
+    started = time.time()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = resolve_device(spec.device)
+    bundle = load_dataset(spec.dataset)
+    reporter.event("info", f"data: {spec.dataset.name}, {len(bundle.train.y)} train / {len(bundle.val.y)} val / "
+                           f"{len(bundle.test.y)} test samples, device {device}")
+    plan = _ProgressPlan(spec, home, reporter)
+    teachers, teacher_acc = {}, {}
+    for tspec in spec.teachers:
+        model, acc = prepare_teacher(tspec, spec, bundle, home, device, reporter, plan.callback(f"teacher:{tspec.id}"))
+        teachers[tspec.id] = model
+        teacher_acc[tspec.id] = acc
+    learner = build_learner(spec, bundle, teachers, device)
+    folder = run_dir(home, run_id)
+    cfg = FitConfig(phase=MAIN_PHASE, epochs=spec.epochs, seed=spec.seed, optimizer=spec.optimizer,
+                    schedule=spec.schedule, augment=spec.dataset.augment, batch_size=spec.dataset.batch_size,
+                    log_every=spec.log_every, checkpoint_dir=folder / "checkpoints",
+                    progress=plan.callback(MAIN_PHASE))
+    torch.manual_seed(spec.seed)
+    metrics = fit(learner, bundle, cfg, device, reporter)
+    save_atomic({"arch": spec.student.arch, "state_dict": learner.student.model.state_dict()},
+                 folder / "checkpoints" / "final.pt")
+    return {"run_id": run_id, "test_acc": metrics["acc/test"], "val_acc": metrics["acc/val"],
+            "train_acc": metrics.get("acc/train"), "teacher_test_acc": teacher_acc,
+            "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device)}
+
+
+def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, TappedModel], device: torch.device) -> Learner:
+    """Student with the spots its paths read, one distiller per path, and the aggregator."""
+    torch.manual_seed(spec.seed)  # the student's initial weights depend on the seed only
+    arch_of = {t.id: t for t in spec.teachers}
+    shape, classes = bundle.input_shape, bundle.num_classes
+    student_spots = {s.name: s.shape for s in list_spots(spec.student.arch, shape, classes, spec.student.arch_params)}
+    model = build_model(spec.student.arch, classes, shape[0], shape[1], spec.student.arch_params)
+    paths = spec.active_paths
+    student = TappedModel(model, spec.student.arch, {p.student_spot for p in paths})
+    distillers, path_spots, path_weights = {}, {}, {}
+    for p in paths:
+        tspec = arch_of[p.teacher]
+        t_shapes = {s.name: s.shape for s in list_spots(tspec.arch, shape, classes, tspec.arch_params)}
+        cls = DISTILLERS.get(p.distiller)
+        distillers[p.id] = cls(student_spots[p.student_spot], t_shapes[p.teacher_spot], **p.params)
+        path_spots[p.id] = (p.teacher, p.teacher_spot, p.student_spot)
+        path_weights[p.id] = p.weight if p.weight is not None else cls.default_weight
+    aggregator = AGGREGATORS.get(spec.aggregator.name)(list(path_spots), path_weights, **spec.aggregator.params)
+    used = {p.teacher for p in paths}
+    frozen = {tid: TeacherTaps(_tap_teacher(teachers[tid], arch_of[tid].arch, paths, tid)) for tid in used}
+    return Learner(student, distillers, path_spots, aggregator, frozen).to(device)
+
+
+def _tap_teacher(model: torch.nn.Module, arch: str, paths, tid: str) -> TappedModel:
+    tapped = TappedModel(model, arch, {p.teacher_spot for p in paths if p.teacher == tid})
+    tapped.eval()
+    for param in tapped.parameters():
+        param.requires_grad_(False)
+    return tapped
+
+
+# ------------------------------------------------------------------ teachers
+def prepare_teacher(tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home: Path, device: torch.device,
+                    reporter: Reporter, progress: Callable[[float], None]) -> tuple[torch.nn.Module, float | None]:
+    """A frozen teacher model on `device` and its test accuracy (when known)."""
+    shape = bundle.input_shape
+    model = build_model(tspec.arch, bundle.num_classes, shape[0], shape[1], tspec.arch_params)
+    source = tspec.source
+    accuracy = None
+    if isinstance(source, TrainSource):
+        accuracy = _inline_teacher(model, tspec, spec, bundle, home, device, reporter, progress)
+    elif source.kind == "checkpoint":
+        load_weights(model, source.path)
+        reporter.event("info", f"teacher {tspec.id}: loaded {source.path}")
+    else:
+        load_weights(model, run_dir(home, source.run_id) / "checkpoints" / "final.pt")
+        reporter.event("info", f"teacher {tspec.id}: final model of run {source.run_id}")
+    model.to(device).eval()
+    if accuracy is None:
+        accuracy, _ = evaluate(model, bundle.test, device)
+    progress(1.0)
+    return model, accuracy
+
+
+def teacher_cache_path(tspec: TeacherSpec, spec: RunSpec, home: Path) -> Path:
+    """Inline teachers are cached by everything that determines their weights."""
+    recipe = {"version": TEACHER_RECIPE_VERSION, "arch": tspec.arch, "arch_params": tspec.arch_params,
+              "source": tspec.source.model_dump(mode="json"),
+              "dataset": spec.dataset.model_dump(mode="json", exclude={"download"}),
+              "device": resolve_device(spec.device).type}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    return home / "teachers" / f"{tspec.arch}-{digest}.pt"
+
+
+def _inline_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home: Path, device: torch.device,
+                    reporter: Reporter, progress: Callable[[float], None]) -> float:
+    cache = teacher_cache_path(tspec, spec, home)
+    if cache.exists():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        reporter.event("info", f"teacher {tspec.id}: reused cached {cache.name} (test acc {saved['test_acc']:.3f})")
+        return saved["test_acc"]
+    source: TrainSource = tspec.source
+    reporter.event("info", f"teacher {tspec.id}: training {tspec.arch} for {source.epochs} epochs")
+    torch.manual_seed(source.seed)
+    model.to(device)
+    tapped = TappedModel(model, tspec.arch, ())
+    learner = Learner(tapped, {}, {}, AGGREGATORS.get("equal")([], {}), {}).to(device)
+    cfg = FitConfig(phase=f"teacher:{tspec.id}", epochs=source.epochs, seed=source.seed,
+                    optimizer=source.optimizer, schedule=source.schedule, augment=spec.dataset.augment,
+                    batch_size=spec.dataset.batch_size, log_every=spec.log_every, checkpoint_dir=None,
+                    progress=progress)
+    metrics = fit(learner, bundle, cfg, device, reporter)
+    save_atomic({"arch": tspec.arch, "state_dict": model.state_dict(), "test_acc": metrics["acc/test"]}, cache)
+    return metrics["acc/test"]
+
+
+class _ProgressPlan:
+    """Maps each phase's own 0..1 progress onto the run's overall progress bar."""
+
+    def __init__(self, spec: RunSpec, home: Path, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.spans: dict[str, float] = {}
+        for t in spec.teachers:
+            trains = isinstance(t.source, TrainSource) and not teacher_cache_path(t, spec, home).exists()
+            self.spans[f"teacher:{t.id}"] = float(t.source.epochs) if trains else 0.0
+        self.spans[MAIN_PHASE] = float(spec.epochs)
+        self.total = sum(self.spans.values())
+
+    def callback(self, phase: str) -> Callable[[float], None]:
+        before = 0.0
+        for name, span in self.spans.items():
+            if name == phase:
+                break
+            before += span
+        span = self.spans[phase]
+
+        def report(fraction: float) -> None:
+            self.reporter.progress((before + span * fraction) / self.total, phase)
+
+        return report

@@ -1,0 +1,204 @@
+"""RunSpec: the complete, declarative description of a run.
+
+A run is a pure function of its RunSpec (and the seed inside it). The spec is stored with
+the run, exported as YAML and re-runnable with ``python -m engine run spec.yaml``.
+This module checks structure and types only; names (datasets, architectures, spots,
+distillers, aggregators) are checked against the registries by ``engine.validate``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SPEC_VERSION = 1
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a YAML file must not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    name: str = "digits"
+    root: str | None = Field(None, description="folder holding the files; default per dataset")
+    download: bool = Field(False, description="allow torchvision to download the files")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="share of the training pool held out")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="used only when a dataset has no official test split")
+    train_size: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")
+    image_size: int | None = Field(None, gt=0, description="resize images to this side length")
+    augment: Literal["none", "crop", "flip_crop"] = "none"
+    batch_size: int = Field(64, gt=0)
+    split_seed: int = Field(0, description="fixes the train/val/test split independently of the run seed")
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleSpec(_Strict):
+    name: Literal["constant", "multistep", "cosine"] = "constant"
+    milestones: list[int] = Field(default_factory=list, description="epochs at which lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0)
+
+
+class TrainSource(_Strict):
+    """Train the teacher inside this run (cached in the workspace by its recipe)."""
+
+    kind: Literal["train"] = "train"
+    epochs: int = Field(10, gt=0)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    seed: int = 0
+
+
+class CheckpointSource(_Strict):
+    kind: Literal["checkpoint"] = "checkpoint"
+    path: str
+
+
+class RunSource(_Strict):
+    """A finished teacher run of this workspace (its final model)."""
+
+    kind: Literal["run"] = "run"
+    run_id: str
+
+
+TeacherSource = Annotated[Union[TrainSource, CheckpointSource, RunSource], Field(discriminator="kind")]
+
+
+class TeacherSpec(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=40)
+    arch: str
+    arch_params: dict[str, Any] = Field(default_factory=dict)
+    source: TeacherSource = Field(default_factory=TrainSource)
+
+
+class StudentSpec(_Strict):
+    arch: str
+    arch_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PathSpec(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_\-.]+$", max_length=60)
+    teacher: str
+    distiller: str
+    teacher_spot: str
+    student_spot: str
+    weight: float | None = Field(None, ge=0, description="None: the distiller's conventional weight")
+    params: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class AggregatorSpec(_Strict):
+    name: str = "equal"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunSpec(_Strict):
+    version: int = SPEC_VERSION
+    name: str = Field("run", max_length=120)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    teachers: list[TeacherSpec] = Field(default_factory=list)
+    student: StudentSpec
+    paths: list[PathSpec] = Field(default_factory=list)
+    aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    epochs: int = Field(10, gt=0)
+    seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    log_every: int = Field(10, gt=0, description="steps between logged loss values")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "RunSpec":
+        teacher_ids = [t.id for t in self.teachers]
+        duplicates = {t for t in teacher_ids if teacher_ids.count(t) > 1}
+        if duplicates:
+            raise ValueError(f"teachers: duplicate id(s) {sorted(duplicates)}")
+        path_ids = [p.id for p in self.paths]
+        duplicates = {p for p in path_ids if path_ids.count(p) > 1}
+        if duplicates:
+            raise ValueError(f"paths: duplicate id(s) {sorted(duplicates)}")
+        return self
+
+    @property
+    def active_paths(self) -> list[PathSpec]:
+        return [p for p in self.paths if p.enabled]
+
+    @property
+    def is_teacher_run(self) -> bool:
+        """A run without paths trains its model with cross-entropy alone."""
+        return not self.active_paths
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; ``errors`` holds one 'field.path: problem' line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """('paths', 2, 'teacher_spot') -> 'paths[2].teacher_spot'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("train", "checkpoint", "run") and out.endswith("source"):
+            continue  # pydantic adds the union tag to the location; users never typed it
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "spec"
+
+
+def _format_validation_error(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{field_path(tuple(e['loc']))}: {msg}")
+    return lines
+
+
+def parse_spec(data: Any) -> RunSpec:
+    """Build a RunSpec from plain data, raising SpecError with every problem."""
+    if not isinstance(data, dict):
+        raise SpecError([f"spec: expected a mapping of fields, got {type(data).__name__}"])
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err)) from None
+
+
+def spec_from_yaml(text: str) -> RunSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError([f"yaml: {err}".replace("\n", " ")]) from None
+    return parse_spec(data)
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError([f"{path}: cannot read ({err.strerror})"]) from None
+    return spec_from_yaml(text)
+
+
+def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json")
+
+
+def spec_to_yaml(spec: RunSpec) -> str:
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=False)

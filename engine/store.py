@@ -1,0 +1,369 @@
+"""The run store: one SQLite database (WAL mode) plus an artifacts folder per run.
+
+Layout of a workspace (env PATHSCOPE_HOME, default ./workspace):
+    pathscope.db            runs, metrics, events, workers, arrays (schema versioned in `meta`)
+    runs/<run_id>/          spec.yaml, checkpoints/, arrays/, logs
+    teachers/               teachers trained inline, cached by recipe hash
+    logs/worker-<pid>.log   worker output when started by the dashboard
+
+Writers (the engine) open the database read-write; readers (the dashboard) open it
+read-only and never run DDL. The schema and WAL mode are created once by
+``init_workspace`` before any writer starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+FINAL_STATUSES = ("done", "failed", "cancelled")
+#: a running run whose heartbeat is older than this has lost its worker
+STALE_AFTER_SECONDS = 15.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    group_id TEXT,
+    spec_yaml TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued','running','done','failed','cancelled')),
+    phase TEXT NOT NULL DEFAULT '',
+    progress REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL,
+    worker_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    result_json TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics(run_id, phase, key, step);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data_json TEXT
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    device TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    stopped_at REAL
+);
+"""
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace folder or its database cannot be used; the message says why."""
+
+
+def workspace_home() -> Path:
+    return Path(os.environ.get("PATHSCOPE_HOME", "workspace")).resolve()
+
+
+def db_path(home: Path) -> Path:
+    return home / "pathscope.db"
+
+
+def run_dir(home: Path, run_id: str) -> Path:
+    return home / "runs" / run_id
+
+
+def init_workspace(home: Path | None = None) -> Path:
+    """Create the folders, the schema and WAL mode (idempotent). Call before writers start."""
+    home = Path(home) if home else workspace_home()
+    try:
+        for sub in ("runs", "teachers", "logs"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        probe = home / f".write-probe-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise WorkspaceError(
+            f"workspace {home} is not writable ({err.strerror}); set PATHSCOPE_HOME to a writable folder"
+        ) from None
+    con = _connect(db_path(home), readonly=False)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(_SCHEMA)
+        found = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is None:
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) != SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{db_path(home)} has schema version {found[0]}, this PathScope reads version {SCHEMA_VERSION}"
+            )
+        con.commit()
+    finally:
+        con.close()
+    return home
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    except sqlite3.OperationalError as err:
+        raise WorkspaceError(f"cannot open {path}: {err}") from None
+    con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    con.row_factory = sqlite3.Row
+    return con
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    name: str
+    group_id: str | None
+    spec_yaml: str
+    status: str
+    phase: str
+    progress: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    worker_id: str | None
+    attempts: int
+    cancel_requested: int
+    error: str | None
+    result_json: str | None
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return json.loads(self.result_json) if self.result_json else {}
+
+
+class Store:
+    """Access to one workspace's database. ``Store(home, readonly=True)`` for readers."""
+
+    def __init__(self, home: Path | None = None, readonly: bool = False) -> None:
+        self.home = Path(home) if home else workspace_home()
+        if not db_path(self.home).exists():
+            if readonly:
+                raise WorkspaceError(f"no workspace at {self.home} yet: start a run or a worker first")
+            init_workspace(self.home)
+        self.readonly = readonly
+        self.con = _connect(db_path(self.home), readonly)
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so a claim cannot race another worker.
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.rollback()
+            raise
+        else:
+            self.con.commit()
+
+    # ---------------------------------------------------------------- runs
+    def create_run(self, spec_yaml: str, name: str, group_id: str | None = None,
+                   status: str = "queued") -> str:
+        run_id = new_run_id()
+        while self.get_run(run_id) is not None:  # two runs submitted in the same second
+            run_id = new_run_id()
+        folder = run_dir(self.home, run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spec.yaml").write_text(spec_yaml)
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO runs (id, name, group_id, spec_yaml, status, created_at) VALUES (?,?,?,?,?,?)",
+                (run_id, name, group_id, spec_yaml, status, time.time()),
+            )
+        return run_id
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        row = self.con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return RunRow(**dict(row)) if row else None
+
+    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRow]:
+        sql, args = "SELECT * FROM runs", ()
+        if statuses:
+            statuses = tuple(statuses)
+            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args = statuses
+        rows = self.con.execute(sql + " ORDER BY created_at DESC", args).fetchall()
+        return [RunRow(**dict(r)) for r in rows]
+
+    def claim_run(self, worker_id: str, run_id: str | None = None) -> RunRow | None:
+        """Mark the oldest queued run (or the given one) running for this worker."""
+        with self._write() as con:
+            if run_id is None:
+                row = con.execute("SELECT id FROM runs WHERE status='queued' AND cancel_requested=0"
+                                  " ORDER BY created_at LIMIT 1").fetchone()
+            else:
+                row = con.execute("SELECT id FROM runs WHERE status='queued' AND id=?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            con.execute(
+                "UPDATE runs SET status='running', worker_id=?, started_at=COALESCE(started_at, ?),"
+                " heartbeat_at=?, attempts=attempts+1, error=NULL WHERE id=?",
+                (worker_id, now, now, row["id"]),
+            )
+        return self.get_run(row["id"])
+
+    def reclaim_stale_runs(self, max_age_s: float, max_attempts: int) -> list[tuple[str, str]]:
+        """Runs whose worker stopped beating: requeue them (to resume) or fail them after max_attempts.
+
+        Returns (run_id, "requeued" | "failed") for each. Done in one write transaction so
+        two workers never recover the same run twice.
+        """
+        cutoff = time.time() - max_age_s
+        outcomes = []
+        with self._write() as con:
+            rows = con.execute("SELECT id, worker_id, attempts FROM runs WHERE status='running'"
+                               " AND COALESCE(heartbeat_at, 0) < ?", (cutoff,)).fetchall()
+            for row in rows:
+                if row["attempts"] < max_attempts:
+                    con.execute("UPDATE runs SET status='queued', worker_id=NULL WHERE id=?", (row["id"],))
+                    message = (f"worker {row['worker_id']} stopped responding; the run will resume from its "
+                               f"last checkpoint (attempt {row['attempts'] + 1} of {max_attempts})")
+                    outcomes.append((row["id"], "requeued"))
+                else:
+                    message = (f"worker {row['worker_id']} stopped responding and the run has already been "
+                               f"tried {row['attempts']} times; giving up")
+                    con.execute("UPDATE runs SET status='failed', error=?, finished_at=? WHERE id=?",
+                                (message, time.time(), row["id"]))
+                    outcomes.append((row["id"], "failed"))
+                con.execute("INSERT INTO events (run_id, time, level, message) VALUES (?,?,?,?)",
+                            (row["id"], time.time(), "warning", message))
+        return outcomes
+
+    def update_progress(self, run_id: str, progress: float, phase: str) -> None:
+        with self._write() as con:
+            con.execute("UPDATE runs SET progress=?, phase=?, heartbeat_at=? WHERE id=?",
+                        (progress, phase, time.time(), run_id))
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None,
+                   result: dict[str, Any] | None = None) -> None:
+        assert status in FINAL_STATUSES, status
+        with self._write() as con:
+            con.execute(
+                "UPDATE runs SET status=?, error=?, result_json=?, finished_at=?,"
+                " progress=CASE WHEN ?='done' THEN 1.0 ELSE progress END WHERE id=?",
+                (status, error, json.dumps(result) if result is not None else None,
+                 time.time(), status, run_id),
+            )
+
+    def requeue_run(self, run_id: str, reason: str) -> None:
+        with self._write() as con:
+            con.execute("UPDATE runs SET status='queued', worker_id=NULL WHERE id=?", (run_id,))
+        self.add_event(run_id, "warning", reason)
+
+    def request_cancel(self, run_id: str) -> None:
+        """Queued runs are cancelled at once; running ones at the next step boundary."""
+        with self._write() as con:
+            con.execute("UPDATE runs SET cancel_requested=1 WHERE id=?", (run_id,))
+            con.execute(
+                "UPDATE runs SET status='cancelled', finished_at=? WHERE id=? AND status='queued'",
+                (time.time(), run_id),
+            )
+
+    def cancel_requested(self, run_id: str) -> bool:
+        row = self.con.execute("SELECT cancel_requested FROM runs WHERE id=?", (run_id,)).fetchone()
+        return bool(row and row[0])
+
+    # ---------------------------------------------------------------- metrics and events
+    def add_metrics(self, run_id: str, rows: list[tuple[str, int, int, str, float]]) -> None:
+        """rows: (phase, step, epoch, key, value)."""
+        if not rows:
+            return
+        with self._write() as con:
+            con.executemany(
+                "INSERT INTO metrics (run_id, phase, step, epoch, key, value) VALUES (?,?,?,?,?,?)",
+                [(run_id, *r) for r in rows],
+            )
+
+    def delete_metrics_after(self, run_id: str, phase: str, epoch: int) -> None:
+        """On resume, drop what was logged after the checkpoint so series stay single-valued."""
+        with self._write() as con:
+            con.execute("DELETE FROM metrics WHERE run_id=? AND phase=? AND epoch>?", (run_id, phase, epoch))
+
+    def metrics(self, run_id: str, keys: Iterable[str] | None = None, phase: str | None = None
+                ) -> list[sqlite3.Row]:
+        sql, args = "SELECT phase, step, epoch, key, value FROM metrics WHERE run_id=?", [run_id]
+        if phase is not None:
+            sql += " AND phase=?"
+            args.append(phase)
+        if keys is not None:
+            keys = list(keys)
+            sql += f" AND key IN ({','.join('?' * len(keys))})"
+            args += keys
+        return self.con.execute(sql + " ORDER BY phase, key, step", args).fetchall()
+
+    def add_event(self, run_id: str | None, level: str, message: str,
+                  data: dict[str, Any] | None = None) -> None:
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO events (run_id, time, level, message, data_json) VALUES (?,?,?,?,?)",
+                (run_id, time.time(), level, message, json.dumps(data) if data else None),
+            )
+
+    def events(self, run_id: str) -> list[sqlite3.Row]:
+        return self.con.execute(
+            "SELECT time, level, message, data_json FROM events WHERE run_id=? ORDER BY id", (run_id,)
+        ).fetchall()
+
+    # ---------------------------------------------------------------- workers
+    def register_worker(self, worker_id: str, device: str) -> None:
+        now = time.time()
+        with self._write() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO workers (id, pid, host, device, started_at, heartbeat_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (worker_id, os.getpid(), os.uname().nodename, device, now, now),
+            )
+
+    def worker_heartbeat(self, worker_id: str, run_id: str | None) -> None:
+        now = time.time()
+        with self._write() as con:
+            con.execute("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, worker_id))
+            if run_id:
+                con.execute("UPDATE runs SET heartbeat_at=? WHERE id=? AND status='running'", (now, run_id))
+
+    def stop_worker(self, worker_id: str) -> None:
+        with self._write() as con:
+            con.execute("UPDATE workers SET stopped_at=? WHERE id=?", (time.time(), worker_id))
+
+    def live_workers(self, max_age_s: float) -> list[sqlite3.Row]:
+        cutoff = time.time() - max_age_s
+        return self.con.execute(
+            "SELECT * FROM workers WHERE stopped_at IS NULL AND heartbeat_at >= ?", (cutoff,)
+        ).fetchall()

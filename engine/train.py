@@ -1,0 +1,297 @@
+"""The training step and loop: one loop for teachers (cross-entropy) and students (CE + paths).
+
+A step produces a dict of named losses ("task" and one "path:<id>" per path); the
+aggregator turns them into the update. New distillers and aggregators plug in through
+their registries without touching this file.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.aggregators.base import TASK, Aggregator, path_key
+from engine.data.augment import augment_batch
+from engine.data.bundle import DataBundle, Split, iterate_batches
+from engine.models.spots import TappedModel
+from engine.paths.base import StepContext
+from engine.spec import OptimizerSpec, ScheduleSpec
+
+MAIN_PHASE = "main"
+EVAL_BATCH = 512
+
+
+# ------------------------------------------------------------------ outcomes and reporting
+class RunCancelled(Exception):
+    """The user asked to stop; the run ends `cancelled` with its last checkpoint."""
+
+
+class RunInterrupted(Exception):
+    """The worker is shutting down; the run goes back to the queue and resumes later."""
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, phase: str, step: int, term: str, value: float) -> None:
+        self.phase, self.step, self.term = phase, step, term
+        super().__init__(f"loss term '{term}' became {value} at step {step} ({phase})")
+
+
+class Reporter(Protocol):
+    def log(self, phase: str, step: int, epoch: int, values: dict[str, float]) -> None: ...
+    def event(self, level: str, message: str, data: dict[str, Any] | None = None) -> None: ...
+    def progress(self, fraction: float, phase: str) -> None: ...
+    def check_stop(self) -> None: ...
+    def truncate(self, phase: str, epoch: int) -> None: ...
+    def flush(self) -> None: ...
+
+
+class NullReporter:
+    """Keeps everything in memory; for tests and library use."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, int, str, float]] = []
+        self.events: list[tuple[str, str]] = []
+        self.last_progress = 0.0
+
+    def log(self, phase, step, epoch, values):
+        self.rows += [(phase, step, epoch, k, v) for k, v in values.items()]
+
+    def event(self, level, message, data=None):
+        self.events.append((level, message))
+
+    def progress(self, fraction, phase):
+        self.last_progress = fraction
+
+    def check_stop(self):
+        pass
+
+    def truncate(self, phase, epoch):
+        self.rows = [r for r in self.rows if not (r[0] == phase and r[2] > epoch)]
+
+    def flush(self):
+        pass
+
+    def series(self, key: str, phase: str = MAIN_PHASE) -> list[float]:
+        return [r[4] for r in self.rows if r[0] == phase and r[3] == key]
+
+
+# ------------------------------------------------------------------ devices and seeds
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name!r} was asked for but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def epoch_generator(seed: int, phase: str, epoch: int) -> torch.Generator:
+    """Shuffling and augmentation depend only on (seed, phase, epoch): resuming is exact."""
+    phase_salt = sum(ord(c) * 31**i for i, c in enumerate(phase)) % 1_000_003
+    return torch.Generator().manual_seed(seed * 1_000_003 + phase_salt * 1_009 + epoch)
+
+
+# ------------------------------------------------------------------ the learner
+@dataclass
+class TeacherTaps:
+    """A frozen teacher and the spots its paths read."""
+
+    model: TappedModel
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return self.model(x)
+
+
+class Learner(nn.Module):
+    """The student, its paths' distillers and the aggregator: everything a step trains."""
+
+    def __init__(self, student: TappedModel, distillers: dict[str, nn.Module], path_spots: dict[str, tuple[str, str, str]],
+                 aggregator: Aggregator, teachers: dict[str, TeacherTaps]) -> None:
+        super().__init__()
+        self.student = student
+        self.distillers = nn.ModuleDict(distillers)
+        self.aggregator = aggregator
+        self.path_spots = path_spots  # path id -> (teacher id, teacher spot, student spot)
+        self.teachers = teachers  # plain dict: frozen teachers are neither trained nor saved here
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Named losses of one batch, and the student's logits."""
+        teacher_taps = {tid: teacher(x) for tid, teacher in self.teachers.items()}  # once per step each
+        student_taps = self.student(x)
+        logits = student_taps["fc"]
+        losses = {TASK: F.cross_entropy(logits, y)}
+        for pid, (tid, t_spot, s_spot) in self.path_spots.items():
+            losses[path_key(pid)] = self.distillers[pid](student_taps[s_spot], teacher_taps[tid][t_spot], ctx)
+        return losses, logits
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        return {"model": self.student.model.state_dict(), "distillers": self.distillers.state_dict(),
+                "aggregator": self.aggregator.state_dict()}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.student.model.load_state_dict(state["model"])
+        self.distillers.load_state_dict(state["distillers"])
+        self.aggregator.load_state_dict(state["aggregator"])
+
+
+def build_optimizer(params: list[nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
+    if spec.name == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
+                               weight_decay=spec.weight_decay, nesterov=spec.nesterov and spec.momentum > 0)
+    cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, epochs: int):
+    if spec.name == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=spec.milestones, gamma=spec.gamma)
+    if spec.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _epoch: 1.0)
+
+
+# ------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a plain or tapped model on a split."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for x, y, _ in iterate_batches(split, EVAL_BATCH, shuffle=False, generator=None):
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        logits = out["fc"] if isinstance(out, dict) else out
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = max(len(split.y), 1)
+    return correct / n, loss_sum / n
+
+
+# ------------------------------------------------------------------ the loop
+@dataclass
+class FitConfig:
+    phase: str
+    epochs: int
+    seed: int
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    augment: str
+    batch_size: int
+    log_every: int
+    checkpoint_dir: Path | None  # None: no checkpoints (inline teachers are cached whole instead)
+    progress: Callable[[float], None] = field(default=lambda _f: None)
+
+
+def _check_finite(phase: str, step: int, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+    if torch.isfinite(total):
+        return
+    for name, value in losses.items():
+        if not torch.isfinite(value):
+            raise NonFiniteLoss(phase, step, name, value.item())
+    raise NonFiniteLoss(phase, step, "total", total.item())
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.device, reporter: Reporter
+        ) -> dict[str, float]:
+    """Train for cfg.epochs (resuming from cfg.checkpoint_dir/last.pt when present); return final metrics."""
+    params = [p for p in learner.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs)
+    start_epoch, step = _resume(learner, optimizer, scheduler, cfg, reporter)
+    steps_per_epoch = math.ceil(len(bundle.train.y) / cfg.batch_size)
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        step, train_acc = _train_epoch(learner, optimizer, bundle.train, cfg, epoch, step, device, reporter,
+                                       steps_per_epoch)
+        scheduler.step()
+        metrics = _end_of_epoch(learner, bundle, cfg, epoch, step, train_acc, device, reporter)
+        if cfg.checkpoint_dir is not None:
+            _save_checkpoint(learner, optimizer, scheduler, cfg.checkpoint_dir, epoch, step)
+        reporter.flush()
+    if not metrics:  # resumed after the last epoch: recompute what the run ended with
+        metrics = _final_metrics(learner, bundle, device)
+    return metrics
+
+
+def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Split, cfg: FitConfig, epoch: int,
+                 step: int, device: torch.device, reporter: Reporter, steps_per_epoch: int) -> tuple[int, float]:
+    learner.train()
+    generator = epoch_generator(cfg.seed, cfg.phase, epoch)
+    correct = seen = 0
+    for i, (x, y, index) in enumerate(iterate_batches(split, cfg.batch_size, shuffle=True, generator=generator)):
+        reporter.check_stop()
+        x = augment_batch(x, cfg.augment, generator).to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        ctx = StepContext(labels=y, epoch=epoch, step=step, index=index)
+        losses, logits = learner.losses(x, y, ctx)
+        optimizer.zero_grad(set_to_none=True)
+        total, weights = learner.aggregator.backward(losses, ctx)
+        _check_finite(cfg.phase, step, total, losses)
+        optimizer.step()
+        correct += (logits.detach().argmax(1) == y).sum().item()
+        seen += len(y)
+        if step % cfg.log_every == 0:
+            reporter.log(cfg.phase, step, epoch, _step_values(total, losses, weights, optimizer))
+        step += 1
+        cfg.progress((epoch + (i + 1) / steps_per_epoch) / cfg.epochs)
+    return step, correct / max(seen, 1)
+
+
+def _step_values(total: torch.Tensor, losses: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
+                 optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    values = {"loss/total": total.item(), "lr": optimizer.param_groups[0]["lr"]}
+    values.update({f"loss/{name}": v.item() for name, v in losses.items()})
+    values.update({f"weight/{path_key(pid)}": float(w) for pid, w in weights.items()})
+    return values
+
+
+def _final_metrics(learner: Learner, bundle: DataBundle, device: torch.device) -> dict[str, float]:
+    val_acc, val_loss = evaluate(learner.student, bundle.val, device)
+    test_acc, _ = evaluate(learner.student, bundle.test, device)
+    return {"acc/val": val_acc, "loss/val": val_loss, "acc/test": test_acc}
+
+
+def _end_of_epoch(learner: Learner, bundle: DataBundle, cfg: FitConfig, epoch: int, step: int, train_acc: float,
+                  device: torch.device, reporter: Reporter) -> dict[str, float]:
+    metrics = {"acc/train": train_acc, **_final_metrics(learner, bundle, device)}
+    reporter.log(cfg.phase, step, epoch, metrics)
+    return metrics
+
+
+def _save_checkpoint(learner: Learner, optimizer, scheduler, folder: Path, epoch: int, step: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": epoch, "step": step, **learner.state_for_checkpoint(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    save_atomic(state, folder / f"epoch_{epoch:03d}.pt")
+    save_atomic(state, folder / "last.pt")
+
+
+def _resume(learner: Learner, optimizer, scheduler, cfg: FitConfig, reporter: Reporter) -> tuple[int, int]:
+    """(first epoch to run, global step) from the last checkpoint, or (0, 0)."""
+    last = cfg.checkpoint_dir / "last.pt" if cfg.checkpoint_dir else None
+    if last is None or not last.exists():
+        reporter.truncate(cfg.phase, -1)  # a restart from scratch must not keep half an epoch of metrics
+        return 0, 0
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    learner.load_checkpoint_state(state)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    reporter.truncate(cfg.phase, state["epoch"])
+    reporter.event("info", f"resumed {cfg.phase} from the checkpoint of epoch {state['epoch'] + 1}")
+    return state["epoch"] + 1, state["step"]

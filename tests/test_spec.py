@@ -1,0 +1,120 @@
+"""RunSpec: YAML round trip, structural errors and semantic validation messages."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.spec import SpecError, load_spec, parse_spec, spec_from_yaml, spec_to_yaml
+from engine.validate import validate_spec
+from tests.conftest import ROOT, tiny_spec_dict
+
+CONFIGS = sorted((ROOT / "assets" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_specs_round_trip_and_validate(path: Path) -> None:
+    spec = load_spec(path)
+    text = spec_to_yaml(spec)
+    assert spec_from_yaml(text) == spec
+    assert spec_to_yaml(spec_from_yaml(text)) == text  # saving a loaded spec changes nothing
+    assert validate_spec(spec) == []
+
+
+def test_demo_spec_exists_with_one_kd_path() -> None:
+    spec = load_spec(ROOT / "assets" / "configs" / "digits_kd.yaml")
+    assert [p.distiller for p in spec.paths] == ["kd"]
+    assert spec.teachers[0].source.kind == "train"
+
+
+def _errors(data) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    return info.value.errors
+
+
+def test_wrong_type_names_the_field() -> None:
+    errors = _errors(tiny_spec_dict(epochs="ten"))
+    assert errors == ["epochs: Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_unknown_key_names_the_nested_field() -> None:
+    data = tiny_spec_dict()
+    data["paths"][0]["wieght"] = 2
+    assert _errors(data) == ["paths[0].wieght: unknown key"]
+
+
+def test_teacher_source_errors_skip_the_union_tag() -> None:
+    data = tiny_spec_dict()
+    data["teachers"][0]["source"]["epochs"] = -1
+    assert _errors(data) == ["teachers[0].source.epochs: Input should be greater than 0"]
+
+
+def test_not_a_mapping_and_bad_yaml() -> None:
+    assert _errors([1, 2]) == ["spec: expected a mapping of fields, got list"]
+    with pytest.raises(SpecError, match="yaml:"):
+        spec_from_yaml("name: [unclosed")
+
+
+def test_duplicate_path_ids_refused() -> None:
+    data = tiny_spec_dict()
+    data["paths"].append(dict(data["paths"][0]))
+    assert any("duplicate id" in e for e in _errors(data))
+
+
+def test_unknown_spot_message_lists_the_spots() -> None:
+    data = tiny_spec_dict(dataset={"name": "cifar10"})
+    data["teachers"] = [{"id": "r", "arch": "resnet20"}]
+    data["student"] = {"arch": "resnet8"}
+    data["paths"] = [
+        {"id": "a", "teacher": "r", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
+        {"id": "b", "teacher": "r", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
+        {"id": "c", "teacher": "r", "distiller": "kd", "teacher_spot": "layer9", "student_spot": "fc"},
+    ]
+    errors = validate_spec(parse_spec(data))
+    assert errors == ["paths[2].teacher_spot: 'layer9' is not a spot of resnet20 "
+                      "(spots: conv1, layer1, layer2, layer3, pool, fc)"]
+
+
+def test_unknown_names_are_each_reported() -> None:
+    data = tiny_spec_dict(aggregator={"name": "magic"})
+    data["student"]["arch"] = "resnet9000"
+    data["paths"][0]["distiller"] = "telepathy"
+    data["paths"].append({"id": "x", "teacher": "ghost", "distiller": "kd", "teacher_spot": "fc",
+                          "student_spot": "fc"})
+    errors = validate_spec(parse_spec(data))
+    assert any(e.startswith("student.arch: unknown architecture 'resnet9000'") for e in errors)
+    assert any(e.startswith("paths[0].distiller: unknown distiller 'telepathy' (known: ") for e in errors)
+    assert any(e.startswith("paths[1].teacher: unknown teacher 'ghost' (teachers: t)") for e in errors)
+    assert any(e.startswith("aggregator.name: unknown aggregator 'magic'") for e in errors)
+
+
+def test_spot_of_wrong_kind_for_distiller() -> None:
+    data = tiny_spec_dict()
+    data["paths"][0]["student_spot"] = "pool"
+    errors = validate_spec(parse_spec(data))
+    assert len(errors) == 1
+    assert errors[0].startswith("paths[0].student_spot: kd needs a spot of kind logits, but 'pool' is a embedding")
+
+
+def test_missing_checkpoint_and_dataset_folder(tmp_path: Path) -> None:
+    data = tiny_spec_dict()
+    data["teachers"][0]["source"] = {"kind": "checkpoint", "path": str(tmp_path / "nope.pt")}
+    assert validate_spec(parse_spec(data)) == [f"teachers[0].source.path: no checkpoint file at {tmp_path / 'nope.pt'}"]
+    data = tiny_spec_dict(dataset={"name": "image_folder", "root": str(tmp_path / "missing")})
+    errors = validate_spec(parse_spec(data))
+    assert len(errors) == 1 and errors[0].startswith("dataset: ") and str(tmp_path / "missing") in errors[0]
+
+
+def test_teacher_run_source_must_exist(home: Path) -> None:
+    data = tiny_spec_dict()
+    data["teachers"][0]["source"] = {"kind": "run", "run_id": "20990101-000000-abcd"}
+    assert validate_spec(parse_spec(data), home) == [
+        "teachers[0].source.run_id: no run '20990101-000000-abcd' in the workspace"]
+
+
+def test_yaml_is_plain_and_safe() -> None:
+    text = spec_to_yaml(parse_spec(tiny_spec_dict()))
+    assert "!!python" not in text
+    assert yaml.safe_load(text)["student"]["arch"] == "mlp"
