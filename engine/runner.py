@@ -21,6 +21,7 @@ from engine.models import build_model
 from engine.models.checkpoint import load_weights
 from engine.models.spots import TappedModel, list_spots
 from engine.paths import DISTILLERS
+from engine.paths.base import DataInfo, split_spot
 from engine.spec import RunSpec, TeacherSpec, TrainSource
 from engine.store import run_dir
 from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TeacherTaps, evaluate, fit, resolve_device,
@@ -67,13 +68,15 @@ def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, TappedM
     student_spots = {s.name: s.shape for s in list_spots(spec.student.arch, shape, classes, spec.student.arch_params)}
     model = build_model(spec.student.arch, classes, shape[0], shape[1], spec.student.arch_params)
     paths = spec.active_paths
-    student = TappedModel(model, spec.student.arch, {p.student_spot for p in paths})
+    student = TappedModel(model, spec.student.arch, _spot_names(p.student_spot for p in paths))
+    info = DataInfo(num_classes=classes, num_samples=bundle_sample_count(bundle))
     distillers, path_spots, path_weights = {}, {}, {}
     for p in paths:
         tspec = arch_of[p.teacher]
         t_shapes = {s.name: s.shape for s in list_spots(tspec.arch, shape, classes, tspec.arch_params)}
         cls = DISTILLERS.get(p.distiller)
-        distillers[p.id] = cls(student_spots[p.student_spot], t_shapes[p.teacher_spot], **p.params)
+        distillers[p.id] = cls(tap_shape(student_spots, p.student_spot), tap_shape(t_shapes, p.teacher_spot),
+                               info, **p.params)
         path_spots[p.id] = (p.teacher, p.teacher_spot, p.student_spot)
         path_weights[p.id] = p.weight if p.weight is not None else cls.default_weight
     aggregator = AGGREGATORS.get(spec.aggregator.name)(list(path_spots), path_weights, **spec.aggregator.params)
@@ -82,8 +85,22 @@ def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, TappedM
     return Learner(student, distillers, path_spots, aggregator, frozen).to(device)
 
 
+def _spot_names(spots) -> set[str]:
+    return {name for spot in spots for name in split_spot(spot)}
+
+
+def tap_shape(shapes: dict[str, tuple[int, ...]], spot: str) -> tuple:
+    """The shape of a spot, or a tuple of shapes for a compound spot ('layer1+layer2')."""
+    names = split_spot(spot)
+    return shapes[spot] if len(names) == 1 else tuple(shapes[name] for name in names)
+
+
+def bundle_sample_count(bundle: DataBundle) -> int:
+    return int(max(split.index.max() for split in (bundle.train, bundle.val, bundle.test) if len(split))) + 1
+
+
 def _tap_teacher(model: torch.nn.Module, arch: str, paths, tid: str) -> TappedModel:
-    tapped = TappedModel(model, arch, {p.teacher_spot for p in paths if p.teacher == tid})
+    tapped = TappedModel(model, arch, _spot_names(p.teacher_spot for p in paths if p.teacher == tid))
     tapped.eval()
     for param in tapped.parameters():
         param.requires_grad_(False)

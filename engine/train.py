@@ -20,7 +20,7 @@ from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.data.augment import augment_batch
 from engine.data.bundle import DataBundle, Split, iterate_batches
 from engine.models.spots import TappedModel
-from engine.paths.base import StepContext
+from engine.paths.base import StepContext, split_spot
 from engine.spec import OptimizerSpec, ScheduleSpec
 
 MAIN_PHASE = "main"
@@ -108,6 +108,12 @@ class TeacherTaps:
             return self.model(x)
 
 
+def read_tap(taps: dict[str, torch.Tensor], spot: str) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """One tapped tensor, or a tuple for a compound spot such as 'layer1+layer2'."""
+    names = split_spot(spot)
+    return taps[spot] if len(names) == 1 else tuple(taps[name] for name in names)
+
+
 class Learner(nn.Module):
     """The student, its paths' distillers and the aggregator: everything a step trains."""
 
@@ -128,7 +134,8 @@ class Learner(nn.Module):
         logits = student_taps["fc"]
         losses = {TASK: F.cross_entropy(logits, y)}
         for pid, (tid, t_spot, s_spot) in self.path_spots.items():
-            losses[path_key(pid)] = self.distillers[pid](student_taps[s_spot], teacher_taps[tid][t_spot], ctx)
+            losses[path_key(pid)] = self.distillers[pid](read_tap(student_taps, s_spot),
+                                                         read_tap(teacher_taps[tid], t_spot), ctx)
         return losses, logits
 
     def state_for_checkpoint(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from engine.data.bundle import DatasetError
 from engine.models import MODELS
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
+from engine.paths.base import DataInfo, split_spot
 from engine.spec import RunSpec, SpecError, spec_from_yaml
 from engine.store import Store, WorkspaceError, run_dir
 
@@ -34,7 +35,7 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
             spots[teacher.id] = found
         errors += _source_errors(i, teacher, spec, home)
     for i, path in enumerate(spec.paths):
-        errors += _path_errors(i, path, spec, spots, student_spots)
+        errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
     errors += _aggregator_errors(spec)
     return errors
 
@@ -96,7 +97,7 @@ def _teacher_run_errors(where: str, teacher, run_id: str, home: Path | None) -> 
 
 
 def _path_errors(i: int, path, spec: RunSpec, spots: dict[str, dict[str, SpotInfo]],
-                 student_spots: dict[str, SpotInfo] | None) -> list[str]:
+                 student_spots: dict[str, SpotInfo] | None, num_classes: int) -> list[str]:
     where = f"paths[{i}]"
     teacher_ids = [t.id for t in spec.teachers]
     if path.teacher not in teacher_ids:
@@ -104,44 +105,54 @@ def _path_errors(i: int, path, spec: RunSpec, spots: dict[str, dict[str, SpotInf
         return [f"{where}.teacher: unknown teacher {path.teacher!r} (teachers: {known})"]
     if path.distiller not in DISTILLERS:
         return [f"{where}.distiller: {_unknown('distiller', path.distiller, DISTILLERS.names())}"]
-    teacher_arch = next(t.arch for t in spec.teachers if t.id == path.teacher)
-    errors = []
-    t_spot = _spot_error(errors, f"{where}.teacher_spot", path.teacher_spot, teacher_arch, spots.get(path.teacher))
-    s_spot = _spot_error(errors, f"{where}.student_spot", path.student_spot, spec.student.arch, student_spots)
-    if errors or t_spot is None or s_spot is None:
-        return errors
     distiller = DISTILLERS.get(path.distiller)
-    for field, spot in (("teacher_spot", t_spot), ("student_spot", s_spot)):
-        if spot.kind not in distiller.accepts:
-            errors.append(f"{where}.{field}: {path.distiller} needs a spot of kind {' or '.join(distiller.accepts)}, "
-                          f"but {spot.name!r} is a {spot.kind} {spot.shape}")
-    if errors:
+    teacher_arch = next(t.arch for t in spec.teachers if t.id == path.teacher)
+    errors: list[str] = []
+    t_taps = _resolve_spot(errors, f"{where}.teacher_spot", path.teacher_spot, teacher_arch,
+                           spots.get(path.teacher), distiller, path.distiller)
+    s_taps = _resolve_spot(errors, f"{where}.student_spot", path.student_spot, spec.student.arch,
+                           student_spots, distiller, path.distiller)
+    if errors or t_taps is None or s_taps is None:
         return errors
-    problem = distiller.shape_problem(s_spot.shape, t_spot.shape)
+    s_shape, t_shape = _shape_of(s_taps), _shape_of(t_taps)
+    problem = distiller.shape_problem(s_shape, t_shape)
     if problem:
-        errors.append(f"{where} ({path.id}): {path.distiller} {problem} "
-                      f"(student {s_spot.name} {s_spot.shape}, teacher {t_spot.name} {t_spot.shape})")
-    else:
-        errors += _distiller_param_errors(where, path, distiller, s_spot, t_spot)
-    return errors
-
-
-def _spot_error(errors: list[str], field: str, name: str, arch: str, known: dict[str, SpotInfo] | None
-                ) -> SpotInfo | None:
-    if known is None:  # the architecture itself is wrong; already reported
-        return None
-    if name not in known:
-        errors.append(f"{field}: {name!r} is not a spot of {arch} (spots: {', '.join(known)})")
-        return None
-    return known[name]
-
-
-def _distiller_param_errors(where: str, path, distiller, s_spot: SpotInfo, t_spot: SpotInfo) -> list[str]:
+        return [f"{where} ({path.id}): {path.distiller} {problem} "
+                f"(student {path.student_spot} {s_shape}, teacher {path.teacher_spot} {t_shape})"]
     try:
-        distiller(s_spot.shape, t_spot.shape, **path.params)
+        distiller(s_shape, t_shape, DataInfo(num_classes=num_classes, num_samples=1), **path.params)
     except (TypeError, ValueError) as err:
         return [f"{where}.params: {err}"]
     return []
+
+
+def _resolve_spot(errors: list[str], field: str, spot: str, arch: str, known: dict[str, SpotInfo] | None,
+                  distiller, distiller_name: str) -> list[SpotInfo] | None:
+    """The SpotInfos a (possibly compound) spot names, or None after recording why not."""
+    if known is None:  # the architecture itself is wrong; already reported
+        return None
+    names = split_spot(spot)
+    if len(names) != distiller.spots_per_side:
+        example = "+".join(list(known)[: distiller.spots_per_side])
+        errors.append(f"{field}: {distiller_name} reads {distiller.spots_per_side} spot(s) per side "
+                      f"joined by '+' (e.g. {example!r}), got {spot!r}")
+        return None
+    found = []
+    for name in names:
+        if name not in known:
+            errors.append(f"{field}: {name!r} is not a spot of {arch} (spots: {', '.join(known)})")
+            return None
+        info = known[name]
+        if info.kind not in distiller.accepts:
+            errors.append(f"{field}: {distiller_name} needs a spot of kind {' or '.join(distiller.accepts)}, "
+                          f"but {name!r} is a {info.kind} {info.shape}")
+            return None
+        found.append(info)
+    return found
+
+
+def _shape_of(taps: list[SpotInfo]) -> tuple:
+    return taps[0].shape if len(taps) == 1 else tuple(t.shape for t in taps)
 
 
 def _aggregator_errors(spec: RunSpec) -> list[str]:

@@ -30,6 +30,7 @@ class Aggregator(nn.Module):
             raise ValueError(f"unknown parameter(s) {sorted(params)}")
         self.path_ids = list(path_ids)
         self.path_weights = dict(path_weights)
+        self.task_weight = 1.0  # the task CE keeps weight 1 unless an aggregator says otherwise
 
     def weights(self, losses: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         """The weight of each path loss for this step (keys are path ids)."""
@@ -38,7 +39,7 @@ class Aggregator(nn.Module):
     def combine(self, losses: dict[str, torch.Tensor], ctx: StepContext
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         weights = self.weights(losses, ctx)
-        total = losses[TASK]
+        total = self.task_weight * losses[TASK]
         for pid in self.path_ids:
             total = total + weights[pid] * losses[path_key(pid)]
         return total, weights

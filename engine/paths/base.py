@@ -14,6 +14,23 @@ import torch
 from torch import nn
 
 SpotKind = str  # "feature_map" | "embedding" | "logits"
+Shape = Any  # tuple[int, ...], or a tuple of two shapes when spots_per_side is 2
+
+
+SPOT_JOIN = "+"
+
+
+def split_spot(spot: str) -> list[str]:
+    """'layer1+layer2' -> ['layer1', 'layer2']: distillers over stage pairs read two spots per side."""
+    return spot.split(SPOT_JOIN)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Facts about the data a distiller may size its parts by (CRD's memory bank)."""
+
+    num_classes: int
+    num_samples: int  # every sample id is below this
 
 
 @dataclass
@@ -31,21 +48,27 @@ class Distiller(nn.Module):
     accepts: ClassVar[tuple[SpotKind, ...]] = ()
     #: the conventional loss weight (used when a path gives none)
     default_weight: ClassVar[float] = 1.0
+    #: spots read on each side; 2 means a spot string "a+b" and taps given as a tuple (a, b)
+    spots_per_side: ClassVar[int] = 1
 
-    def __init__(self, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...], **params: Any) -> None:
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info: DataInfo | None = None,
+                 **params: Any) -> None:
+        """Shapes exclude the batch; with spots_per_side 2 each is a tuple of two shapes."""
         super().__init__()
         if params:
             raise ValueError(f"unknown parameter(s) {sorted(params)}")
-        self.student_shape = tuple(student_shape)
-        self.teacher_shape = tuple(teacher_shape)
+        self.student_shape = student_shape
+        self.teacher_shape = teacher_shape
+        self.info = info
 
     @classmethod
-    def shape_problem(cls, student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> str | None:
+    def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:
         """Why these two taps cannot be compared, or None. Default: shapes must be equal."""
         if tuple(student_shape) != tuple(teacher_shape):
             return (f"needs equal shapes but student tap is {tuple(student_shape)} and "
                     f"teacher tap is {tuple(teacher_shape)}")
         return None
 
-    def forward(self, student: torch.Tensor, teacher: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    def forward(self, student: Any, teacher: Any, ctx: StepContext) -> torch.Tensor:
+        """A scalar loss; taps are tensors, or (first, second) tuples when spots_per_side is 2."""
         raise NotImplementedError

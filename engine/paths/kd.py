@@ -20,8 +20,8 @@ class KD(Distiller):
     accepts = ("logits",)
     default_weight = 1.0
 
-    def __init__(self, student_shape, teacher_shape, temperature: float = 4.0) -> None:
-        super().__init__(student_shape, teacher_shape)
+    def __init__(self, student_shape, teacher_shape, info=None, temperature: float = 4.0) -> None:
+        super().__init__(student_shape, teacher_shape, info)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
