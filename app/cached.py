@@ -1,0 +1,74 @@
+"""Page-layer reads: the ``app.queries`` functions behind a one-second cache.
+
+The cache lets several widgets on a page (and a polling fragment) share one read of the
+store per second instead of one each. Arguments are plain strings so they hash cheaply;
+each call opens its own read-only connection, because SQLite connections must not be
+shared between the script threads of different sessions.
+"""
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import queries, worker_control
+from engine.store import RunRow, Store, db_path, workspace_home
+
+TTL_S = 1.0
+
+
+def home() -> str:
+    """The workspace folder (env PATHSCOPE_HOME), as the cache key string."""
+    return str(workspace_home())
+
+
+def workspace_exists(home_dir: str) -> bool:
+    # A missing database is the normal empty state, not an error: nothing was submitted yet.
+    return db_path(Path(home_dir)).exists()
+
+
+def _reader(home_dir: str) -> closing[Store]:
+    return closing(Store(Path(home_dir), readonly=True))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def runs(home_dir: str) -> pd.DataFrame:
+    if not workspace_exists(home_dir):
+        return pd.DataFrame(columns=queries.RUN_COLUMNS)
+    with _reader(home_dir) as store:
+        return queries.runs_frame(store)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def run(home_dir: str, run_id: str) -> RunRow | None:
+    if not workspace_exists(home_dir):
+        return None
+    with _reader(home_dir) as store:
+        return store.get_run(run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def metrics(home_dir: str, run_id: str) -> pd.DataFrame:
+    with _reader(home_dir) as store:
+        return queries.run_metrics(store, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def metrics_of_runs(home_dir: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    with _reader(home_dir) as store:
+        return queries.metrics_long(store, list(run_ids))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def events(home_dir: str, run_id: str) -> pd.DataFrame:
+    with _reader(home_dir) as store:
+        return queries.run_events(store, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def live_worker_count(home_dir: str) -> int:
+    if not workspace_exists(home_dir):
+        return 0
+    return worker_control.live_worker_count(Path(home_dir))

@@ -1,0 +1,28 @@
+"""The page files and their navigation entries, shared by app/main.py and pages that link on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
+
+# name -> (file, title, icon); order is the sidebar order.
+_PAGES: dict[str, tuple[str, str, str]] = {
+    "home": ("home.py", "Home", ":material/home:"),
+    "configure": ("configure.py", "Configure", ":material/tune:"),
+    "live": ("live.py", "Live", ":material/monitoring:"),
+    "compare": ("compare.py", "Compare", ":material/compare_arrows:"),
+}
+
+
+def page_file(name: str) -> str:
+    """Absolute path of a page file: st.switch_page and AppTest.switch_page accept it."""
+    return str(PAGES_DIR / _PAGES[name][0])
+
+
+def build_pages() -> list[st.Page]:
+    return [
+        st.Page(PAGES_DIR / file, title=title, icon=icon, default=(name == "home"))
+        for name, (file, title, icon) in _PAGES.items()
+    ]

@@ -1,0 +1,128 @@
+"""Pure helpers behind the Configure page: RunSpec dict <-> editable tables, error routing.
+
+The form's state is one RunSpec-shaped dict. Tables show a slice of it as a DataFrame and
+edited tables are folded back, keeping what the table does not show (arch params, a
+teacher's optimizer, a path's distiller params) from the row the edit started from.
+"""
+from __future__ import annotations
+
+import re
+from numbers import Integral
+from typing import Any
+
+import pandas as pd
+
+TEACHER_COLUMNS = ["id", "arch", "source", "epochs", "run_id", "checkpoint"]
+PATH_COLUMNS = ["id", "teacher", "teacher_spot", "student_spot", "distiller", "weight", "enabled"]
+SOURCE_KINDS = ["train", "run", "checkpoint"]
+# Form sections, and the top-level spec fields whose errors are shown under each.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "run": ("name", "epochs", "seed", "optimizer", "schedule", "device", "log_every", "version"),
+    "dataset": ("dataset",),
+    "teachers": ("teachers",),
+    "student": ("student",),
+    "paths": ("paths",),
+    "aggregator": ("aggregator",),
+}
+
+
+def clean(value: Any) -> Any:
+    """A table cell as plain Python: empty cells (None, NaN, NA) become None, numpy scalars unwrap."""
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _previous_row(previous: list[dict[str, Any]], label: Any) -> dict[str, Any]:
+    """The spec entry an edited row started from (rows added in the editor have new labels)."""
+    if isinstance(label, Integral) and 0 <= int(label) < len(previous):
+        return previous[int(label)]
+    return {}
+
+
+def teachers_frame(teachers: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for t in teachers:
+        source = t.get("source") or {}
+        rows.append({
+            "id": t.get("id"), "arch": t.get("arch"), "source": source.get("kind", "train"),
+            "epochs": source.get("epochs"), "run_id": source.get("run_id"), "checkpoint": source.get("path"),
+        })
+    frame = pd.DataFrame(rows, columns=TEACHER_COLUMNS)
+    frame["epochs"] = frame["epochs"].astype("Int64")
+    return frame
+
+
+def _teacher_source(row: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    kind = row["source"] or "train"
+    if kind == "run":
+        return {"kind": "run", "run_id": row["run_id"]}
+    if kind == "checkpoint":
+        return {"kind": "checkpoint", "path": row["checkpoint"]}
+    if kind != "train":
+        return {"kind": kind}  # left for parse_spec to name as an invalid source
+    # Keep the optimizer, schedule and seed a YAML spec gave this teacher's training.
+    kept = previous if previous.get("kind") == "train" else {}
+    return {**kept, "kind": "train", "epochs": None if row["epochs"] is None else int(row["epochs"])}
+
+
+def teachers_from_frame(frame: pd.DataFrame, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold an edited teachers table back into spec dicts; index labels point at the previous rows."""
+    teachers = []
+    for label, raw in frame.iterrows():
+        row = {k: clean(v) for k, v in raw.items()}
+        before = _previous_row(previous, label)
+        same_arch = before.get("arch") == row["arch"]
+        teachers.append({
+            **before, "id": row["id"], "arch": row["arch"],
+            "arch_params": before.get("arch_params", {}) if same_arch else {},
+            "source": _teacher_source(row, before.get("source") or {}),
+        })
+    return teachers
+
+
+def renamed_teachers(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, str]:
+    """old id -> new id for teachers whose row kept its position but changed id."""
+    return {
+        b["id"]: a["id"] for b, a in zip(before, after)
+        if b.get("id") and a.get("id") and b["id"] != a["id"]
+    }
+
+
+def retarget_paths(paths: list[dict[str, Any]], renames: dict[str, str]) -> list[dict[str, Any]]:
+    """Paths follow a renamed teacher instead of silently pointing at a missing id."""
+    return [{**p, "teacher": renames.get(p.get("teacher"), p.get("teacher"))} for p in paths]
+
+
+def paths_frame(paths: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([{c: p.get(c) for c in PATH_COLUMNS} for p in paths], columns=PATH_COLUMNS)
+    frame["weight"] = frame["weight"].astype("Float64")
+    frame["enabled"] = frame["enabled"].astype("boolean")
+    return frame
+
+
+def paths_from_frame(frame: pd.DataFrame, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold an edited paths table back; distiller params survive unless the distiller changed."""
+    paths = []
+    for label, raw in frame.iterrows():
+        row = {k: clean(v) for k, v in raw.items()}
+        before = _previous_row(previous, label)
+        params = before.get("params", {}) if before.get("distiller") == row["distiller"] else {}
+        enabled = True if row["enabled"] is None else bool(row["enabled"])
+        weight = None if row["weight"] is None else float(row["weight"])
+        paths.append({**row, "weight": weight, "enabled": enabled, "params": params})
+    return paths
+
+
+def section_of(error: str) -> str | None:
+    """The form section an error line ('paths[0].teacher_spot: ...') belongs to."""
+    match = re.match(r"[A-Za-z_]+", error)
+    field = match.group(0) if match else ""
+    return next((name for name, fields in SECTIONS.items() if field in fields), None)
+
+
+def errors_by_section(errors: list[str]) -> dict[str | None, list[str]]:
+    grouped: dict[str | None, list[str]] = {}
+    for error in errors:
+        grouped.setdefault(section_of(error), []).append(error)
+    return grouped

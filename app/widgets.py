@@ -1,0 +1,66 @@
+"""Widgets and small page helpers shared by the pages."""
+from __future__ import annotations
+
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import streamlit as st
+
+from app.nav import page_file
+from app.worker_control import ensure_worker
+from engine.spec import RunSpec, SpecError, spec_to_yaml
+from engine.store import Store, WorkspaceError
+
+DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_kd.yaml"
+SELECTED_RUN = "selected_run"
+EMPTY_RUNS_MESSAGE = "No runs yet — press **Run the demo** on Home or launch one from Configure."
+STATUS_COLORS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
+
+
+@contextmanager
+def user_errors(what: str) -> Iterator[None]:
+    """Show known failures as a message naming the problem instead of a traceback."""
+    try:
+        yield
+    except SpecError as err:
+        st.error(f"{what}: the spec is invalid\n\n" + "\n".join(f"- `{line}`" for line in err.errors))
+    except WorkspaceError as err:
+        st.error(f"{what}: {err}")
+
+
+def empty_state() -> None:
+    st.info(EMPTY_RUNS_MESSAGE, icon=":material/science:")
+
+
+def status_badge(status: str) -> None:
+    st.badge(status, color=STATUS_COLORS.get(status, "gray"))
+
+
+def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
+    """Select one run, defaulting to session_state["selected_run"] or the newest; remembers the pick."""
+    if runs.empty:
+        return None
+    options = list(runs["id"])
+    labels = dict(zip(runs["id"], runs["label"]))
+    wanted = st.session_state.get(SELECTED_RUN)
+    picked = st.selectbox(
+        label, options, index=options.index(wanted) if wanted in options else 0,
+        format_func=lambda run_id: labels.get(run_id, run_id),
+    )
+    st.session_state[SELECTED_RUN] = picked
+    return picked
+
+
+def submit_run(home: Path, spec: RunSpec) -> str:
+    """Queue ``spec``, make sure a worker will pick it up, and select it for the Live page."""
+    with closing(Store(home)) as store:
+        run_id = store.create_run(spec_to_yaml(spec), name=spec.name)
+    ensure_worker(home)
+    st.session_state[SELECTED_RUN] = run_id
+    return run_id
+
+
+def go_live() -> None:
+    st.switch_page(page_file("live"))

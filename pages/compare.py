@@ -1,0 +1,73 @@
+"""Compare: every run in one table, one metric overlaid across chosen runs, CSV export."""
+import pandas as pd
+import streamlit as st
+
+from app import cached, charts
+from app.widgets import empty_state, user_errors
+
+DEFAULT_OVERLAY = 3
+PREFERRED_METRICS = ("acc/val", "acc/test", "loss/total")
+TABLE_COLUMNS = ["name", "id", "status", "dataset", "student", "aggregator", "n_paths",
+                 "test_acc_pct", "val_acc_pct", "duration_s"]
+
+
+def runs_table(runs: pd.DataFrame) -> None:
+    st.dataframe(
+        runs[TABLE_COLUMNS],
+        hide_index=True,
+        column_config={
+            "n_paths": st.column_config.NumberColumn("paths", help="enabled distillation paths"),
+            "test_acc_pct": st.column_config.NumberColumn("test acc (%)", format="%.2f"),
+            "val_acc_pct": st.column_config.NumberColumn("val acc (%)", format="%.2f"),
+            "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+        },
+    )
+
+
+def default_selection(runs: pd.DataFrame) -> list[str]:
+    """The newest finished runs, or the newest runs of any status when none finished."""
+    done = runs[runs["status"] == "done"]
+    return list((done if not done.empty else runs)["id"].head(DEFAULT_OVERLAY))
+
+
+def pick_metric(keys: list[str]) -> str:
+    preferred = next((k for k in PREFERRED_METRICS if k in keys), keys[0])
+    return st.selectbox("Metric", keys, index=keys.index(preferred))
+
+
+def overlay(home: str, runs: pd.DataFrame, selected: list[str]) -> None:
+    metrics = cached.metrics_of_runs(home, tuple(selected))
+    own = metrics[metrics["phase"] == "main"]
+    if own.empty:
+        st.info("The selected runs have no metrics yet: wait for them to start, or pick finished runs.")
+        return
+    key = pick_metric(sorted(own["key"].unique()))
+    labels = dict(zip(runs["id"], runs["label"]))
+    fig = charts.overlay_figure(own, key, {run_id: labels[run_id] for run_id in selected})
+    st.plotly_chart(fig, config={"displaylogo": False})
+    st.download_button(
+        "Download metrics (CSV)", metrics.to_csv(index=False), file_name="pathscope-metrics.csv",
+        mime="text/csv", icon=":material/download:", on_click="ignore",
+        help="All phases and keys of the selected runs, long format: run_id, phase, step, epoch, key, value",
+    )
+
+
+def main() -> None:
+    st.title("Compare")
+    home = cached.home()
+    runs = cached.runs(home)
+    if runs.empty:
+        empty_state()
+        return
+    runs_table(runs)
+    labels = dict(zip(runs["id"], runs["label"]))
+    selected = st.multiselect("Runs to overlay", list(runs["id"]), default=default_selection(runs),
+                              format_func=lambda run_id: labels.get(run_id, run_id))
+    if not selected:
+        st.info("Select one or more runs above to overlay their curves.")
+        return
+    overlay(home, runs, selected)
+
+
+with user_errors("Compare"):
+    main()

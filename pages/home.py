@@ -1,0 +1,56 @@
+"""Home: what PathScope is, the one-click demo, and the latest runs."""
+from pathlib import Path
+
+import streamlit as st
+
+from app import cached
+from app.nav import page_file
+from app.widgets import DEMO_SPEC, empty_state, go_live, submit_run, user_errors
+from engine.spec import SpecError, load_spec
+from engine.validate import validate_spec
+
+RECENT = 8
+
+st.title("PathScope")
+st.markdown(
+    """
+A browser lab for **knowledge distillation with many paths at once**. Pick teachers, a student
+and the *paths* between them (teacher layer → student layer → distiller loss); a background worker
+trains the student while an *aggregator* weighs the paths, and these pages show the curves live.
+
+- **Researchers** compare aggregation strategies on one setup and spot a harmful path before spending GPU days.
+- **Teachers of a course** show distillation live: temperature, hints, adaptive weights, negative transfer.
+- **Practitioners** find out which teachers and layers are worth distilling from for their own model and data.
+"""
+)
+
+st.subheader("Try it")
+st.caption(
+    "The demo trains a small CNN teacher on scikit-learn's 8×8 digits, then distils it into a "
+    "student through one KD path. It runs on a CPU in about a minute."
+)
+if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
+    with user_errors("Run the demo"):
+        spec = load_spec(DEMO_SPEC)
+        problems = validate_spec(spec)
+        if problems:
+            raise SpecError(problems)
+        submit_run(Path(cached.home()), spec)
+        go_live()
+
+st.subheader("Recent runs")
+with user_errors("Recent runs"):
+    runs = cached.runs(cached.home())
+    if runs.empty:
+        empty_state()
+    else:
+        st.dataframe(
+            runs.head(RECENT)[["name", "id", "status", "student", "n_paths", "test_acc_pct", "created"]],
+            hide_index=True,
+            column_config={
+                "n_paths": st.column_config.NumberColumn("paths"),
+                "test_acc_pct": st.column_config.NumberColumn("test acc (%)", format="%.2f"),
+                "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
+            },
+        )
+        st.page_link(page_file("compare"), label="Compare all runs", icon=":material/compare_arrows:")
