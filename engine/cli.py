@@ -58,9 +58,17 @@ def _parser() -> argparse.ArgumentParser:
         command(name, _lister(name), f"list the registered {help_text}")
     p = command("spots", cmd_spots, "the tappable spots of an architecture with kinds and shapes")
     p.add_argument("model")
+    _shape_options(p)
+    p = command("candidates", cmd_candidates, "natural paths from a teacher to a student, with fitting distillers")
+    p.add_argument("teacher")
+    p.add_argument("student")
+    _shape_options(p)
+    return parser
+
+
+def _shape_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default="3x32x32", help="input shape CxHxW (default 3x32x32)")
     p.add_argument("--classes", type=int, default=10)
-    return parser
 
 
 def _load_valid_spec(path: str) -> RunSpec:
@@ -198,7 +206,7 @@ def _lister(name: str) -> Callable[[argparse.Namespace], int]:
     return list_entries
 
 
-def cmd_spots(args: argparse.Namespace) -> int:
+def _spots_for(model: str, args: argparse.Namespace):
     from engine.models import MODELS
     from engine.models.spots import list_spots
 
@@ -207,8 +215,25 @@ def cmd_spots(args: argparse.Namespace) -> int:
         assert len(shape) == 3
     except (ValueError, AssertionError):
         raise SpecError([f"--input: expected CxHxW such as 3x32x32, got {args.input!r}"]) from None
-    if args.model not in MODELS:
-        raise SpecError([f"model: unknown architecture {args.model!r} (known: {', '.join(MODELS.names())})"])
-    for spot in list_spots(args.model, shape, args.classes, {}):
-        print(f"{spot.name:<12} {spot.kind:<12} {'x'.join(map(str, spot.shape))}")
+    if model not in MODELS:
+        raise SpecError([f"model: unknown architecture {model!r} (known: {', '.join(MODELS.names())})"])
+    return list_spots(model, shape, args.classes, {})
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def cmd_spots(args: argparse.Namespace) -> int:
+    for spot in _spots_for(args.model, args):
+        print(f"{spot.name:<12} {spot.kind:<12} {_shape_text(spot.shape)}")
+    return 0
+
+
+def cmd_candidates(args: argparse.Namespace) -> int:
+    from engine.paths.candidates import propose_candidates
+
+    for c in propose_candidates(_spots_for(args.teacher, args), _spots_for(args.student, args)):
+        t, s = c.teacher_spot, c.student_spot
+        print(f"{t.name} {_shape_text(t.shape)} -> {s.name} {_shape_text(s.shape)}: {', '.join(c.distillers)}")
     return 0

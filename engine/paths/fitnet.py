@@ -1,0 +1,64 @@
+"""Romero et al. 2015, FitNets hints: MSE(regressor(F_s), F_t) with a learnable conv regressor.
+
+Shared with vid: matching-rank checks and treating an embedding (B, D) as a (B, D, 1, 1) map,
+so one conv regressor serves both kinds.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.paths import DISTILLERS
+from engine.paths.at import resize_to
+from engine.paths.base import Distiller, Shape, StepContext
+
+
+def same_rank_problem(student_shape: Shape, teacher_shape: Shape) -> str | None:
+    """Regressors map channels and resizing maps H, W, but a map cannot regress onto a vector."""
+    s, t = tuple(student_shape), tuple(teacher_shape)
+    if len(s) != len(t) or len(s) not in (1, 3):
+        return (f"needs two feature maps (C, H, W) or two embeddings (D,) but student tap is {s} "
+                f"and teacher tap is {t}")
+    return None
+
+
+def refuse_bad_shapes(cls: type[Distiller], student_shape: Shape, teacher_shape: Shape) -> None:
+    """Parts are sized from the shapes, so an incompatible pair must fail before they are built."""
+    problem = cls.shape_problem(student_shape, teacher_shape)
+    if problem:
+        raise ValueError(problem)
+
+
+def as_map(x: torch.Tensor) -> torch.Tensor:
+    """(B, D) -> (B, D, 1, 1); maps pass through."""
+    return x if x.dim() == 4 else x[:, :, None, None]
+
+
+def student_on_teacher_grid(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The student tap as a map at the teacher's spatial size (the teacher's target stays untouched)."""
+    return resize_to(as_map(student), as_map(teacher).shape[-2:])
+
+
+@DISTILLERS.register("fitnet", "FitNet hints: MSE between conv-regressed student and teacher features (weight 100)")
+class FitNet(Distiller):
+    accepts = ("feature_map", "embedding")
+    default_weight = 100.0
+
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, kernel_size: int = 3) -> None:
+        super().__init__(student_shape, teacher_shape, info)
+        refuse_bad_shapes(type(self), student_shape, teacher_shape)
+        if kernel_size not in (1, 3):
+            raise ValueError(f"kernel_size must be 1 or 3, got {kernel_size}")
+        k = kernel_size if len(student_shape) == 3 else 1  # an embedding is a 1x1 map
+        s_c, t_c = student_shape[0], teacher_shape[0]
+        # No ReLU after BN (RepDistiller's ConvReg has one): taps may be pre-activation, and a
+        # ReLU would make every negative teacher value unreachable.
+        self.regressor = nn.Sequential(nn.Conv2d(s_c, t_c, k, padding=k // 2, bias=False), nn.BatchNorm2d(t_c))
+
+    @classmethod
+    def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:
+        return same_rank_problem(student_shape, teacher_shape)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return F.mse_loss(self.regressor(student_on_teacher_grid(student, teacher)), as_map(teacher))

@@ -1,0 +1,52 @@
+"""Park et al. 2019, relational KD (RepDistiller's form): w_d smoothL1 of mean-normalised pairwise
+distances + w_a smoothL1 of the cosines of all triplet angles. Taps are flattened; shapes may differ.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from engine.paths import DISTILLERS
+from engine.paths.base import Distiller, Shape, StepContext
+
+
+def normalised_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(B, B) Euclidean distances over their off-diagonal mean; the diagonal is exactly 0.
+
+    Via the Gram form with a clamp (as the reference): differentiable where the sqrt of an
+    exact 0 would not be, and the masked diagonal carries no gradient.
+    """
+    flat = x.flatten(1)
+    sq = flat.pow(2).sum(1)
+    off_diagonal = ~torch.eye(len(flat), dtype=torch.bool, device=flat.device)
+    dist = (sq[:, None] + sq[None, :] - 2 * flat @ flat.T).clamp(min=eps).sqrt() * off_diagonal
+    return dist / dist[off_diagonal].mean()
+
+
+def triplet_angles(x: torch.Tensor) -> torch.Tensor:
+    """(B, B, B): [i, j, k] = cos of the angle at x_i between x_j - x_i and x_k - x_i (0 when degenerate)."""
+    flat = x.flatten(1)
+    directions = F.normalize(flat[None, :, :] - flat[:, None, :], dim=2)  # [i, j] = unit(x_j - x_i)
+    return directions @ directions.transpose(1, 2)
+
+
+@DISTILLERS.register("rkd", "RKD relational: 25 smoothL1 of pairwise distances + 50 smoothL1 of triplet angles")
+class RKD(Distiller):
+    accepts = ("embedding", "logits", "feature_map")
+    default_weight = 1.0
+
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, distance_weight: float = 25.0,
+                 angle_weight: float = 50.0) -> None:
+        super().__init__(student_shape, teacher_shape, info)
+        if distance_weight < 0 or angle_weight < 0:
+            raise ValueError(f"weights must be >= 0, got distance {distance_weight}, angle {angle_weight}")
+        self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
+
+    @classmethod
+    def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:
+        return None  # batch-relational: any two shapes compare
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        distance = F.smooth_l1_loss(normalised_distances(student), normalised_distances(teacher))
+        angle = F.smooth_l1_loss(triplet_angles(student), triplet_angles(teacher))
+        return self.distance_weight * distance + self.angle_weight * angle
