@@ -17,6 +17,7 @@ MODELS: Registry = Registry("model")
 
 # Imported for their registration side effect; they need MODELS defined above.
 from engine.models import cifar_resnet, mlp, small_cnn, torchvision_models  # noqa: E402,F401
+from engine.models import cifar_resnet_wide, mobilenetv2, shufflenet, vgg, wrn  # noqa: E402,F401
 
 _FIXED_ARGS = ("num_classes", "in_channels", "image_size")
 
