@@ -12,6 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from engine.models.spots import SpotInfo
+from engine.paths.candidates import propose_candidates
+
 TEACHER_COLUMNS = ["id", "arch", "source", "epochs", "run_id", "checkpoint"]
 PATH_COLUMNS = ["id", "teacher", "teacher_spot", "student_spot", "distiller", "weight", "enabled"]
 SOURCE_KINDS = ["train", "run", "checkpoint"]
@@ -126,3 +129,30 @@ def errors_by_section(errors: list[str]) -> dict[str | None, list[str]]:
     for error in errors:
         grouped.setdefault(section_of(error), []).append(error)
     return grouped
+
+
+def candidate_paths(teacher_ids: list[str], spots: dict[str, list[SpotInfo]]) -> list[dict[str, Any]]:
+    """The natural paths from every teacher to the student, each with its suggested distiller.
+
+    Only logits paths start enabled: a user switches on the feature paths they want, which
+    keeps the first run of a fresh matrix as cheap and readable as plain KD.
+    """
+    paths = []
+    for tid in teacher_ids:
+        for cand in propose_candidates(spots.get(tid, []), spots.get("student", [])):
+            distiller = cand.distillers[0]
+            paths.append({"id": cand.path_id(tid, distiller), "teacher": tid, "distiller": distiller,
+                          "teacher_spot": cand.teacher_spot.name, "student_spot": cand.student_spot.name,
+                          "weight": None, "params": {}, "enabled": cand.student_spot.kind == "logits"})
+    return paths
+
+
+def merge_paths(current: list[dict[str, Any]], proposed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append the proposed paths that are new by id and by what they connect; user rows stay as they are."""
+
+    def signature(p: dict[str, Any]) -> tuple:
+        return p.get("teacher"), p.get("teacher_spot"), p.get("student_spot"), p.get("distiller")
+
+    ids = {p.get("id") for p in current}
+    signatures = {signature(p) for p in current}
+    return [*current, *(p for p in proposed if p["id"] not in ids and signature(p) not in signatures)]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from app import cached
 from app.spec_form import (
-    SECTIONS, SOURCE_KINDS, errors_by_section, paths_frame, paths_from_frame, renamed_teachers,
+    SECTIONS, SOURCE_KINDS, candidate_paths, errors_by_section, merge_paths, paths_frame, paths_from_frame, renamed_teachers,
     retarget_paths, teachers_frame, teachers_from_frame,
 )
 from app.widgets import DEMO_SPEC, go_live, submit_run, user_errors
@@ -329,6 +329,12 @@ def paths_section(d: dict[str, Any], signature: tuple[tuple[int, ...], int] | No
                             hide_index=True, column_config=path_columns(d, spots))
     if table_edited("paths"):
         d["paths"] = paths_from_frame(edited, d["paths"])
+        commit_tables("paths")
+    teacher_ids = [t["id"] for t in d["teachers"] if t.get("id")]
+    if st.button("Add candidate paths", icon=":material/alt_route:", disabled=not teacher_ids,
+                 help="For every teacher: stage to stage by resolution, pool to pool and logits to logits, each "
+                      "with a fitting distiller. Logits paths start enabled; switch on the others you want."):
+        d["paths"] = merge_paths(d["paths"], candidate_paths(teacher_ids, spots))
         commit_tables("paths")
     with st.expander("Spots of each model (name, kind, shape)"):
         rows = [(model, s.name, s.kind, "×".join(map(str, s.shape))) for model, infos in spots.items() for s in infos]

@@ -177,6 +177,19 @@ def test_configure_table_edits_are_applied_once(workspace: Path) -> None:
     assert "The spec is valid." in texts(at.success)
 
 
+def test_configure_adds_candidate_paths_once(workspace: Path) -> None:
+    at = open_page("configure")
+    button(at, "Add candidate paths").click().run()
+    button(at, "Add candidate paths").click().run()  # a second click adds nothing new
+    assert not at.exception
+    paths = at.session_state["cfg_spec"]["paths"]
+    # small_cnn teacher -> mlp student on digits: pool->pool (off) and the existing logits path
+    assert [(p["teacher_spot"], p["student_spot"], p["enabled"]) for p in paths] == [
+        ("fc", "fc", True), ("pool", "pool", False)]
+    assert paths[1]["id"] == "cnn-rkd-pool"
+    assert "The spec is valid." in texts(at.success)
+
+
 def test_configure_renamed_teacher_keeps_its_paths(workspace: Path) -> None:
     at = open_page("configure")
     at.session_state["cfg0.teachers.0"] = {"edited_rows": {0: {"id": "big"}}, "added_rows": [], "deleted_rows": []}

@@ -52,3 +52,18 @@ def test_errors_are_routed_to_sections() -> None:
     grouped = errors_by_section(["paths[0].teacher_spot: bad", "optimizer.lr: bad", "spec: bad", "dataset: x"])
     assert grouped == {"paths": ["paths[0].teacher_spot: bad"], "run": ["optimizer.lr: bad"],
                        None: ["spec: bad"], "dataset": ["dataset: x"]}
+
+
+def test_candidate_paths_cover_every_teacher_with_logits_enabled() -> None:
+    from engine.models.spots import list_spots
+    from app.spec_form import candidate_paths, merge_paths
+
+    spots = {"student": list_spots("resnet20", (3, 32, 32), 10),
+             "a": list_spots("resnet56", (3, 32, 32), 10), "b": list_spots("resnet32", (3, 32, 32), 10)}
+    proposed = candidate_paths(["a", "b"], spots)
+    assert [p["id"] for p in proposed if p["teacher"] == "a"] == [
+        "a-at-layer1", "a-at-layer2", "a-at-layer3", "a-rkd-pool", "a-kd-fc"]
+    assert [p["enabled"] for p in proposed if p["teacher"] == "b"] == [False, False, False, False, True]
+    mine = [{**proposed[-1], "weight": 0.5}]
+    merged = merge_paths(mine, proposed)
+    assert merged[0]["weight"] == 0.5 and len(merged) == len(proposed)
