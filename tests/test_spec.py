@@ -118,3 +118,25 @@ def test_yaml_is_plain_and_safe() -> None:
     text = spec_to_yaml(parse_spec(tiny_spec_dict()))
     assert "!!python" not in text
     assert yaml.safe_load(text)["student"]["arch"] == "mlp"
+
+
+def test_shape_mismatch_without_adapter_names_path_spots_and_shapes() -> None:
+    data = tiny_spec_dict(student={"arch": "small_cnn", "arch_params": {"width": 16}})
+    data["teachers"][0]["arch"] = "small_cnn"
+    data["teachers"][0]["arch_params"] = {}
+    data["paths"] = [{"id": "t-fsp", "teacher": "t", "distiller": "fsp",
+                      "teacher_spot": "conv1+conv2", "student_spot": "conv1+conv2"}]
+    (error,) = validate_spec(parse_spec(data))
+    assert error.startswith("paths[0] (t-fsp): fsp ")
+    assert "student conv1+conv2 ((16, 8, 8), (32, 4, 4))" in error
+    assert "teacher conv1+conv2 ((32, 8, 8), (64, 4, 4))" in error
+
+
+def test_compound_spot_count_is_checked() -> None:
+    data = tiny_spec_dict(student={"arch": "small_cnn"})
+    data["teachers"][0]["arch"] = "small_cnn"
+    data["teachers"][0]["arch_params"] = {}
+    data["paths"] = [{"id": "t-fsp", "teacher": "t", "distiller": "fsp", "teacher_spot": "conv2",
+                      "student_spot": "conv1+conv2"}]
+    assert validate_spec(parse_spec(data)) == [
+        "paths[0].teacher_spot: fsp reads 2 spot(s) per side joined by '+' (e.g. 'conv1+conv2'), got 'conv2'"]
