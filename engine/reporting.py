@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 
 from engine.store import Store
+from engine.telemetry import Recorded
 from engine.train import RunCancelled, RunInterrupted
 
 FLUSH_ROWS = 500
@@ -23,6 +24,7 @@ class StoreReporter:
         self.stop_event = stop_event or threading.Event()
         self.on_progress = on_progress
         self._rows: list[tuple[str, int, int, str, float]] = []
+        self._arrays: list[tuple[str, int, int, str, Recorded]] = []
         self._last_flush = self._last_progress = self._last_poll = 0.0
 
     def log(self, phase: str, step: int, epoch: int, values: dict[str, float]) -> None:
@@ -30,9 +32,14 @@ class StoreReporter:
         if len(self._rows) >= FLUSH_ROWS or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
+    def log_array(self, phase: str, step: int, epoch: int, key: str, recorded: Recorded) -> None:
+        self._arrays.append((phase, step, epoch, key, recorded))
+
     def flush(self) -> None:
         rows, self._rows = self._rows, []
+        arrays, self._arrays = self._arrays, []
         self.store.add_metrics(self.run_id, rows)
+        self.store.add_arrays(self.run_id, arrays)
         self._last_flush = time.monotonic()
 
     def event(self, level: str, message: str, data: dict[str, Any] | None = None) -> None:

@@ -24,8 +24,8 @@ from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
 from engine.spec import RunSpec, TeacherSpec, TrainSource
 from engine.store import run_dir
-from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TeacherTaps, evaluate, fit, resolve_device,
-                          save_atomic)
+from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit,
+                          resolve_device, save_atomic)
 
 #: bump when inline teacher training changes, so cached teachers are retrained
 TEACHER_RECIPE_VERSION = 1
@@ -49,9 +49,11 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
     folder = run_dir(home, run_id)
     cfg = FitConfig(phase=MAIN_PHASE, epochs=spec.epochs, seed=spec.seed, optimizer=spec.optimizer,
                     schedule=spec.schedule, augment=spec.dataset.augment, batch_size=spec.dataset.batch_size,
-                    log_every=spec.log_every, checkpoint_dir=folder / "checkpoints",
+                    log_every=spec.log_every, telemetry_every=spec.telemetry_every,
+                    checkpoint_dir=folder / "checkpoints",
                     progress=plan.callback(MAIN_PHASE))
     torch.manual_seed(spec.seed)
+    learner.aggregator.prepare(learner, bundle, device, reporter)
     metrics = fit(learner, bundle, cfg, device, reporter)
     save_atomic({"arch": spec.student.arch, "state_dict": learner.student.model.state_dict()},
                  folder / "checkpoints" / "final.pt")
@@ -60,29 +62,39 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
             "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device)}
 
 
-def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, TappedModel], device: torch.device) -> Learner:
-    """Student with the spots its paths read, one distiller per path, and the aggregator."""
+def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.nn.Module], device: torch.device
+                  ) -> Learner:
+    """Student and teachers tapped at the spots the paths and the aggregator read, one distiller per path."""
     torch.manual_seed(spec.seed)  # the student's initial weights depend on the seed only
     arch_of = {t.id: t for t in spec.teachers}
     shape, classes = bundle.input_shape, bundle.num_classes
-    student_spots = {s.name: s.shape for s in list_spots(spec.student.arch, shape, classes, spec.student.arch_params)}
+    all_spots = {"student": _shapes(spec.student.arch, spec.student.arch_params, shape, classes)}
+    all_spots.update({t.id: _shapes(t.arch, t.arch_params, shape, classes) for t in spec.teachers})
     model = build_model(spec.student.arch, classes, shape[0], shape[1], spec.student.arch_params)
     paths = spec.active_paths
-    student = TappedModel(model, spec.student.arch, _spot_names(p.student_spot for p in paths))
     info = DataInfo(num_classes=classes, num_samples=bundle_sample_count(bundle))
     distillers, path_spots, path_weights = {}, {}, {}
     for p in paths:
-        tspec = arch_of[p.teacher]
-        t_shapes = {s.name: s.shape for s in list_spots(tspec.arch, shape, classes, tspec.arch_params)}
         cls = DISTILLERS.get(p.distiller)
-        distillers[p.id] = cls(tap_shape(student_spots, p.student_spot), tap_shape(t_shapes, p.teacher_spot),
-                               info, **p.params)
+        distillers[p.id] = cls(tap_shape(all_spots["student"], p.student_spot),
+                               tap_shape(all_spots[p.teacher], p.teacher_spot), info, **p.params)
         path_spots[p.id] = (p.teacher, p.teacher_spot, p.student_spot)
         path_weights[p.id] = p.weight if p.weight is not None else cls.default_weight
     aggregator = AGGREGATORS.get(spec.aggregator.name)(list(path_spots), path_weights, **spec.aggregator.params)
-    used = {p.teacher for p in paths}
-    frozen = {tid: TeacherTaps(_tap_teacher(teachers[tid], arch_of[tid].arch, paths, tid)) for tid in used}
-    return Learner(student, distillers, path_spots, aggregator, frozen).to(device)
+    extra_student, extra_teacher = aggregator.wanted_spots([t.id for t in spec.teachers], path_spots)
+    student_spots = _spot_names(p.student_spot for p in paths) | set(extra_student)
+    teacher_spots = {tid: _spot_names(p.teacher_spot for p in paths if p.teacher == tid) | set(extra_teacher.get(tid, ()))
+                     for tid in {p.teacher for p in paths} | set(extra_teacher)}
+    student = TappedModel(model, spec.student.arch, student_spots)
+    frozen = {tid: TeacherTaps(_tap_teacher(teachers[tid], arch_of[tid].arch, spots))
+              for tid, spots in sorted(teacher_spots.items())}
+    shapes = TappedShapes(student={s: all_spots["student"][s] for s in student.spots},
+                          teachers={tid: {s: all_spots[tid][s] for s in f.model.spots} for tid, f in frozen.items()})
+    return Learner(student, distillers, path_spots, aggregator, frozen, shapes).to(device)
+
+
+def _shapes(arch: str, params: dict, shape: tuple[int, int, int], classes: int) -> dict[str, tuple[int, ...]]:
+    return {s.name: s.shape for s in list_spots(arch, shape, classes, params)}
 
 
 def _spot_names(spots) -> set[str]:
@@ -99,8 +111,8 @@ def bundle_sample_count(bundle: DataBundle) -> int:
     return int(max(split.index.max() for split in (bundle.train, bundle.val, bundle.test) if len(split))) + 1
 
 
-def _tap_teacher(model: torch.nn.Module, arch: str, paths, tid: str) -> TappedModel:
-    tapped = TappedModel(model, arch, _spot_names(p.teacher_spot for p in paths if p.teacher == tid))
+def _tap_teacher(model: torch.nn.Module, arch: str, spots: set[str]) -> TappedModel:
+    tapped = TappedModel(model, arch, spots)
     tapped.eval()
     for param in tapped.parameters():
         param.requires_grad_(False)
@@ -156,7 +168,8 @@ def _inline_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle
     learner = Learner(tapped, {}, {}, AGGREGATORS.get("equal")([], {}), {}).to(device)
     cfg = FitConfig(phase=f"teacher:{tspec.id}", epochs=source.epochs, seed=source.seed,
                     optimizer=source.optimizer, schedule=source.schedule, augment=spec.dataset.augment,
-                    batch_size=spec.dataset.batch_size, log_every=spec.log_every, checkpoint_dir=None,
+                    batch_size=spec.dataset.batch_size, log_every=spec.log_every,
+                    telemetry_every=spec.telemetry_every, checkpoint_dir=None,
                     progress=progress)
     metrics = fit(learner, bundle, cfg, device, reporter)
     save_atomic({"arch": tspec.arch, "state_dict": model.state_dict(), "test_acc": metrics["acc/test"]}, cache)

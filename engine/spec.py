@@ -115,6 +115,7 @@ class RunSpec(_Strict):
     seed: int = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     log_every: int = Field(10, gt=0, description="steps between logged loss values")
+    telemetry_every: int = Field(50, gt=0, description="steps between recorded per-sample arrays (aggregators)")
 
     @model_validator(mode="after")
     def _check_references(self) -> "RunSpec":

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
+
+from engine.telemetry import Recorded
+
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -59,6 +63,19 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL
 );
 CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics(run_id, phase, key, step);
+CREATE TABLE IF NOT EXISTS arrays (
+    run_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    data BLOB NOT NULL,
+    sample_index BLOB NOT NULL,
+    columns TEXT
+);
+CREATE INDEX IF NOT EXISTS arrays_run_key ON arrays(run_id, key, step);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT,
@@ -163,6 +180,23 @@ class RunRow:
     @property
     def result(self) -> dict[str, Any]:
         return json.loads(self.result_json) if self.result_json else {}
+
+
+@dataclass(frozen=True)
+class StoredArray:
+    phase: str
+    step: int
+    epoch: int
+    values: np.ndarray  # (B, ...)
+    index: np.ndarray  # (B,) sample ids
+    columns: list[str] | None  # names along the last axis, when recorded
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "StoredArray":
+        values = np.frombuffer(row["data"], dtype=row["dtype"]).reshape(json.loads(row["shape"]))
+        index = np.frombuffer(row["sample_index"], dtype=np.int64)
+        columns = json.loads(row["columns"]) if row["columns"] else None
+        return cls(row["phase"], row["step"], row["epoch"], values, index, columns)
 
 
 class Store:
@@ -315,6 +349,32 @@ class Store:
         """On resume, drop what was logged after the checkpoint so series stay single-valued."""
         with self._write() as con:
             con.execute("DELETE FROM metrics WHERE run_id=? AND phase=? AND epoch>?", (run_id, phase, epoch))
+            con.execute("DELETE FROM arrays WHERE run_id=? AND phase=? AND epoch>?", (run_id, phase, epoch))
+
+    def add_arrays(self, run_id: str, rows: list[tuple[str, int, int, str, Recorded]]) -> None:
+        """rows: (phase, step, epoch, key, recorded array with its sample ids and column names)."""
+        if not rows:
+            return
+        with self._write() as con:
+            con.executemany(
+                "INSERT INTO arrays (run_id, phase, step, epoch, key, dtype, shape, data, sample_index, columns)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, phase, step, epoch, key, str(r.values.dtype), json.dumps(list(r.values.shape)),
+                  np.ascontiguousarray(r.values).tobytes(), np.asarray(r.index, dtype=np.int64).tobytes(),
+                  json.dumps(r.columns) if r.columns is not None else None)
+                 for phase, step, epoch, key, r in rows],
+            )
+
+    def arrays(self, run_id: str, key: str, phase: str | None = None) -> list[StoredArray]:
+        sql, args = "SELECT * FROM arrays WHERE run_id=? AND key=?", [run_id, key]
+        if phase is not None:
+            sql += " AND phase=?"
+            args.append(phase)
+        return [StoredArray.from_row(r) for r in self.con.execute(sql + " ORDER BY step", args).fetchall()]
+
+    def array_keys(self, run_id: str) -> list[str]:
+        rows = self.con.execute("SELECT DISTINCT key FROM arrays WHERE run_id=? ORDER BY key", (run_id,))
+        return [r[0] for r in rows.fetchall()]
 
     def metrics(self, run_id: str, keys: Iterable[str] | None = None, phase: str | None = None
                 ) -> list[sqlite3.Row]:

@@ -22,6 +22,7 @@ from engine.data.bundle import DataBundle, Split, iterate_batches
 from engine.models.spots import TappedModel
 from engine.paths.base import StepContext, split_spot
 from engine.spec import OptimizerSpec, ScheduleSpec
+from engine.telemetry import Recorded, Telemetry
 
 MAIN_PHASE = "main"
 EVAL_BATCH = 512
@@ -44,6 +45,7 @@ class NonFiniteLoss(Exception):
 
 class Reporter(Protocol):
     def log(self, phase: str, step: int, epoch: int, values: dict[str, float]) -> None: ...
+    def log_array(self, phase: str, step: int, epoch: int, key: str, recorded: Recorded) -> None: ...
     def event(self, level: str, message: str, data: dict[str, Any] | None = None) -> None: ...
     def progress(self, fraction: float, phase: str) -> None: ...
     def check_stop(self) -> None: ...
@@ -56,11 +58,15 @@ class NullReporter:
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, int, int, str, float]] = []
+        self.arrays: list[tuple[str, int, int, str, Recorded]] = []
         self.events: list[tuple[str, str]] = []
         self.last_progress = 0.0
 
     def log(self, phase, step, epoch, values):
         self.rows += [(phase, step, epoch, k, v) for k, v in values.items()]
+
+    def log_array(self, phase, step, epoch, key, recorded):
+        self.arrays.append((phase, step, epoch, key, recorded))
 
     def event(self, level, message, data=None):
         self.events.append((level, message))
@@ -73,6 +79,7 @@ class NullReporter:
 
     def truncate(self, phase, epoch):
         self.rows = [r for r in self.rows if not (r[0] == phase and r[2] > epoch)]
+        self.arrays = [a for a in self.arrays if not (a[0] == phase and a[2] > epoch)]
 
     def flush(self):
         pass
@@ -114,29 +121,43 @@ def read_tap(taps: dict[str, torch.Tensor], spot: str) -> torch.Tensor | tuple[t
     return taps[spot] if len(names) == 1 else tuple(taps[name] for name in names)
 
 
+@dataclass
+class TappedShapes:
+    """Shapes (without batch) of every tapped spot: what aggregators size their parts by."""
+
+    student: dict[str, tuple[int, ...]]
+    teachers: dict[str, dict[str, tuple[int, ...]]]
+
+
 class Learner(nn.Module):
     """The student, its paths' distillers and the aggregator: everything a step trains."""
 
     def __init__(self, student: TappedModel, distillers: dict[str, nn.Module], path_spots: dict[str, tuple[str, str, str]],
-                 aggregator: Aggregator, teachers: dict[str, TeacherTaps]) -> None:
+                 aggregator: Aggregator, teachers: dict[str, TeacherTaps], shapes: TappedShapes | None = None) -> None:
         super().__init__()
         self.student = student
         self.distillers = nn.ModuleDict(distillers)
-        self.aggregator = aggregator
         self.path_spots = path_spots  # path id -> (teacher id, teacher spot, student spot)
         self.teachers = teachers  # plain dict: frozen teachers are neither trained nor saved here
+        self.shapes = shapes or TappedShapes({}, {})
+        self.aggregator = aggregator
+        aggregator.attach(self)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Named losses of one batch, and the student's logits."""
-        teacher_taps = {tid: teacher(x) for tid, teacher in self.teachers.items()}  # once per step each
-        student_taps = self.student(x)
-        logits = student_taps["fc"]
-        losses = {TASK: F.cross_entropy(logits, y)}
-        for pid, (tid, t_spot, s_spot) in self.path_spots.items():
-            losses[path_key(pid)] = self.distillers[pid](read_tap(student_taps, s_spot),
-                                                         read_tap(teacher_taps[tid], t_spot), ctx)
+        """Named losses of one batch, and the student's logits; the taps are left in ctx."""
+        ctx.x = x
+        ctx.teacher_taps = {tid: teacher(x) for tid, teacher in self.teachers.items()}  # once per step each
+        ctx.student_taps = self.student(x)
+        logits = ctx.student_taps["fc"]
+        losses = {TASK: F.cross_entropy(logits, y), **self.aggregator.path_losses(self, ctx)}
         return losses, logits
+
+    def path_loss(self, pid: str, student_taps: dict[str, torch.Tensor],
+                  teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor:
+        """Path `pid`'s distiller on the given taps (aggregators may pass subsets or mixed taps)."""
+        tid, t_spot, s_spot = self.path_spots[pid]
+        return self.distillers[pid](read_tap(student_taps, s_spot), read_tap(teacher_taps[tid], t_spot), ctx)
 
     def state_for_checkpoint(self) -> dict[str, Any]:
         return {"model": self.student.model.state_dict(), "distillers": self.distillers.state_dict(),
@@ -148,7 +169,18 @@ class Learner(nn.Module):
         self.aggregator.load_state_dict(state["aggregator"])
 
 
-def build_optimizer(params: list[nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
+def _param_groups(learner: Learner) -> list[dict[str, Any]]:
+    """Student and distiller parts decay; an aggregator's weights (log-variances, latents) must not."""
+    aggregator_ids = {id(p) for p in learner.aggregator.parameters()}
+    trained = [p for p in learner.parameters() if p.requires_grad and id(p) not in aggregator_ids]
+    groups = [{"params": trained}]
+    own = [p for p in learner.aggregator.student_optimized_parameters() if p.requires_grad]
+    if own:
+        groups.append({"params": own, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(params: list[Any], spec: OptimizerSpec) -> torch.optim.Optimizer:
     if spec.name == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
                                weight_decay=spec.weight_decay, nesterov=spec.nesterov and spec.momentum > 0)
@@ -193,6 +225,7 @@ class FitConfig:
     augment: str
     batch_size: int
     log_every: int
+    telemetry_every: int
     checkpoint_dir: Path | None  # None: no checkpoints (inline teachers are cached whole instead)
     progress: Callable[[float], None] = field(default=lambda _f: None)
 
@@ -215,8 +248,7 @@ def save_atomic(obj: Any, path: Path) -> None:
 def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.device, reporter: Reporter
         ) -> dict[str, float]:
     """Train for cfg.epochs (resuming from cfg.checkpoint_dir/last.pt when present); return final metrics."""
-    params = [p for p in learner.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg.optimizer)
+    optimizer = build_optimizer(_param_groups(learner), cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs)
     start_epoch, step = _resume(learner, optimizer, scheduler, cfg, reporter)
     steps_per_epoch = math.ceil(len(bundle.train.y) / cfg.batch_size)
@@ -225,6 +257,7 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
         step, train_acc = _train_epoch(learner, optimizer, bundle.train, cfg, epoch, step, device, reporter,
                                        steps_per_epoch)
         scheduler.step()
+        learner.aggregator.on_epoch_end(epoch)
         metrics = _end_of_epoch(learner, bundle, cfg, epoch, step, train_acc, device, reporter)
         if cfg.checkpoint_dir is not None:
             _save_checkpoint(learner, optimizer, scheduler, cfg.checkpoint_dir, epoch, step)
@@ -243,12 +276,17 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         reporter.check_stop()
         x = augment_batch(x, cfg.augment, generator).to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        ctx = StepContext(labels=y, epoch=epoch, step=step, index=index)
+        ctx = StepContext(labels=y, epoch=epoch, step=step, index=index,
+                          telemetry=Telemetry(due=step % cfg.telemetry_every == 0))
         losses, logits = learner.losses(x, y, ctx)
         optimizer.zero_grad(set_to_none=True)
         total, weights = learner.aggregator.backward(losses, ctx)
         _check_finite(cfg.phase, step, total, losses)
         optimizer.step()
+        if ctx.telemetry.arrays:
+            ctx.telemetry.record("labels", y, index)  # per-class views of the arrays need the labels
+            for key, recorded in ctx.telemetry.arrays.items():
+                reporter.log_array(cfg.phase, step, epoch, key, recorded)
         correct += (logits.detach().argmax(1) == y).sum().item()
         seen += len(y)
         if step % cfg.log_every == 0:

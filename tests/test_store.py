@@ -92,3 +92,22 @@ def test_read_while_another_process_writes(home: Path) -> None:
     assert counts == sorted(counts), "a reader saw rows disappear"
     assert counts[-1] == 4000
     assert len(set(counts)) > 2, "the reader should have seen the writer's progress"
+
+
+def test_arrays_round_trip_with_sample_ids_and_columns(home: Path) -> None:
+    import numpy as np
+
+    from engine.telemetry import Recorded
+
+    store = Store(home)
+    run_id = store.create_run("name: a", "a")
+    weights = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]], dtype=np.float32)
+    store.add_arrays(run_id, [("main", 50, 1, "amtml/teacher_weights", Recorded(weights, np.array([7, 3, 9]), ["a", "b"])),
+                              ("main", 0, 0, "amtml/teacher_weights", Recorded(weights[:1], np.array([1]), ["a", "b"]))])
+    first, second = Store(home, readonly=True).arrays(run_id, "amtml/teacher_weights")
+    assert (first.step, second.step) == (0, 50)
+    np.testing.assert_array_equal(second.values, weights)
+    assert second.index.tolist() == [7, 3, 9] and second.columns == ["a", "b"]
+    store.delete_metrics_after(run_id, "main", 0)
+    assert [a.step for a in store.arrays(run_id, "amtml/teacher_weights")] == [0]
+    assert store.array_keys(run_id) == ["amtml/teacher_weights"]

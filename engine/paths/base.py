@@ -7,11 +7,13 @@ saved in its checkpoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from engine.telemetry import Telemetry
 
 SpotKind = str  # "feature_map" | "embedding" | "logits"
 Shape = Any  # tuple[int, ...], or a tuple of two shapes when spots_per_side is 2
@@ -35,12 +37,16 @@ class DataInfo:
 
 @dataclass
 class StepContext:
-    """What a loss term may need beyond the two taps."""
+    """What a loss term or an aggregator may need beyond the two taps."""
 
     labels: torch.Tensor
     epoch: int
     step: int
     index: torch.Tensor  # stable sample ids of the batch
+    x: torch.Tensor | None = None  # the (augmented) input batch
+    student_taps: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_taps: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # teacher id -> spot -> tap
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
 
 class Distiller(nn.Module):
