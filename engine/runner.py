@@ -124,8 +124,10 @@ def prepare_teacher(tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home:
                     reporter: Reporter, progress: Callable[[float], None]) -> tuple[torch.nn.Module, float | None]:
     """A frozen teacher model on `device` and its test accuracy (when known)."""
     shape = bundle.input_shape
-    model = build_model(tspec.arch, bundle.num_classes, shape[0], shape[1], tspec.arch_params)
     source = tspec.source
+    # An inline teacher's initial weights depend on its own seed only (loaded ones are overwritten).
+    torch.manual_seed(source.seed if isinstance(source, TrainSource) else 0)
+    model = build_model(tspec.arch, bundle.num_classes, shape[0], shape[1], tspec.arch_params)
     accuracy = None
     if isinstance(source, TrainSource):
         accuracy = _inline_teacher(model, tspec, spec, bundle, home, device, reporter, progress)
@@ -162,7 +164,6 @@ def _inline_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle
         return saved["test_acc"]
     source: TrainSource = tspec.source
     reporter.event("info", f"teacher {tspec.id}: training {tspec.arch} for {source.epochs} epochs")
-    torch.manual_seed(source.seed)
     model.to(device)
     tapped = TappedModel(model, tspec.arch, ())
     learner = Learner(tapped, {}, {}, AGGREGATORS.get("equal")([], {}), {}).to(device)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from engine.aggregators import AGGREGATORS
 from engine.data import DATASETS, dataset_signature
 from engine.data.bundle import DatasetError
-from engine.models import MODELS
+from engine.models import MODELS, build_model
+from engine.models.checkpoint import CheckpointError, load_weights
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
@@ -33,7 +36,8 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
         found = _spots_of(f"teachers[{i}]", teacher.arch, teacher.arch_params, input_shape, num_classes, errors)
         if found is not None:
             spots[teacher.id] = found
-        errors += _source_errors(i, teacher, spec, home)
+        if found is not None:  # a source can only be checked against an architecture that builds
+            errors += _source_errors(i, teacher, home, input_shape, num_classes)
     for i, path in enumerate(spec.paths):
         errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
     errors += _aggregator_errors(spec)
@@ -64,14 +68,26 @@ def _spots_of(field: str, arch: str, params: dict, input_shape: tuple[int, ...],
         return None
 
 
-def _source_errors(i: int, teacher, spec: RunSpec, home: Path | None) -> list[str]:
+def _source_errors(i: int, teacher, home: Path | None, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
     source = teacher.source
     where = f"teachers[{i}].source"
     if source.kind == "checkpoint":
-        if not Path(source.path).is_file():
-            return [f"{where}.path: no checkpoint file at {source.path}"]
-    elif source.kind == "run":
+        return _checkpoint_errors(f"{where}.path", teacher, Path(source.path), input_shape, num_classes)
+    if source.kind == "run":
         return _teacher_run_errors(where, teacher, source.run_id, home)
+    return []
+
+
+def _checkpoint_errors(where: str, teacher, path: Path, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
+    """Load the file into the teacher's architecture now, so a mismatch is named before the run starts."""
+    if not path.is_file():
+        return [f"{where}: no checkpoint file at {path}"]
+    with torch.random.fork_rng(devices=[]):  # checking a spec must not change what a run draws next
+        model = build_model(teacher.arch, num_classes, input_shape[0], input_shape[1], teacher.arch_params)
+    try:
+        load_weights(model, path)
+    except CheckpointError as err:
+        return [f"{where}: {err}"]
     return []
 
 

@@ -140,3 +140,32 @@ def test_compound_spot_count_is_checked() -> None:
                       "student_spot": "conv1+conv2"}]
     assert validate_spec(parse_spec(data)) == [
         "paths[0].teacher_spot: fsp reads 2 spot(s) per side joined by '+' (e.g. 'conv1+conv2'), got 'conv2'"]
+
+
+def test_checkpoint_of_another_architecture_is_refused_by_name(tmp_path: Path) -> None:
+    import torch
+
+    from engine.models import build_model
+
+    wrong = tmp_path / "resnet8.pt"
+    torch.save({"state_dict": build_model("resnet8", 10, 1, 8, {}).state_dict()}, wrong)
+    data = tiny_spec_dict()
+    data["teachers"][0]["source"] = {"kind": "checkpoint", "path": str(wrong)}
+    (error,) = validate_spec(parse_spec(data))
+    assert error.startswith("teachers[0].source.path: ")
+    assert "linear.weight" in error or "conv1.weight" in error  # names the parameters that do not fit
+
+
+def test_validation_leaves_the_random_state_alone(tmp_path: Path) -> None:
+    import torch
+
+    from engine.models import build_model
+
+    good = tmp_path / "mlp.pt"
+    torch.save(build_model("mlp", 10, 1, 8, {"hidden": [32]}).state_dict(), good)
+    data = tiny_spec_dict()
+    data["teachers"][0]["source"] = {"kind": "checkpoint", "path": str(good)}
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    assert validate_spec(parse_spec(data)) == []
+    assert torch.equal(before, torch.get_rng_state())
