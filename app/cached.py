@@ -14,6 +14,9 @@ import pandas as pd
 import streamlit as st
 
 from app import queries, worker_control
+from app.samples import SampleImages
+from engine.data import load_dataset
+from engine.spec import DatasetSpec
 from engine.store import RunRow, Store, db_path, workspace_home
 
 TTL_S = 1.0
@@ -72,3 +75,31 @@ def live_worker_count(home_dir: str) -> int:
     if not workspace_exists(home_dir):
         return 0
     return worker_control.live_worker_count(Path(home_dir))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def array_keys(home_dir: str, run_id: str) -> list[str]:
+    if not workspace_exists(home_dir):
+        return []
+    with _reader(home_dir) as store:
+        return queries.array_keys(store, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def array_frame(home_dir: str, run_id: str, key: str, phase: str = queries.MAIN_PHASE) -> pd.DataFrame:
+    with _reader(home_dir) as store:
+        return queries.array_frame(store, run_id, key, phase)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def labelled_array_frame(home_dir: str, run_id: str, key: str) -> pd.DataFrame:
+    with _reader(home_dir) as store:
+        return queries.labelled_array_frame(store, run_id, key)
+
+
+# A dataset is large and never changes: kept across reruns and sessions, at most two at once.
+@st.cache_resource(max_entries=2, show_spinner="Loading the run's dataset for the sample images…")
+def sample_images(dataset_json: str) -> SampleImages:
+    """The pictures of a dataset spec (JSON); never downloads. Raises what ``load_dataset`` raises."""
+    spec = DatasetSpec.model_validate_json(dataset_json).model_copy(update={"download": False})
+    return SampleImages.from_bundle(load_dataset(spec))

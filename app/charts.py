@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from app.colors import SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, series_color
 
 MAX_POINTS = 2000
+AGGREGATOR_OFFSET = 0.1  # x offset of a run's points (left) and its aggregator's mean (right)
 PATH_LOSS_PREFIX = "loss/path:"
 PATH_WEIGHT_PREFIX = "weight/path:"
 ACC_KEYS = ("acc/train", "acc/val", "acc/test")
@@ -55,9 +56,9 @@ def display_values(key: str, values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype=float) * scale
 
 
-def _figure(x_title: str, y_title: str, title: str, log_y: bool = False) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(
+def styled(fig: go.Figure, title: str) -> go.Figure:
+    """The dashboard's style: white, fixed height, legend above the plot, unified hover."""
+    return fig.update_layout(
         title=title,
         template="plotly_white",
         height=340,
@@ -65,6 +66,11 @@ def _figure(x_title: str, y_title: str, title: str, log_y: bool = False) -> go.F
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0),
         hovermode="x unified",
     )
+
+
+def base_figure(x_title: str, y_title: str, title: str, log_y: bool = False) -> go.Figure:
+    """An empty styled figure with titled axes."""
+    fig = styled(go.Figure(), title)
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear")
     return fig
@@ -95,7 +101,7 @@ def _ordered_path_ids(keys: pd.Series, prefix: str, path_ids: list[str]) -> list
 def loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
                 title: str = "Training loss") -> go.Figure:
     """Total, task and per-path losses against the step; path colours follow ``path_ids``."""
-    fig = _figure("step", "loss", title, log_y)
+    fig = base_figure("step", "loss", title, log_y)
     fixed = (("loss/total", "total", TOTAL_LOSS_COLOR), ("loss/task", "task (CE)", TASK_LOSS_COLOR))
     for key, name, color in fixed:
         series = metrics[metrics["key"] == key]
@@ -109,16 +115,34 @@ def loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
 
 def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
     """The aggregator's weight of each path against the step."""
-    fig = _figure("step", "path weight", "Path weights (aggregator)")
+    fig = base_figure("step", "path weight", "Path weights (aggregator)")
     for pid in _ordered_path_ids(metrics["key"], PATH_WEIGHT_PREFIX, path_ids):
         key = PATH_WEIGHT_PREFIX + pid
         _add_series(fig, metrics[metrics["key"] == key], key, "step", pid, path_color(pid, path_ids))
     return fig
 
 
+def weighted_losses(metrics: pd.DataFrame, path_id: str) -> pd.DataFrame:
+    """(step, value = weight x raw loss) of one path, on the steps where both were logged."""
+    loss = metrics.loc[metrics["key"] == PATH_LOSS_PREFIX + path_id, ["step", "value"]]
+    weight = metrics.loc[metrics["key"] == PATH_WEIGHT_PREFIX + path_id, ["step", "value"]]
+    joined = loss.merge(weight, on="step", suffixes=("_loss", "_weight"))
+    return joined.assign(value=joined["value_loss"] * joined["value_weight"])[["step", "value"]]
+
+
+def weighted_loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False) -> go.Figure:
+    """What each path adds to the total: the aggregator's weight times the raw path loss."""
+    fig = base_figure("step", "weighted loss (weight × loss)", "Weighted path losses", log_y)
+    for pid in _ordered_path_ids(metrics["key"], PATH_WEIGHT_PREFIX, path_ids):
+        series = weighted_losses(metrics, pid)
+        if not series.empty:
+            _add_series(fig, series, "loss", "step", pid, path_color(pid, path_ids))
+    return fig
+
+
 def accuracy_figure(metrics: pd.DataFrame, title: str = "Accuracy") -> go.Figure:
     """Train/val/test accuracy per epoch, in percent."""
-    fig = _figure("epoch", "accuracy (%)", title)
+    fig = base_figure("epoch", "accuracy (%)", title)
     dashes = {"train": "dot", "val": "dash", "test": "solid"}
     for key in ACC_KEYS:
         series = metrics[metrics["key"] == key]
@@ -132,7 +156,7 @@ def accuracy_figure(metrics: pd.DataFrame, title: str = "Accuracy") -> go.Figure
 def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str]) -> go.Figure:
     """One metric across several runs; ``labels`` maps run id -> legend name, in display order."""
     x = "epoch" if key in EPOCH_KEYS else "step"
-    fig = _figure(x, axis_title(key), key)
+    fig = base_figure(x, axis_title(key), key)
     fig.update_layout(showlegend=True)  # plotly hides a lone trace's legend, but it names the run
     selected = metrics[metrics["key"] == key]
     for index, (run_id, label) in enumerate(labels.items()):
@@ -141,4 +165,32 @@ def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str]) -> g
             _add_series(fig, series, key, x, label, series_color(index))
     if x == "epoch":
         _whole_epochs(fig, selected["epoch"])
+    return fig
+
+
+def aggregator_accuracy_figure(runs: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
+    """Final test accuracy per aggregator: every finished run as a point, and mean ± std (sample std).
+
+    ``runs``: rows of finished runs (aggregator, test_acc_pct, name); ``summary``: ``queries.aggregator_summary``.
+    Aggregator i sits at x = i with its runs just left of it and the mean just right, so the
+    error bar never hides the points it summarises.
+    """
+    fig = base_figure("aggregator", "test accuracy (%)", "Final test accuracy by aggregator")
+    fig.update_layout(hovermode="closest", showlegend=True)
+    order = list(summary["aggregator"])
+    for index, name in enumerate(order):
+        points = runs[runs["aggregator"] == name]
+        fig.add_trace(go.Scatter(
+            x=np.full(len(points), index - AGGREGATOR_OFFSET), y=points["test_acc_pct"].to_numpy(dtype=float),
+            mode="markers", name=name, marker=dict(color=series_color(index), size=9, opacity=0.8),
+            text=points["name"].to_numpy(), hovertemplate="%{text}<br>%{y:.2f} %<extra></extra>",
+        ))
+    fig.add_trace(go.Scatter(
+        x=np.arange(len(order)) + AGGREGATOR_OFFSET, y=summary["mean"].to_numpy(dtype=float), text=order,
+        mode="markers", name="mean ± std", marker=dict(color=TOTAL_LOSS_COLOR, size=9, symbol="diamond"),
+        error_y=dict(type="data", array=summary["std"].fillna(0.0).to_numpy(dtype=float), thickness=2, width=8,
+                     color=TOTAL_LOSS_COLOR),
+        hovertemplate="%{text}: mean %{y:.2f} %<extra></extra>",
+    ))
+    fig.update_xaxes(tickvals=list(range(len(order))), ticktext=order, range=[-0.6, len(order) - 0.4])
     return fig

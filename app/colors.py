@@ -6,6 +6,8 @@ within a run of up to ``len(PALETTE)`` paths.
 """
 from __future__ import annotations
 
+from plotly.colors import sample_colorscale
+
 # Tableau 10 without its grey: grey and black are reserved for the task and total losses.
 PALETTE: tuple[str, ...] = (
     "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F",
@@ -30,3 +32,37 @@ def path_color(path_id: str, path_ids: list[str]) -> str:
     """
     index = path_ids.index(path_id) if path_id in path_ids else len(path_ids)
     return series_color(index)
+
+
+# Teachers: Dark2-like hues that Tableau 10 (the path palette) does not use, so a teacher is
+# never mistaken for a path on pages that show both.
+TEACHER_PALETTE: tuple[str, ...] = ("#1B9E77", "#7570B3", "#E7298A", "#8C510A", "#3F007D", "#66A61E")
+# Classes only ever colour sample points, never paths or teachers.
+CLASS_PALETTE: tuple[str, ...] = (
+    "#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A",
+    "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52",
+)
+# Spots and layer groups are ordered shallow -> deep, so a sequential scale shows the depth.
+DEPTH_SCALE = "Viridis"
+DEPTH_SCALE_END = 0.85  # stop before Viridis' yellow, which is unreadable on white
+# Routing decisions: grey = the student's own block, dark blue = distilled from the teacher.
+# A step scale: decisions are 0 or 1, so the colour bar must not suggest values in between.
+DECISION_SCALE: list[list] = [[0.0, "#E5E7EB"], [0.5, "#E5E7EB"], [0.5, "#08306B"], [1.0, "#08306B"]]
+# Shares in [0, 1] (DFA's alphas, spot use): white = 0 so empty cells recede.
+SHARE_SCALE = "Blues"
+
+
+def teacher_color(teacher_id: str, teacher_ids: list[str]) -> str:
+    """Colour of a teacher, by its position in the spec's teacher list (unknown ones go after)."""
+    index = teacher_ids.index(teacher_id) if teacher_id in teacher_ids else len(teacher_ids)
+    return TEACHER_PALETTE[index % len(TEACHER_PALETTE)]
+
+
+def class_color(label: int) -> str:
+    return CLASS_PALETTE[label % len(CLASS_PALETTE)]
+
+
+def depth_colors(n: int) -> list[str]:
+    """n colours from shallow to deep along the sequential depth scale."""
+    positions = [DEPTH_SCALE_END * i / max(n - 1, 1) for i in range(n)]
+    return sample_colorscale(DEPTH_SCALE, positions)

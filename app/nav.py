@@ -12,6 +12,7 @@ _PAGES: dict[str, tuple[str, str, str]] = {
     "home": ("home.py", "Home", ":material/home:"),
     "configure": ("configure.py", "Configure", ":material/tune:"),
     "live": ("live.py", "Live", ":material/monitoring:"),
+    "teacher_importance": ("teacher_importance.py", "Teacher importance", ":material/balance:"),
     "compare": ("compare.py", "Compare", ":material/compare_arrows:"),
 }
 

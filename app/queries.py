@@ -9,17 +9,22 @@ import time
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from engine.store import RunRow, Store
+from engine.store import FINAL_STATUSES, RunRow, Store
 
 METRIC_COLUMNS = ["phase", "step", "epoch", "key", "value"]
 EVENT_COLUMNS = ["time", "level", "message"]
 RUN_COLUMNS = [
-    "id", "name", "status", "phase", "progress", "error", "label", "created", "duration_s",
+    "id", "name", "group_id", "status", "phase", "progress", "error", "label", "created", "duration_s",
     "dataset", "student", "aggregator", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct",
 ]
+MAIN_PHASE = "main"
+LABELS_KEY = "labels"
+# Index levels of an array frame: one row per recorded sample (sample -1: a row of no sample).
+ARRAY_LEVELS = ["step", "epoch", "sample"]
 
 
 def spec_summary(spec_yaml: str) -> dict[str, Any]:
@@ -38,14 +43,18 @@ def spec_summary(spec_yaml: str) -> dict[str, Any]:
         value = data.get(name)
         return value if isinstance(value, dict) else {}
 
-    paths = data.get("paths") if isinstance(data.get("paths"), list) else []
-    active = [p for p in paths if isinstance(p, dict) and p.get("enabled", True)]
+    def items(name: str) -> list[dict[str, Any]]:
+        value = data.get(name)
+        return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+    paths = items("paths")
     return {
         "dataset": section("dataset").get("name", "?"),
         "student": section("student").get("arch", "?"),
         "aggregator": section("aggregator").get("name", "?"),
-        "n_paths": len(active),
-        "path_ids": [str(p.get("id")) for p in paths if isinstance(p, dict)],
+        "n_paths": sum(1 for p in paths if p.get("enabled", True)),
+        "path_ids": [str(p.get("id")) for p in paths],
+        "teacher_ids": [str(t.get("id")) for t in items("teachers")],
     }
 
 
@@ -71,7 +80,7 @@ def _percent(value: Any) -> float | None:
 def run_record(run: RunRow) -> dict[str, Any]:
     result = run.result
     return {
-        "id": run.id, "name": run.name, "status": run.status, "phase": run.phase,
+        "id": run.id, "name": run.name, "group_id": run.group_id, "status": run.status, "phase": run.phase,
         "progress": run.progress, "error": run.error, "label": run_label(run),
         "created": datetime.fromtimestamp(run.created_at),
         "duration_s": run_duration(run),
@@ -113,3 +122,58 @@ def phases(metrics: pd.DataFrame) -> list[str]:
     """Phases present: "main" first, then the inline teachers in name order."""
     found = set(metrics["phase"].unique())
     return [p for p in ["main"] if p in found] + sorted(found - {"main"})
+
+
+# ---------------------------------------------------------------- telemetry arrays
+def array_keys(store: Store, run_id: str) -> list[str]:
+    return store.array_keys(run_id)
+
+
+def array_frame(store: Store, run_id: str, key: str, phase: str | None = MAIN_PHASE) -> pd.DataFrame:
+    """Every recording of array ``key``: index (step, epoch, sample), one column per array column.
+
+    Rows of all recorded steps are stacked, so per-step views are ``groupby(level="step")``.
+    Arrays without column names get "0", "1", ...; a 1-D array (labels) has one column "value".
+    """
+    frames = []
+    for stored in store.arrays(run_id, key, phase=phase):
+        values = stored.values.reshape(len(stored.index), -1).astype(float)
+        columns = stored.columns or ([str(i) for i in range(values.shape[1])] if stored.values.ndim > 1 else ["value"])
+        index = pd.MultiIndex.from_arrays(
+            [np.full(len(stored.index), stored.step), np.full(len(stored.index), stored.epoch), stored.index],
+            names=ARRAY_LEVELS,
+        )
+        frames.append(pd.DataFrame(values, index=index, columns=columns))
+    if not frames:
+        return pd.DataFrame(index=pd.MultiIndex.from_arrays([[], [], []], names=ARRAY_LEVELS))
+    return pd.concat(frames)
+
+
+def labelled_array_frame(store: Store, run_id: str, key: str, phase: str = MAIN_PHASE) -> pd.DataFrame:
+    """``array_frame`` with a fourth index level "label": each sample's class, from the "labels"
+    array recorded at the same step (-1 where none was recorded), for the per-class views."""
+    frame = array_frame(store, run_id, key, phase)
+    labels = array_frame(store, run_id, LABELS_KEY, phase)
+    # Joined on (step, sample) rather than by position: it holds even if an engine reorders rows.
+    label = labels["value"].droplevel("epoch") if not labels.empty else pd.Series(dtype=float)
+    label = label[~label.index.duplicated(keep="last")]
+    keys = pd.MultiIndex.from_arrays([frame.index.get_level_values("step"), frame.index.get_level_values("sample")])
+    found = label.reindex(keys).fillna(-1).astype(int).to_numpy() if len(frame) else np.array([], dtype=int)
+    return frame.set_index(pd.Index(found, name="label"), append=True)
+
+
+# ---------------------------------------------------------------- comparisons
+def aggregator_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy (%) per aggregator over ``runs``: runs finished / pending, mean, std, min, max.
+
+    std is the sample standard deviation (n - 1), NaN for a single run: one seed says nothing about spread.
+    Only runs that finished with a test accuracy count; queued and running ones are counted as pending.
+    """
+    done = runs[(runs["status"] == "done") & runs["test_acc_pct"].notna()]
+    pending = runs[~runs["status"].isin(FINAL_STATUSES)]
+    stats = done.groupby("aggregator")["test_acc_pct"].agg(["count", "mean", "std", "min", "max"])
+    summary = pd.DataFrame(index=pd.Index(sorted(set(runs["aggregator"])), name="aggregator"))
+    summary = summary.join(stats).rename(columns={"count": "finished"})
+    summary["finished"] = summary["finished"].fillna(0).astype(int)
+    summary["pending"] = pending.groupby("aggregator").size().reindex(summary.index, fill_value=0)
+    return summary.reset_index()[["aggregator", "finished", "pending", "mean", "std", "min", "max"]]

@@ -6,6 +6,7 @@ teacher's optimizer, a path's distiller params) from the row the edit started fr
 """
 from __future__ import annotations
 
+import copy
 import re
 from numbers import Integral
 from typing import Any
@@ -14,7 +15,9 @@ import pandas as pd
 
 from engine.models.spots import SpotInfo
 from engine.paths.candidates import propose_candidates
+from engine.spec import RunSpec
 
+NAME_MAX = next(m.max_length for m in RunSpec.model_fields["name"].metadata if hasattr(m, "max_length"))
 TEACHER_COLUMNS = ["id", "arch", "source", "epochs", "run_id", "checkpoint"]
 PATH_COLUMNS = ["id", "teacher", "teacher_spot", "student_spot", "distiller", "weight", "enabled"]
 SOURCE_KINDS = ["train", "run", "checkpoint"]
@@ -156,3 +159,41 @@ def merge_paths(current: list[dict[str, Any]], proposed: list[dict[str, Any]]) -
     ids = {p.get("id") for p in current}
     signatures = {signature(p) for p in current}
     return [*current, *(p for p in proposed if p["id"] not in ids and signature(p) not in signatures)]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from "0,1,2" (commas or spaces), duplicates dropped; ValueError naming a bad entry."""
+    seeds: list[int] = []
+    for item in re.split(r"[,\s]+", text.strip()):
+        if not item:
+            continue
+        try:
+            seed = int(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a whole number; write seeds like 0,1,2") from None
+        if seed not in seeds:
+            seeds.append(seed)
+    if not seeds:
+        raise ValueError("no seed given; write seeds like 0,1,2")
+    return seeds
+
+
+def variant_name(base: str, aggregator: str, seed: int) -> str:
+    """'<spec name> · <aggregator> · seed <s>', the spec name shortened to fit the name limit."""
+    suffix = f" · {aggregator} · seed {seed}"
+    return base[: max(NAME_MAX - len(suffix), 0)] + suffix
+
+
+def comparison_variants(spec: dict[str, Any], aggregators: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """One spec dict per (aggregator, seed), differing from ``spec`` only in aggregator, seed and name.
+
+    Aggregator params are kept only for the spec's own aggregator: each aggregator has its own params.
+    """
+    variants = []
+    for aggregator in aggregators:
+        own = spec["aggregator"]["name"] == aggregator
+        params = copy.deepcopy(spec["aggregator"]["params"]) if own else {}
+        for seed in seeds:
+            variants.append({**copy.deepcopy(spec), "aggregator": {"name": aggregator, "params": params},
+                             "seed": seed, "name": variant_name(spec.get("name") or "run", aggregator, seed)})
+    return variants

@@ -53,13 +53,19 @@ def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
     return picked
 
 
+def submit_runs(home: Path, specs: list[RunSpec], group_id: str | None = None) -> list[str]:
+    """Queue ``specs`` (in one group when given), make sure a worker will pick them up, select the last."""
+    with closing(Store(home)) as store:
+        run_ids = [store.create_run(spec_to_yaml(spec), name=spec.name, group_id=group_id) for spec in specs]
+    ensure_worker(home)
+    if run_ids:
+        st.session_state[SELECTED_RUN] = run_ids[-1]
+    return run_ids
+
+
 def submit_run(home: Path, spec: RunSpec) -> str:
     """Queue ``spec``, make sure a worker will pick it up, and select it for the Live page."""
-    with closing(Store(home)) as store:
-        run_id = store.create_run(spec_to_yaml(spec), name=spec.name)
-    ensure_worker(home)
-    st.session_state[SELECTED_RUN] = run_id
-    return run_id
+    return submit_runs(home, [spec])[0]
 
 
 def go_live() -> None:

@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Callable
 
 from engine.registry import Registry

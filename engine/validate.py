@@ -175,9 +175,14 @@ def _aggregator_errors(spec: RunSpec) -> list[str]:
     name = spec.aggregator.name
     if name not in AGGREGATORS:
         return [f"aggregator.name: {_unknown('aggregator', name, AGGREGATORS.names())}"]
-    ids = [p.id for p in spec.active_paths]
+    paths = spec.active_paths
     try:
-        AGGREGATORS.get(name)(ids, {pid: 1.0 for pid in ids}, **spec.aggregator.params)
+        aggregator = AGGREGATORS.get(name)([p.id for p in paths], {p.id: 1.0 for p in paths}, **spec.aggregator.params)
     except (TypeError, ValueError) as err:
         return [f"aggregator.params: {err}"]
+    try:  # what an aggregator needs of the paths (SAKD's routable spots) is checked here, before any work
+        aggregator.wanted_spots([t.id for t in spec.teachers], {p.id: (p.teacher, p.teacher_spot, p.student_spot)
+                                                                  for p in paths})
+    except ValueError as err:
+        return [f"aggregator: {name} cannot use these paths: {err}"]
     return []

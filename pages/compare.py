@@ -1,14 +1,16 @@
-"""Compare: every run in one table, one metric overlaid across chosen runs, CSV export."""
+"""Compare: every run in one table, final accuracy grouped by aggregator, one metric overlaid, CSV export."""
 import pandas as pd
 import streamlit as st
 
 from app import cached, charts
+from app.queries import aggregator_summary
 from app.widgets import empty_state, user_errors
 
 DEFAULT_OVERLAY = 3
 PREFERRED_METRICS = ("acc/val", "acc/test", "loss/total")
 TABLE_COLUMNS = ["name", "id", "status", "dataset", "student", "aggregator", "n_paths",
                  "test_acc_pct", "val_acc_pct", "duration_s"]
+ALL_RUNS = "(all runs)"
 
 
 def runs_table(runs: pd.DataFrame) -> None:
@@ -52,6 +54,53 @@ def overlay(home: str, runs: pd.DataFrame, selected: list[str]) -> None:
     )
 
 
+def groups_newest_first(runs: pd.DataFrame) -> list[str]:
+    """Group ids ordered by their newest run (runs come newest first)."""
+    return list(dict.fromkeys(runs["group_id"].dropna()))
+
+
+def summary_table(summary: pd.DataFrame) -> None:
+    st.dataframe(
+        summary, hide_index=True,
+        column_config={
+            "finished": st.column_config.NumberColumn("finished runs", help="done, with a test accuracy"),
+            "pending": st.column_config.NumberColumn("pending", help="queued or running"),
+            "mean": st.column_config.NumberColumn("mean test acc (%)", format="%.2f"),
+            "std": st.column_config.NumberColumn("std (%)", format="%.2f",
+                                                 help="sample standard deviation (n − 1); empty for one run"),
+            "min": st.column_config.NumberColumn("min (%)", format="%.2f"),
+            "max": st.column_config.NumberColumn("max (%)", format="%.2f"),
+        },
+    )
+
+
+def group_view(runs: pd.DataFrame) -> None:
+    """Final test accuracy per aggregator over one comparison group (or any runs picked)."""
+    st.subheader("Group by aggregator")
+    groups = groups_newest_first(runs)
+    group = st.selectbox("Group", [*groups, ALL_RUNS], key="cmp_group",
+                         help="Comparisons launched from Configure share a group; the newest is shown first")
+    members = runs if group == ALL_RUNS else runs[runs["group_id"] == group]
+    labels = dict(zip(runs["id"], runs["label"]))
+    chosen = st.multiselect("Runs in the view", list(members["id"]), default=list(members["id"]),
+                            key=f"cmp_group_runs-{group}", format_func=lambda run_id: labels.get(run_id, run_id))
+    selected = runs[runs["id"].isin(chosen)]
+    if not chosen:
+        st.info("Select runs above to compare their final accuracy by aggregator.")
+        return
+    if not groups:
+        st.caption("No comparison groups yet: launch one from Configure (Launch a comparison). "
+                   "Until then every run is shown, whatever its setup.")
+    summary = aggregator_summary(selected)
+    if summary.empty or not summary["finished"].any():
+        st.info("None of these runs has finished yet: the accuracies appear here as they do.")
+        return
+    summary_table(summary)
+    finished = selected[(selected["status"] == "done") & selected["test_acc_pct"].notna()]
+    st.plotly_chart(charts.aggregator_accuracy_figure(finished, summary[summary["finished"] > 0]),
+                    key="cmp_group_chart", config={"displaylogo": False})
+
+
 def main() -> None:
     st.title("Compare")
     home = cached.home()
@@ -60,6 +109,8 @@ def main() -> None:
         empty_state()
         return
     runs_table(runs)
+    group_view(runs)
+    st.subheader("Overlay a metric")
     labels = dict(zip(runs["id"], runs["label"]))
     selected = st.multiselect("Runs to overlay", list(runs["id"]), default=default_selection(runs),
                               format_func=lambda run_id: labels.get(run_id, run_id))

@@ -6,6 +6,8 @@ again from the new dict. Table edits are committed into the dict as soon as they
 and the table is redrawn from the dict under a new key, so an edit is never applied twice.
 """
 import re
+import secrets
+import time
 from pathlib import Path
 from typing import Any, get_args
 
@@ -15,11 +17,12 @@ import yaml
 from pydantic import ValidationError
 
 from app import cached
+from app.nav import page_file
 from app.spec_form import (
-    SECTIONS, SOURCE_KINDS, candidate_paths, errors_by_section, merge_paths, paths_frame, paths_from_frame, renamed_teachers,
-    retarget_paths, teachers_frame, teachers_from_frame,
+    SECTIONS, SOURCE_KINDS, candidate_paths, comparison_variants, errors_by_section, merge_paths, parse_seeds,
+    paths_frame, paths_from_frame, renamed_teachers, retarget_paths, teachers_frame, teachers_from_frame,
 )
-from app.widgets import DEMO_SPEC, go_live, submit_run, user_errors
+from app.widgets import DEMO_SPEC, go_live, submit_run, submit_runs, user_errors
 from engine.aggregators import AGGREGATORS
 from engine.data import DATASETS, dataset_signature, load_dataset
 from engine.data.bundle import DatasetError
@@ -387,6 +390,45 @@ def actions(d: dict[str, Any], spec: RunSpec | None, errors: list[str], home: st
         st.rerun()
 
 
+def launch_comparison(d: dict[str, Any], aggregators: list[str], seeds: list[int], home: str) -> None:
+    """Queue every valid (aggregator, seed) variant in one new group; list the invalid ones with their errors."""
+    valid: list[RunSpec] = []
+    invalid: list[tuple[str, list[str]]] = []
+    with st.spinner(f"Checking {len(aggregators) * len(seeds)} variants…"):
+        for variant in comparison_variants(d, aggregators, seeds):
+            spec, errors = check(variant, home)
+            if errors or spec is None:
+                invalid.append((variant["name"], errors))
+            else:
+                valid.append(spec)
+    if valid:
+        group_id = f"cmp-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        submit_runs(Path(home), valid, group_id)
+        st.success(f"Queued {len(valid)} run(s) in group `{group_id}`.")
+        st.page_link(page_file("compare"), label="Compare them by aggregator", icon=":material/compare_arrows:")
+    for name, errors in invalid:
+        st.error(f"Not launched: **{name}**\n\n" + "\n".join(f"- `{line}`" for line in errors))
+
+
+def comparison_section(d: dict[str, Any], home: str) -> None:
+    st.subheader("Launch a comparison")
+    st.caption("One run of the spec above per aggregator and seed, in one group that Compare summarises "
+               "by aggregator. Aggregator params are kept for the spec's own aggregator only.")
+    names = AGGREGATORS.names()
+    current = d["aggregator"]["name"]
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.multiselect("Aggregators", names, default=[current] if current in names else [],
+                            key=key("cmp.aggregators"))
+    seeds_text = c2.text_input("Seeds", str(d["seed"]), key=key("cmp.seeds"), help="comma-separated, e.g. 0,1,2")
+    if st.button("Launch comparison", icon=":material/stacked_bar_chart:", disabled=not chosen):
+        try:
+            seeds = parse_seeds(seeds_text)
+        except ValueError as err:
+            st.error(f"Seeds: {err}")
+            return
+        launch_comparison(d, chosen, seeds, home)
+
+
 def main() -> None:
     st.title("Configure")
     home = cached.home()
@@ -426,6 +468,7 @@ def main() -> None:
     if grouped.get(None):
         show_errors(grouped[None])
     actions(d, spec, errors, home)
+    comparison_section(d, home)
 
 
 with user_errors("Configure"):

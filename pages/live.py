@@ -71,7 +71,12 @@ def phase_charts(metrics: pd.DataFrame, phase: str, path_ids: list[str], log_y: 
     with right:
         show_chart(charts.accuracy_figure(data), key=f"acc-{run_id}-{phase}")
     if data["key"].str.startswith(charts.PATH_WEIGHT_PREFIX).any():
-        show_chart(charts.weight_figure(data, path_ids), key=f"weights-{run_id}-{phase}")
+        # Every aggregator logs its weights; weight x loss shows what each path really adds to the total.
+        left, right = st.columns(2)
+        with left:
+            show_chart(charts.weight_figure(data, path_ids), key=f"weights-{run_id}-{phase}")
+        with right:
+            show_chart(charts.weighted_loss_figure(data, path_ids, log_y), key=f"weighted-{run_id}-{phase}")
 
 
 def curves(home: str, run: RunRow, log_y: bool) -> None:

@@ -1,27 +1,44 @@
-"""Synthetic runs written straight into a store, for front-end tests (no training)."""
+"""Synthetic runs written straight into a store, for front-end tests (no training).
+
+Besides the metrics every run logs, the aggregators' telemetry follows the engine's contract:
+per-sample arrays (AMTML teacher weights, SAKD decisions) with a "labels" array of the same
+step and sample ids, and one-row arrays (index [-1]) for theta norms, agent losses and DFA's alphas.
+"""
 from __future__ import annotations
 
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
+
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import Store, init_workspace
+from engine.telemetry import Recorded
 
 PATH_IDS = ["p-logits", "p-hint"]  # spec order; metric keys sort the other way round
 STEPS = list(range(0, 50, 5))
 EPOCHS = 2
 RESULT = {"test_acc": 0.9, "val_acc": 0.88, "train_acc": 0.95, "seconds": 12.0}
+TELEMETRY_STEPS = [0, 10, 20, 30, 40]
+BATCH = 16
+DIGITS_SAMPLES = 1797  # sample ids must exist in the digits dataset for the gallery's pictures
+SAKD_SPOTS = ["layer1", "layer2", "layer3", "fc"]
+DFA_GROUPS = {"layer1": ["conv1", "layer1.0", "layer1.1"], "layer2": ["layer2.0", "layer2.1"]}
+DFA_SEARCH_STEPS = [0, 4, 8, 12]
+
+ArrayRow = tuple[str, int, int, str, Recorded]
 
 
-def spec_yaml(name: str = "synthetic", aggregator: str = "equal") -> str:
+def spec_yaml(name: str = "synthetic", aggregator: str = "equal", teacher_ids: tuple[str, ...] = ("t",),
+              dataset: dict | None = None) -> str:
     spec = parse_spec({
         "name": name,
-        "dataset": {"name": "digits"},
-        "teachers": [{"id": "t", "arch": "small_cnn", "source": {"kind": "train", "epochs": 2}}],
+        "dataset": dataset or {"name": "digits"},
+        "teachers": [{"id": tid, "arch": "small_cnn", "source": {"kind": "train", "epochs": 2}} for tid in teacher_ids],
         "student": {"arch": "mlp"},
         "paths": [
-            {"id": "p-logits", "teacher": "t", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-            {"id": "p-hint", "teacher": "t", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
+            {"id": "p-logits", "teacher": teacher_ids[0], "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
+            {"id": "p-hint", "teacher": teacher_ids[0], "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
         ],
         "aggregator": {"name": aggregator},
         "epochs": EPOCHS,
@@ -33,16 +50,25 @@ def path_loss(path_index: int, step: int) -> float:
     return round(2.0 / (1 + path_index) - 0.01 * step, 4)
 
 
+def path_weight(path_index: int, step: int) -> float:
+    """Weights that differ by path and step, so weight x loss is not the loss itself."""
+    return round(1.5 - 0.5 * path_index + 0.01 * step, 4)
+
+
+def epoch_of(step: int) -> int:
+    return step * EPOCHS // (STEPS[-1] + 5)
+
+
 def metric_rows() -> list[tuple[str, int, int, str, float]]:
     rows = []
     for step in STEPS:
-        epoch = step * EPOCHS // (STEPS[-1] + 5)
+        epoch = epoch_of(step)
         rows += [("main", step, epoch, "loss/total", 3.0 - 0.02 * step),
                  ("main", step, epoch, "loss/task", 1.0 - 0.01 * step),
                  ("main", step, epoch, "lr", 0.05)]
         for i, pid in enumerate(PATH_IDS):
             rows += [("main", step, epoch, f"loss/path:{pid}", path_loss(i, step)),
-                     ("main", step, epoch, f"weight/path:{pid}", 1.0)]
+                     ("main", step, epoch, f"weight/path:{pid}", path_weight(i, step))]
         rows.append(("teacher:t", step, epoch, "loss/total", 2.5 - 0.03 * step))
     for epoch in range(EPOCHS):
         step = (epoch + 1) * 25
@@ -53,11 +79,84 @@ def metric_rows() -> list[tuple[str, int, int, str, float]]:
     return rows
 
 
-def add_finished_run(home: Path, name: str = "synthetic", aggregator: str = "equal") -> str:
+def add_finished_run(home: Path, name: str = "synthetic", aggregator: str = "equal",
+                     teacher_ids: tuple[str, ...] = ("t",), arrays: list[ArrayRow] | None = None,
+                     extra_metrics: list[tuple[str, int, int, str, float]] | None = None,
+                     group_id: str | None = None, result: dict | None = None, dataset: dict | None = None) -> str:
     init_workspace(home)
     with closing(Store(home)) as store:
-        run_id = store.create_run(spec_yaml(name, aggregator), name=name)
-        store.add_metrics(run_id, metric_rows())
+        run_id = store.create_run(spec_yaml(name, aggregator, teacher_ids, dataset), name=name, group_id=group_id)
+        store.add_metrics(run_id, metric_rows() + (extra_metrics or []))
+        store.add_arrays(run_id, arrays or [])
         store.add_event(run_id, "info", "run finished")
-        store.finish_run(run_id, "done", result={"run_id": run_id, **RESULT})
+        store.finish_run(run_id, "done", result={"run_id": run_id, **(RESULT if result is None else result)})
     return run_id
+
+
+# ---------------------------------------------------------------- aggregator telemetry
+def _batch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ids of one batch and their true digits labels (so the gallery's pictures match)."""
+    from sklearn.datasets import load_digits
+
+    ids = np.sort(rng.choice(DIGITS_SAMPLES, size=BATCH, replace=False))
+    return ids, load_digits().target[ids].astype(np.float32)
+
+
+def _labels_row(step: int, ids: np.ndarray, labels: np.ndarray) -> ArrayRow:
+    return ("main", step, epoch_of(step), "labels", Recorded(labels, ids, None))
+
+
+def amtml_arrays(teacher_ids: tuple[str, ...], seed: int = 0) -> list[ArrayRow]:
+    """Softmax weights that drift with the step and depend on the class, plus growing ||theta_m||."""
+    rng = np.random.default_rng(seed)
+    rows: list[ArrayRow] = []
+    teachers = len(teacher_ids)
+    class_bias = rng.normal(0.0, 1.0, size=(10, teachers))
+    for step in TELEMETRY_STEPS:
+        ids, labels = _batch(rng)
+        logits = class_bias[labels.astype(int)] * (step + 10) / 30 + rng.normal(0.0, 0.5, (BATCH, teachers))
+        weights = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        rows.append(("main", step, epoch_of(step), "amtml/teacher_weights",
+                     Recorded(weights.astype(np.float32), ids, list(teacher_ids))))
+        norms = np.array([[1.0 + 0.02 * step * (m + 1) for m in range(teachers)]], dtype=np.float32)
+        rows.append(("main", step, epoch_of(step), "amtml/theta_norm", Recorded(norms, np.array([-1]), list(teacher_ids))))
+        rows.append(_labels_row(step, ids, labels))
+    return rows
+
+
+def sakd_arrays(seed: int = 0) -> list[ArrayRow]:
+    """0/1 decisions whose rate falls with depth and with training; the two agent losses."""
+    rng = np.random.default_rng(seed)
+    rows: list[ArrayRow] = []
+    for step in TELEMETRY_STEPS:
+        ids, labels = _batch(rng)
+        rate = np.linspace(0.9, 0.3, len(SAKD_SPOTS)) * (1 - step / 100)
+        decisions = (rng.random((BATCH, len(SAKD_SPOTS))) < rate).astype(np.float32)
+        rows.append(("main", step, epoch_of(step), "sakd/decisions", Recorded(decisions, ids, list(SAKD_SPOTS))))
+        losses = np.array([[1.2 - 0.01 * step, 1.5 - 0.02 * step]], dtype=np.float32)
+        rows.append(("main", step, epoch_of(step), "sakd/agent_losses",
+                     Recorded(losses, np.array([-1]), ["l_route", "l_student"])))
+        rows.append(_labels_row(step, ids, labels))
+    return rows
+
+
+def dfa_arrays(seed: int = 0) -> list[ArrayRow]:
+    """Per-group alphas of a search that slowly prefers the deepest block."""
+    rng = np.random.default_rng(seed)
+    rows: list[ArrayRow] = []
+    for epoch, step in enumerate(DFA_SEARCH_STEPS):
+        for group, blocks in DFA_GROUPS.items():
+            logits = np.linspace(0.0, 0.3 * epoch, len(blocks)) + rng.normal(0.0, 0.05, len(blocks))
+            alpha = (np.exp(logits) / np.exp(logits).sum())[None, :].astype(np.float32)
+            rows.append(("search", step, epoch, f"dfa/alpha:{group}", Recorded(alpha, np.array([-1]), list(blocks))))
+    return rows
+
+
+def dfa_search_metrics() -> list[tuple[str, int, int, str, float]]:
+    rows = []
+    for epoch, step in enumerate(DFA_SEARCH_STEPS):
+        rows += [("search", step, epoch, "dfa/loss_ts", 2.0 - 0.1 * epoch),
+                 ("search", step, epoch, "dfa/loss_st", 0.5 / (1 + epoch))]
+        rows += [("search", step, epoch, f"dfa/entropy:{group}", (1.0 + 0.1 * g) * (1 - 0.1 * epoch))
+                 for g, group in enumerate(DFA_GROUPS)]
+    return rows

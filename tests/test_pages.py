@@ -3,16 +3,22 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from streamlit.testing.v1 import AppTest
 
+from app.colors import TEACHER_PALETTE
 from app.widgets import EMPTY_RUNS_MESSAGE
-from engine.store import Store
-from synthetic_runs import PATH_IDS, STEPS, add_finished_run, path_loss
+from engine.store import StoredArray, Store
+from synthetic_runs import (
+    DFA_GROUPS, DFA_SEARCH_STEPS, PATH_IDS, SAKD_SPOTS, STEPS, TELEMETRY_STEPS, add_finished_run, amtml_arrays,
+    dfa_arrays, dfa_search_metrics, path_loss, path_weight, sakd_arrays,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = ROOT / "app" / "main.py"
@@ -48,9 +54,12 @@ def open_page(name: str, **state: object) -> AppTest:
 
 
 def decode(array: object) -> list:
-    """Plotly 7 writes numeric arrays as {'dtype', 'bdata' (base64)}; plain lists pass through."""
+    """Plotly 7 writes numeric arrays as {'dtype', 'bdata' (base64)[, 'shape' for 2-D]}; plain lists pass through."""
     if isinstance(array, dict) and "bdata" in array:
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+        values = np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+        if "shape" in array:
+            values = values.reshape([int(n) for n in array["shape"].split(",")])
+        return values.tolist()
     return list(array)
 
 
@@ -102,8 +111,8 @@ def test_live_draws_per_path_losses_and_accuracy(finished_run: str) -> None:
     accuracy = next(c for c in charts if {t["name"] for t in c} == {"train", "val", "test"})
     val = next(t for t in accuracy if t["name"] == "val")
     assert decode(val["y"]) == pytest.approx([70.0, 80.0])
-    # main loss + accuracy + path weights, then the inline teacher's loss + accuracy
-    assert len(charts) == 5
+    # main loss + accuracy + path weights + weighted losses, then the inline teacher's loss + accuracy
+    assert len(charts) == 6
     assert "test acc" in [m.label for m in at.metric]
     assert not any(b.label == "Cancel run" for b in at.button)  # a finished run cannot be cancelled
 
@@ -128,6 +137,17 @@ def test_live_shows_why_a_run_failed(workspace: Path, finished_run: str) -> None
     assert EMPTY_RUNS_MESSAGE not in texts(at.info)
 
 
+def test_live_draws_weighted_losses_as_weight_times_loss(finished_run: str) -> None:
+    at = open_page("live", selected_run=finished_run)
+    weighted = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                    if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Weighted path losses")
+    traces = {t["name"]: t for t in weighted["data"]}
+    assert list(traces) == PATH_IDS
+    for i, pid in enumerate(PATH_IDS):
+        assert decode(traces[pid]["x"]) == STEPS
+        assert decode(traces[pid]["y"]) == pytest.approx([path_weight(i, s) * path_loss(i, s) for s in STEPS])
+
+
 # ---------------------------------------------------------------- Compare
 def test_compare_lists_runs_and_overlays_a_metric(workspace: Path, finished_run: str) -> None:
     other = add_finished_run(workspace, "other", aggregator="fixed")
@@ -135,11 +155,46 @@ def test_compare_lists_runs_and_overlays_a_metric(workspace: Path, finished_run:
     table = at.dataframe[0].value
     assert set(table["id"]) == {finished_run, other}
     assert set(table["aggregator"]) == {"equal", "fixed"}
-    assert at.selectbox[0].value == "acc/val"
-    (chart,) = plotly_traces(at)
-    assert len(chart) == 2 and all(t["type"] == "scattergl" for t in chart)
+    assert next(s for s in at.selectbox if s.label == "Metric").value == "acc/val"
+    (chart,) = [c for c in plotly_traces(at) if all(t["type"] == "scattergl" for t in c)]
+    assert len(chart) == 2
     assert decode(chart[0]["y"]) == pytest.approx([70.0, 80.0])
     assert at.get("download_button")
+
+
+def add_group(workspace: Path, group: str, accuracies: dict[str, list[float]]) -> None:
+    for aggregator, values in accuracies.items():
+        for seed, acc in enumerate(values):
+            add_finished_run(workspace, f"{group} {aggregator} {seed}", aggregator=aggregator, group_id=group,
+                             result={"test_acc": acc})
+
+
+def test_compare_groups_the_newest_comparison_by_aggregator(workspace: Path) -> None:
+    add_group(workspace, "cmp-old", {"equal": [0.5, 0.6]})
+    add_finished_run(workspace, "ungrouped", result={"test_acc": 0.99})
+    accuracies = {"equal": [0.90, 0.80, 0.86], "fixed": [0.70, 0.75]}
+    add_group(workspace, "cmp-new", accuracies)
+    at = open_page("compare")
+    assert at.selectbox(key="cmp_group").value == "cmp-new"
+    summary = next(d.value for d in at.dataframe if "mean" in d.value.columns).set_index("aggregator")
+    chart = next(c for c in plotly_traces(at) if any(t["name"] == "mean ± std" for t in c))
+    mean_trace = next(t for t in chart if t["name"] == "mean ± std")
+    assert list(mean_trace["text"]) == ["equal", "fixed"]
+    for i, (aggregator, values) in enumerate(accuracies.items()):
+        percent = [100 * v for v in values]
+        row = summary.loc[aggregator]
+        assert row["finished"] == len(values) and row["pending"] == 0
+        assert row["mean"] == pytest.approx(statistics.mean(percent))
+        assert row["std"] == pytest.approx(statistics.stdev(percent))
+        assert decode(mean_trace["y"])[i] == pytest.approx(statistics.mean(percent))
+        assert decode(mean_trace["error_y"]["array"])[i] == pytest.approx(statistics.stdev(percent))
+        points = next(t for t in chart if t["name"] == aggregator)
+        assert sorted(decode(points["y"])) == pytest.approx(sorted(percent))
+
+    at.selectbox(key="cmp_group").set_value("cmp-old").run()
+    summary = next(d.value for d in at.dataframe if "mean" in d.value.columns)
+    assert summary["aggregator"].tolist() == ["equal"]
+    assert summary["mean"].tolist() == pytest.approx([55.0])
 
 
 # ---------------------------------------------------------------- Configure
@@ -235,8 +290,168 @@ def test_configure_upload_fills_the_form_or_names_the_problem(workspace: Path) -
     assert at.text_input[0].value == "uploaded-run"
 
 
+def run_comparison(at: AppTest, aggregators: list[str], seeds: str) -> None:
+    at.multiselect(key="cfg0.cmp.aggregators").set_value(aggregators).run()
+    at.text_input(key="cfg0.cmp.seeds").input(seeds).run()
+    button(at, "Launch comparison").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_configure_launches_a_comparison_in_one_group(workspace: Path) -> None:
+    at = open_page("configure")
+    run_comparison(at, ["equal", "fixed"], "0, 1,2")
+    with closing(Store(workspace, readonly=True)) as store:
+        runs = store.list_runs()
+    assert len(runs) == 2 * 3
+    assert len({r.group_id for r in runs}) == 1 and runs[0].group_id.startswith("cmp-")
+    assert {r.name for r in runs} == {f"digits-kd-demo · {a} · seed {s}" for a in ("equal", "fixed") for s in (0, 1, 2)}
+    for run in runs:
+        spec = yaml.safe_load(run.spec_yaml)
+        assert run.name.endswith(f"{spec['aggregator']['name']} · seed {spec['seed']}")
+    assert f"Queued 6 run(s) in group `{runs[0].group_id}`" in texts(at.success)
+    assert at.title[0].value == "Configure"
+
+
+def test_configure_comparison_lists_invalid_variants_instead_of_launching_them(workspace: Path) -> None:
+    at = open_page("configure")
+    at.selectbox(key="cfg0.aggregator.name").set_value("fixed").run()
+    at.text_input(key="cfg0.aggregator.params.fixed").input("{task_weight: -1}").run()
+    run_comparison(at, ["equal", "fixed"], "3,4")
+    with closing(Store(workspace, readonly=True)) as store:
+        runs = store.list_runs()
+    assert sorted(r.name for r in runs) == ["digits-kd-demo · equal · seed 3", "digits-kd-demo · equal · seed 4"]
+    errors = texts(at.error)
+    for seed in (3, 4):
+        assert f"Not launched: **digits-kd-demo · fixed · seed {seed}**" in errors
+    assert "task_weight must be >= 0" in errors
+
+
+def test_configure_comparison_names_bad_seeds(workspace: Path) -> None:
+    at = open_page("configure")
+    run_comparison(at, ["equal"], "0, one")
+    assert "'one' is not a whole number" in texts(at.error)
+    assert not workspace.exists()  # nothing was submitted, so no store was even created
+
+
+# ---------------------------------------------------------------- Teacher importance
+def stored(workspace: Path, run_id: str, key: str, phase: str = "main") -> list[StoredArray]:
+    with closing(Store(workspace, readonly=True)) as store:
+        return store.arrays(run_id, key, phase=phase)
+
+
+def traces_of(at: AppTest, kind: str) -> list[dict]:
+    return [t for chart in plotly_traces(at) for t in chart if t["type"] == kind]
+
+
+def figure_titled(at: AppTest, prefix: str) -> dict:
+    return next(f for f in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                if f["layout"].get("title", {}).get("text", "").startswith(prefix))
+
+
+def test_teacher_importance_puts_three_teachers_on_the_simplex(workspace: Path) -> None:
+    teachers = ("t", "wide", "deep")
+    run_id = add_finished_run(workspace, "amtml", aggregator="amtml", teacher_ids=teachers,
+                              arrays=amtml_arrays(teachers))
+    at = open_page("teacher_importance", selected_run=run_id)
+    assert at.title[0].value == "Teacher importance"
+    assert not at.error and not at.info, texts(at.info)
+    recorded = {a.step: a for a in stored(workspace, run_id, "amtml/teacher_weights")}
+    for step in (TELEMETRY_STEPS[-1], TELEMETRY_STEPS[1]):  # the newest step by default, then a chosen one
+        if step != TELEMETRY_STEPS[-1]:
+            at.select_slider(key=f"amtml-step-{run_id}").set_value(step).run()
+        expected = dict(zip(recorded[step].index.tolist(), recorded[step].values.tolist()))
+        drawn = {}
+        for trace in traces_of(at, "scatterternary"):
+            columns = zip(decode(trace["customdata"]), decode(trace["a"]), decode(trace["b"]), decode(trace["c"]))
+            drawn.update({sample: list(abc) for sample, *abc in columns})
+        assert drawn.keys() == expected.keys()
+        for sample, weights in expected.items():
+            assert drawn[sample] == pytest.approx(weights, abs=1e-6)
+    ternary = figure_titled(at, "Per-instance teacher weights")["layout"]["ternary"]
+    for axis, teacher, color in zip(("aaxis", "baxis", "caxis"), teachers, TEACHER_PALETTE):
+        assert teacher in ternary[axis]["title"]["text"] and ternary[axis]["title"]["font"]["color"] == color
+    theta = {t["name"]: t for t in figure_titled(at, "Teacher latent vectors")["data"]}
+    norms = stored(workspace, run_id, "amtml/theta_norm")
+    assert decode(theta["deep"]["y"]) == pytest.approx([a.values[0, 2] for a in norms])
+    assert len(at.get("image")) == 12  # the gallery: a picture per sample, from the digits dataset
+
+
+def test_teacher_importance_draws_two_teachers_as_stacked_bars(workspace: Path) -> None:
+    teachers = ("small", "big")
+    run_id = add_finished_run(workspace, "amtml2", aggregator="amtml", teacher_ids=teachers,
+                              arrays=amtml_arrays(teachers))
+    at = open_page("teacher_importance", selected_run=run_id)
+    assert not traces_of(at, "scatterternary")
+    last = stored(workspace, run_id, "amtml/teacher_weights")[-1]
+    expected = dict(zip(last.index.tolist(), last.values.tolist()))
+    bars = {t["name"]: t for t in figure_titled(at, "Per-instance teacher weights")["data"]}
+    assert list(bars) == list(teachers)
+    for m, teacher in enumerate(teachers):
+        assert bars[teacher]["orientation"] == "h"
+        samples = [int(label.rsplit("#", 1)[1]) for label in bars[teacher]["y"]]
+        assert sorted(samples) == sorted(expected)
+        assert decode(bars[teacher]["x"]) == pytest.approx([expected[s][m] for s in samples], abs=1e-6)
+
+
+def test_teacher_importance_shows_sakd_spot_fractions(workspace: Path) -> None:
+    run_id = add_finished_run(workspace, "sakd", aggregator="sakd", arrays=sakd_arrays())
+    at = open_page("teacher_importance", selected_run=run_id)
+    assert not at.error
+    decisions = stored(workspace, run_id, "sakd/decisions")
+    lines = {t["name"]: t for t in figure_titled(at, "Fraction distilled per spot")["data"]}
+    assert list(lines) == SAKD_SPOTS
+    for j, spot in enumerate(SAKD_SPOTS):
+        assert decode(lines[spot]["x"]) == TELEMETRY_STEPS
+        assert decode(lines[spot]["y"]) == pytest.approx([float(a.values[:, j].mean()) for a in decisions])
+    (decision_map,) = figure_titled(at, "Routing decisions at step")["data"]
+    assert np.array(decode(decision_map["z"])).sum() == decisions[-1].values.sum()
+    assert decision_map["x"] == SAKD_SPOTS
+    (use,) = figure_titled(at, "Spot use by class")["data"]
+    assert np.array(decode(use["z"])).shape == (len(set(np.concatenate(
+        [a.values for a in stored(workspace, run_id, "labels")]))), len(SAKD_SPOTS))
+
+
+def test_teacher_importance_shows_dfa_alpha_heatmaps(workspace: Path) -> None:
+    run_id = add_finished_run(workspace, "dfa", aggregator="dfa", arrays=dfa_arrays(),
+                              extra_metrics=dfa_search_metrics())
+    at = open_page("teacher_importance", selected_run=run_id)
+    assert not at.error
+    for group, blocks in DFA_GROUPS.items():
+        (heatmap,) = figure_titled(at, f"α of layer group {group}")["data"]
+        alphas = np.concatenate([a.values for a in stored(workspace, run_id, f"dfa/alpha:{group}", "search")])
+        assert heatmap["y"] == blocks
+        assert decode(heatmap["x"]) == DFA_SEARCH_STEPS
+        assert np.array(decode(heatmap["z"])) == pytest.approx(alphas.T, abs=1e-6)
+    bridge = {t["name"] for t in figure_titled(at, "Bridge losses")["data"]}
+    assert bridge == {"L_TS (teacher → student)", "L_ST (student → teacher)"}
+    entropy = {t["name"] for t in figure_titled(at, "α entropy")["data"]}
+    assert entropy == set(DFA_GROUPS)
+
+
+def test_teacher_importance_names_the_aggregators_that_record_weights(finished_run: str) -> None:
+    at = open_page("teacher_importance", selected_run=finished_run)
+    assert ("This run's aggregator (equal) records no per-instance weights: run amtml, sakd or dfa"
+            in texts(at.info))
+    assert not at.get("plotly_chart")
+
+
+def test_teacher_importance_waits_for_the_first_telemetry(workspace: Path) -> None:
+    run_id = add_finished_run(workspace, "amtml-early", aggregator="amtml")
+    at = open_page("teacher_importance", selected_run=run_id)
+    assert "No telemetry recorded yet: amtml records" in texts(at.info)
+
+
+def test_teacher_importance_without_the_dataset_still_draws_the_weights(workspace: Path, tmp_path: Path) -> None:
+    teachers = ("a", "b", "c")
+    run_id = add_finished_run(workspace, "no-data", aggregator="amtml", teacher_ids=teachers,
+                              arrays=amtml_arrays(teachers), dataset={"name": "mnist", "root": str(tmp_path / "none")})
+    at = open_page("teacher_importance", selected_run=run_id)
+    assert "Sample pictures are not shown: the dataset 'mnist' cannot be loaded here" in texts(at.info)
+    assert traces_of(at, "scatterternary") and not at.get("image")
+
+
 # ---------------------------------------------------------------- empty workspace
-@pytest.mark.parametrize("name", ["home", "live", "compare"])
+@pytest.mark.parametrize("name", ["home", "live", "compare", "teacher_importance"])
 def test_empty_workspace_says_what_to_do(workspace: Path, name: str) -> None:
     at = open_page(name)
     assert EMPTY_RUNS_MESSAGE in texts(at.info)

@@ -169,3 +169,9 @@ def test_validation_leaves_the_random_state_alone(tmp_path: Path) -> None:
     before = torch.get_rng_state()
     assert validate_spec(parse_spec(data)) == []
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_aggregator_that_cannot_use_the_paths_is_refused_at_validation() -> None:
+    data = tiny_spec_dict(aggregator={"name": "sakd", "params": {"route_teacher": "ghost"}})
+    assert validate_spec(parse_spec(data)) == [
+        "aggregator: sakd cannot use these paths: route_teacher 'ghost' has no path (teachers with paths: t)"]

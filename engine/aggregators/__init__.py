@@ -3,4 +3,6 @@ from engine.registry import Registry
 
 AGGREGATORS: Registry = Registry("aggregator")
 
-from engine.aggregators import equal, fixed  # noqa: E402,F401  (registers)
+from engine.aggregators import (  # noqa: E402,F401  (registers)
+    adaptive_distillation, amtml, dfa, dwa, equal, fixed, gradnorm, mgda, pcgrad, sakd, uncertainty,
+)

@@ -77,6 +77,7 @@ class TappedModel(nn.Module):
             if spot not in nodes:
                 raise ValueError(f"{arch} has no spot {spot!r} (valid spots: {', '.join(nodes)})")
         self.model = model
+        self.arch = arch  # segment cutting (SAKD, DFA) resolves spots through the registry entry
         self.spots = {spot: nodes[spot] for spot in requested}
         # Kept out of the module tree so state_dict()/parameters() list each weight once,
         # under .model; the extractor's leaf modules are the model's own objects.

@@ -1,0 +1,140 @@
+"""Sener & Koltun 2018: multiple-gradient descent (MGDA / MGDA-UB) over the path losses."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from engine.aggregators import AGGREGATORS
+from engine.aggregators.base import Aggregator, path_key
+from engine.paths.base import StepContext
+
+if TYPE_CHECKING:
+    from engine.train import Learner
+
+SPACES = ("params", "logits")
+LOGITS_SPOT = "fc"
+
+
+def flatten_grads(grads: tuple[torch.Tensor | None, ...], inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Gradients as one flat vector, with zeros for the inputs a loss does not reach (None)."""
+    return torch.cat([(g if g is not None else torch.zeros_like(x)).reshape(-1) for g, x in zip(grads, inputs)])
+
+
+def flat_grads(loss: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """d loss / d inputs as one flat vector; keeps the graph for the step's other backward passes."""
+    return flatten_grads(torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True), inputs)
+
+
+def record_grad_cosines(ctx: StepContext, key: str, gram: torch.Tensor, path_ids: list[str]) -> None:
+    """Telemetry `key`: the K x K cosines between path gradients (rows belong to no sample: index -1)."""
+    if ctx.telemetry.due:
+        norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(1e-30)
+        cosine = gram / (norms[:, None] * norms[None, :])
+        ctx.telemetry.record(key, cosine, torch.full((len(path_ids),), -1), columns=path_ids)
+
+
+def _best_pair(gram: torch.Tensor) -> torch.Tensor:
+    """The smallest-norm point over all two-vector segments (exact for K = 2; the Frank-Wolfe start for more).
+
+    On the segment gamma g_i + (1 - gamma) g_j the norm is smallest at gamma = (G_jj - G_ij) / ||g_i - g_j||^2.
+    """
+    k = gram.shape[0]
+    diag = gram.diagonal()
+    gii, gjj = diag[:, None], diag[None, :]
+    gap = gii + gjj - 2 * gram  # ||g_i - g_j||^2
+    same = gap <= 1e-12 * (gii + gjj)  # g_i == g_j (or both zero): the whole segment is one point
+    safe_gap = torch.where(same, torch.ones_like(gap), gap)
+    gamma = torch.where(same, torch.ones_like(gram), ((gjj - gram) / safe_gap).clamp(0, 1))
+    norms = gamma**2 * gii + 2 * gamma * (1 - gamma) * gram + (1 - gamma) ** 2 * gjj
+    upper = torch.triu(torch.ones_like(gram, dtype=torch.bool), diagonal=1)
+    best = int(torch.argmin(norms.where(upper, torch.full_like(norms, torch.inf))))
+    i, j = divmod(best, k)
+    alpha = torch.zeros(k, dtype=gram.dtype, device=gram.device)
+    alpha[i], alpha[j] = gamma[i, j], 1 - gamma[i, j]
+    return alpha
+
+
+def min_norm_point(gram: torch.Tensor, iterations: int = 50, tolerance: float = 1e-9) -> torch.Tensor:
+    """alpha = argmin over the simplex of ||sum_k alpha_k g_k||^2, given the Gram matrix G_ij = g_i . g_j.
+
+    Exact for one or two vectors. For more: Frank-Wolfe with exact line search started at the best
+    pair, with away steps (Lacoste-Julien & Jaggi 2015) so it converges linearly instead of zig-zagging
+    when the answer drops a vector; at most `iterations` steps, stopping once the Frank-Wolfe gap falls
+    below `tolerance` times the squared norm. Gradient vectors v (K, P) give their Gram matrix as v @ v.T.
+    """
+    gram = gram.detach().double()
+    k = gram.shape[0]
+    if k == 1:
+        return torch.ones(1, dtype=gram.dtype, device=gram.device)
+    alpha = _best_pair(gram)
+    for _ in range(iterations if k > 2 else 0):
+        g_alpha = gram @ alpha  # (sum_i alpha_i g_i) . g_t for every t: half the gradient in alpha
+        norm = alpha @ g_alpha
+        toward = int(torch.argmin(g_alpha))
+        away = int(torch.argmax(torch.where(alpha > 0, g_alpha, torch.full_like(g_alpha, -torch.inf))))
+        toward_gap, away_gap = norm - g_alpha[toward], g_alpha[away] - norm
+        if max(toward_gap, away_gap) <= tolerance * norm:
+            break
+        if toward_gap >= away_gap:  # move toward the vertex most opposed to the current point
+            direction, max_step = -alpha, torch.ones_like(norm)
+            direction[toward] += 1
+        else:  # move mass off the supported vertex most aligned with it
+            direction, max_step = alpha.clone(), alpha[away] / (1 - alpha[away])
+            direction[away] -= 1
+        curvature = direction @ gram @ direction
+        step = max_step if curvature <= 0 else (-(g_alpha @ direction) / curvature).clamp(0.0, max_step)
+        alpha = (alpha + step * direction).clamp_min(0.0)
+        if toward_gap < away_gap and step == max_step:
+            alpha[away] = 0.0  # a full away step drops the vertex exactly
+    return alpha / alpha.sum()
+
+
+@AGGREGATORS.register("mgda", "MGDA: path weights from the min-norm point of the path gradients (Pareto descent)")
+class MGDA(Aggregator):
+    """alpha = argmin_{alpha in simplex} || sum_k alpha_k g_k ||^2;  L = CE + sum_k (K alpha_k) L_k.
+
+    g_k is the gradient of path loss k with respect to
+      space "params" (default): every student parameter, flattened: exact MGDA. In PathScope paths tap
+          different student layers, so there is no single shared representation Z; a path that taps an
+          early layer simply has zero gradient on the later ones.
+      space "logits": the student's fc tap (per-sample logits), the paper's MGDA-UB upper bound: one
+          cheap backward through the distillers; it needs every path to end at the student's fc.
+    The min-norm point is exact for two paths and Frank-Wolfe (`iterations` steps) for more; unlike the
+    authors' plain Frank-Wolfe it also takes away steps, which converge linearly (see min_norm_point).
+    Deviations from the paper: the task CE stays outside the min-norm problem with weight 1, and the
+    path weights are K alpha_k instead of alpha_k, so uniform alpha is exactly the "equal" aggregator;
+    gradients are not normalised and path_weights are ignored. The reported weight is K alpha_k.
+    Telemetry: "mgda/grad_cosine", the K x K cosines between the path gradients (index -1, columns: path ids).
+    """
+
+    def __init__(self, path_ids, path_weights, space: str = "params", iterations: int = 50, **unknown) -> None:
+        super().__init__(path_ids, path_weights, **unknown)  # unknown parameters raise ValueError
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+        self.space = space
+        self.iterations = iterations
+        self._shared: list[nn.Parameter] = []  # plain list: the student's weights are not the aggregator's
+
+    def attach(self, learner: "Learner") -> None:
+        self._shared = [p for p in learner.student.parameters() if p.requires_grad]
+        if self.space == "logits":
+            off = [pid for pid in self.path_ids if learner.path_spots[pid][2] != LOGITS_SPOT]
+            if off:
+                raise ValueError(f"space 'logits' needs every path to read the student's {LOGITS_SPOT} spot; "
+                                 f"these do not: {', '.join(off)} (use space 'params')")
+
+    def weights(self, losses, ctx) -> dict[str, torch.Tensor]:
+        k = len(self.path_ids)
+        if k == 0:
+            return {}
+        inputs = [ctx.student_taps[LOGITS_SPOT]] if self.space == "logits" else self._shared
+        grads = torch.stack([flat_grads(losses[path_key(pid)], inputs) for pid in self.path_ids])
+        gram = grads @ grads.T
+        record_grad_cosines(ctx, "mgda/grad_cosine", gram, self.path_ids)
+        alpha = min_norm_point(gram, self.iterations)
+        w = (k * alpha).to(grads.dtype)
+        return dict(zip(self.path_ids, w.unbind()))
