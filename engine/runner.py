@@ -17,6 +17,8 @@ import torch
 from engine.aggregators import AGGREGATORS
 from engine.data import load_dataset
 from engine.data.bundle import DataBundle
+from engine.data.stream import make_views
+from engine.data.teacher_cache import cache_folder, load_or_build
 from engine.models import build_model
 from engine.models.checkpoint import load_weights
 from engine.models.spots import TappedModel, list_spots
@@ -29,6 +31,10 @@ from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes
 
 #: bump when inline teacher training changes, so cached teachers are retrained
 TEACHER_RECIPE_VERSION = 1
+CACHE_PHASE = "teacher cache"
+#: the fixed augmented views are shared by every run of the same data, whatever its seed
+VIEW_SEED = 0
+GPU_DATA_LIMIT = 2 << 30  # bytes of images moved to the GPU once; larger data is pinned and copied per batch
 
 
 def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> dict[str, Any]:
@@ -46,12 +52,14 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
         teachers[tspec.id] = model
         teacher_acc[tspec.id] = acc
     learner = build_learner(spec, bundle, teachers, device)
+    views = attach_teacher_cache(spec, learner, bundle, home, device, reporter, plan.callback(CACHE_PHASE))
+    views = _place_data(bundle, views, device, learner, teachers)
     folder = run_dir(home, run_id)
     cfg = FitConfig(phase=MAIN_PHASE, epochs=spec.epochs, seed=spec.seed, optimizer=spec.optimizer,
                     schedule=spec.schedule, augment=spec.dataset.augment, batch_size=spec.dataset.batch_size,
                     log_every=spec.log_every, telemetry_every=spec.telemetry_every,
-                    checkpoint_dir=folder / "checkpoints",
-                    progress=plan.callback(MAIN_PHASE))
+                    checkpoint_dir=folder / "checkpoints", progress=plan.callback(MAIN_PHASE),
+                    views=views, autocast_dtype=autocast_dtype(spec.precision, device))
     torch.manual_seed(spec.seed)
     learner.aggregator.prepare(learner, bundle, device, reporter)
     metrics = fit(learner, bundle, cfg, device, reporter)
@@ -60,6 +68,56 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
     return {"run_id": run_id, "test_acc": metrics["acc/test"], "val_acc": metrics["acc/val"],
             "train_acc": metrics.get("acc/train"), "teacher_test_acc": teacher_acc,
             "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device)}
+
+
+def attach_teacher_cache(spec: RunSpec, learner: Learner, bundle: DataBundle, home: Path, device: torch.device,
+                         reporter: Reporter, progress: Callable[[float], None]) -> torch.Tensor | None:
+    """Serve the frozen teachers' taps from the workspace cache; return the fixed training views, or None (live)."""
+    settings = spec.teacher_cache
+    if not settings.enabled or not learner.teachers:
+        progress(1.0)
+        return None
+    if learner.aggregator.needs_live_teachers:
+        reporter.event("info", f"teacher cache: off, {spec.aggregator.name} runs the teachers live every step")
+        progress(1.0)
+        return None
+    views = make_views(bundle.train, spec.dataset.augment, settings.views, VIEW_SEED)
+    for n, (tid, frozen) in enumerate(sorted(learner.teachers.items())):
+        started = time.time()
+        folder = cache_folder(home, frozen.model.model, spec.dataset, settings.views, VIEW_SEED, settings.fp16)
+        share = len(learner.teachers)
+        cached, built = load_or_build(folder, sorted(frozen.model.spots), frozen, views, settings.fp16, device,
+                                      lambda f, n=n: progress((n + f) / share))
+        learner.cached[tid] = cached
+        what = f"built {', '.join(built)}" if built else "reused"
+        reporter.event("info", f"teacher cache: {tid} {what} for {views.shape[0]} view(s) x {views.shape[1]} samples "
+                               f"in {time.time() - started:.1f} s ({folder.name})")
+    progress(1.0)
+    return views
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where asked, or by default on a CUDA GPU that supports it; None means full precision."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def _place_data(bundle: DataBundle, views: torch.Tensor | None, device: torch.device, learner: Learner,
+                teachers: dict[str, torch.nn.Module]) -> torch.Tensor | None:
+    """On a GPU: data that fits goes to the device once (else pinned for async copies), models go channels_last."""
+    if device.type != "cuda":
+        return views
+    splits = (bundle.train, bundle.val, bundle.test)
+    size = sum(s.x.nbytes for s in splits) + (views.nbytes if views is not None else 0)
+    move = (lambda t: t.to(device)) if size <= GPU_DATA_LIMIT else (lambda t: t.pin_memory())
+    for split in splits:
+        split.x, split.y = move(split.x), move(split.y)
+    for model in (learner, *teachers.values()):
+        model.to(memory_format=torch.channels_last)
+    return move(views) if views is not None else None
 
 
 def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.nn.Module], device: torch.device
@@ -186,6 +244,10 @@ class _ProgressPlan:
         for t in spec.teachers:
             trains = isinstance(t.source, TrainSource) and not teacher_cache_path(t, spec, home).exists()
             self.spans[f"teacher:{t.id}"] = float(t.source.epochs) if trains else 0.0
+        # Caching is about one forward pass per view through each teacher: a fraction of an epoch.
+        caching = spec.teacher_cache.enabled and spec.active_paths
+        views = spec.teacher_cache.views if spec.dataset.augment != "none" else 1
+        self.spans[CACHE_PHASE] = 0.3 * views * len(spec.teachers) if caching else 0.0
         self.spans[MAIN_PHASE] = float(spec.epochs)
         self.total = sum(self.spans.values())
 

@@ -34,6 +34,14 @@ class DatasetSpec(_Strict):
     split_seed: int = Field(0, description="fixes the train/val/test split independently of the run seed")
 
 
+class TeacherCacheSpec(_Strict):
+    """Frozen teachers' outputs computed once and reused (see engine/data/teacher_cache.py)."""
+
+    enabled: bool = True
+    views: int = Field(4, gt=0, le=64, description="fixed augmented views per sample when augmentation is on")
+    fp16: bool = Field(False, description="store cached outputs in half precision (half the disk and memory)")
+
+
 class OptimizerSpec(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
@@ -116,6 +124,9 @@ class RunSpec(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     log_every: int = Field(10, gt=0, description="steps between logged loss values")
     telemetry_every: int = Field(50, gt=0, description="steps between recorded per-sample arrays (aggregators)")
+    teacher_cache: TeacherCacheSpec = Field(default_factory=TeacherCacheSpec)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 otherwise")
 
     @model_validator(mode="after")
     def _check_references(self) -> "RunSpec":

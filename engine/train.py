@@ -6,8 +6,10 @@ their registries without touching this file.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -17,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.aggregators.base import TASK, Aggregator, path_key
-from engine.data.augment import augment_batch
 from engine.data.bundle import DataBundle, Split, iterate_batches
+from engine.data.stream import Batch, live_batches, view_batches
+from engine.data.teacher_cache import CachedTaps
 from engine.models.spots import TappedModel
 from engine.paths.base import StepContext, split_spot
 from engine.spec import OptimizerSpec, ScheduleSpec
@@ -140,18 +143,28 @@ class Learner(nn.Module):
         self.path_spots = path_spots  # path id -> (teacher id, teacher spot, student spot)
         self.teachers = teachers  # plain dict: frozen teachers are neither trained nor saved here
         self.shapes = shapes or TappedShapes({}, {})
+        self.cached: dict[str, CachedTaps] = {}  # teacher id -> its cached taps (see runner.attach_teacher_cache)
         self.aggregator = aggregator
         aggregator.attach(self)
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext
-               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, batch: Batch | None = None,
+               timer: "StepTimer | None" = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Named losses of one batch, and the student's logits; the taps are left in ctx."""
+        mark = timer.mark if timer else (lambda _section: None)
         ctx.x = x
-        ctx.teacher_taps = {tid: teacher(x) for tid, teacher in self.teachers.items()}  # once per step each
+        ctx.teacher_taps = {tid: self._teacher_taps(tid, x, batch) for tid in self.teachers}  # once per step each
+        mark("teachers")
         ctx.student_taps = self.student(x)
+        mark("student")
         logits = ctx.student_taps["fc"]
         losses = {TASK: F.cross_entropy(logits, y), **self.aggregator.path_losses(self, ctx)}
+        mark("paths")
         return losses, logits
+
+    def _teacher_taps(self, tid: str, x: torch.Tensor, batch: Batch | None) -> dict[str, torch.Tensor]:
+        if batch is not None and tid in self.cached:
+            return self.cached[tid].lookup(batch.position, batch.view, x.device)
+        return self.teachers[tid](x)
 
     def path_loss(self, pid: str, student_taps: dict[str, torch.Tensor],
                   teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor:
@@ -228,6 +241,8 @@ class FitConfig:
     telemetry_every: int
     checkpoint_dir: Path | None  # None: no checkpoints (inline teachers are cached whole instead)
     progress: Callable[[float], None] = field(default=lambda _f: None)
+    views: torch.Tensor | None = None  # fixed (views, N, C, H, W) images of a cached run; None: live augmentation
+    autocast_dtype: torch.dtype | None = None  # bf16 on a GPU that has it; None: full precision
 
 
 def _check_finite(phase: str, step: int, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
@@ -267,33 +282,107 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
     return metrics
 
 
+def _batches(split: Split, cfg: FitConfig, generator: torch.Generator):
+    if cfg.views is not None:
+        return view_batches(split, cfg.views, cfg.batch_size, generator)
+    return live_batches(split, cfg.batch_size, cfg.augment, generator)
+
+
 def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Split, cfg: FitConfig, epoch: int,
                  step: int, device: torch.device, reporter: Reporter, steps_per_epoch: int) -> tuple[int, float]:
     learner.train()
     generator = epoch_generator(cfg.seed, cfg.phase, epoch)
-    correct = seen = 0
-    for i, (x, y, index) in enumerate(iterate_batches(split, cfg.batch_size, shuffle=True, generator=generator)):
+    timer = StepTimer(device)
+    on_gpu = device.type == "cuda"
+    correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
+    for i, batch in enumerate(_batches(split, cfg, generator)):
         reporter.check_stop()
-        x = augment_batch(x, cfg.augment, generator).to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        ctx = StepContext(labels=y, epoch=epoch, step=step, index=index,
+        logging = step % cfg.log_every == 0
+        timer.start(measure=logging or not on_gpu)  # on a GPU, timing syncs: only on logged steps
+        x = batch.x.to(device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last) if on_gpu and x.dim() == 4 else x
+        y = batch.y.to(device, non_blocking=True)
+        timer.mark("data")
+        ctx = StepContext(labels=y, epoch=epoch, step=step, index=batch.index,
                           telemetry=Telemetry(due=step % cfg.telemetry_every == 0))
-        losses, logits = learner.losses(x, y, ctx)
+        with _autocast(device, cfg.autocast_dtype):
+            losses, logits = learner.losses(x, y, ctx, batch, timer)
         optimizer.zero_grad(set_to_none=True)
         total, weights = learner.aggregator.backward(losses, ctx)
-        _check_finite(cfg.phase, step, total, losses)
+        if logging or not on_gpu:  # a finiteness check syncs with the GPU: there, only at logging boundaries
+            _check_finite(cfg.phase, step, total, losses)
         optimizer.step()
-        if ctx.telemetry.arrays:
-            ctx.telemetry.record("labels", y, index)  # per-class views of the arrays need the labels
-            for key, recorded in ctx.telemetry.arrays.items():
-                reporter.log_array(cfg.phase, step, epoch, key, recorded)
-        correct += (logits.detach().argmax(1) == y).sum().item()
+        timer.mark("aggregator")
+        _record_arrays(ctx, y, batch.index, cfg.phase, step, epoch, reporter)
+        correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
-        if step % cfg.log_every == 0:
-            reporter.log(cfg.phase, step, epoch, _step_values(total, losses, weights, optimizer))
+        timer.end(len(y))
+        if logging:
+            values = _step_values(total, losses, weights, optimizer)
+            reporter.log(cfg.phase, step, epoch, {**values, **timer.report()})
         step += 1
         cfg.progress((epoch + (i + 1) / steps_per_epoch) / cfg.epochs)
-    return step, correct / max(seen, 1)
+    return step, correct.item() / max(seen, 1)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _record_arrays(ctx: StepContext, y: torch.Tensor, index: torch.Tensor, phase: str, step: int, epoch: int,
+                   reporter: Reporter) -> None:
+    if not ctx.telemetry.arrays:
+        return
+    ctx.telemetry.record("labels", y, index)  # per-class views of the arrays need the labels
+    for key, recorded in ctx.telemetry.arrays.items():
+        reporter.log_array(phase, step, epoch, key, recorded)
+
+
+class StepTimer:
+    """Where a step's time goes: data, teachers, student, path losses, aggregator (and diagnostics).
+
+    Reports milliseconds per measured step for each section and samples per second over all
+    steps since the last report. On a GPU a measured step synchronises at each mark, so only
+    logged steps are measured there.
+    """
+
+    SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "diagnostics")
+
+    def __init__(self, device: torch.device) -> None:
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.totals = dict.fromkeys(self.SECTIONS, 0.0)
+        self.measured = self.samples = 0
+        self.window_start = time.perf_counter()
+        self.measuring = False
+        self.last = 0.0
+
+    def start(self, measure: bool) -> None:
+        self.measuring = measure
+        if measure:
+            self.sync()
+            self.last = time.perf_counter()
+
+    def mark(self, section: str) -> None:
+        if self.measuring:
+            self.sync()
+            now = time.perf_counter()
+            self.totals[section] += now - self.last
+            self.last = now
+
+    def end(self, samples: int) -> None:
+        self.samples += samples
+        self.measured += self.measuring
+
+    def report(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.window_start
+        values = {f"time/{s}": 1000 * t / max(self.measured, 1) for s, t in self.totals.items()}
+        values["throughput/samples_per_s"] = self.samples / elapsed if elapsed > 0 else 0.0
+        self.totals = dict.fromkeys(self.SECTIONS, 0.0)
+        self.measured = self.samples = 0
+        self.window_start = time.perf_counter()
+        return values
 
 
 def _step_values(total: torch.Tensor, losses: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
