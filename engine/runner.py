@@ -6,6 +6,7 @@ run can be resumed by any worker (and later fanned out to other machines).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -19,6 +20,9 @@ from engine.data import load_dataset
 from engine.data.bundle import DataBundle
 from engine.data.stream import make_views
 from engine.data.teacher_cache import cache_folder, load_or_build
+from engine.diagnostics.planted import defective_train_split
+from engine.diagnostics.probe import GradientProbe, auto_every
+from engine.diagnostics.verdicts import VerdictRule
 from engine.models import build_model
 from engine.models.checkpoint import load_weights
 from engine.models.spots import TappedModel, list_spots
@@ -59,15 +63,31 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
                     schedule=spec.schedule, augment=spec.dataset.augment, batch_size=spec.dataset.batch_size,
                     log_every=spec.log_every, telemetry_every=spec.telemetry_every,
                     checkpoint_dir=folder / "checkpoints", progress=plan.callback(MAIN_PHASE),
-                    views=views, autocast_dtype=autocast_dtype(spec.precision, device))
+                    views=views, autocast_dtype=autocast_dtype(spec.precision, device),
+                    probe=make_probe(spec, bundle, reporter))
     torch.manual_seed(spec.seed)
     learner.aggregator.prepare(learner, bundle, device, reporter)
     metrics = fit(learner, bundle, cfg, device, reporter)
     save_atomic({"arch": spec.student.arch, "state_dict": learner.student.model.state_dict()},
                  folder / "checkpoints" / "final.pt")
-    return {"run_id": run_id, "test_acc": metrics["acc/test"], "val_acc": metrics["acc/val"],
-            "train_acc": metrics.get("acc/train"), "teacher_test_acc": teacher_acc,
-            "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device)}
+    result = {"run_id": run_id, "test_acc": metrics["acc/test"], "val_acc": metrics["acc/val"],
+              "train_acc": metrics.get("acc/train"), "teacher_test_acc": teacher_acc,
+              "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device)}
+    if cfg.probe is not None:
+        result["verdicts"] = cfg.probe.verdicts()
+        result["verdict_details"] = cfg.probe.details()
+    return result
+
+
+def make_probe(spec: RunSpec, bundle: DataBundle, reporter: Reporter) -> GradientProbe | None:
+    settings = spec.diagnostics
+    if not settings.enabled or not spec.active_paths:
+        return None
+    every = settings.every or auto_every(len(spec.active_paths))
+    reporter.event("info", f"diagnostics: probing the {len(spec.active_paths)} paths every {every} steps")
+    rule = VerdictRule(window=settings.window, margin=settings.margin, t_threshold=settings.t_threshold)
+    return GradientProbe([p.id for p in spec.active_paths], every, rule, bundle.val, settings.val_batch_size,
+                         spec.seed)
 
 
 def attach_teacher_cache(spec: RunSpec, learner: Learner, bundle: DataBundle, home: Path, device: torch.device,
@@ -221,18 +241,32 @@ def _inline_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle
         reporter.event("info", f"teacher {tspec.id}: reused cached {cache.name} (test acc {saved['test_acc']:.3f})")
         return saved["test_acc"]
     source: TrainSource = tspec.source
-    reporter.event("info", f"teacher {tspec.id}: training {tspec.arch} for {source.epochs} epochs")
     model.to(device)
-    tapped = TappedModel(model, tspec.arch, ())
-    learner = Learner(tapped, {}, {}, AGGREGATORS.get("equal")([], {}), {}).to(device)
-    cfg = FitConfig(phase=f"teacher:{tspec.id}", epochs=source.epochs, seed=source.seed,
+    if source.defect == "random_init":
+        reporter.event("info", f"teacher {tspec.id}: planted defect random_init, left untrained")
+        accuracy, _ = evaluate(model, bundle.test, device)
+    else:
+        accuracy = _train_teacher(model, tspec, spec, bundle, device, reporter, progress)
+    save_atomic({"arch": tspec.arch, "state_dict": model.state_dict(), "test_acc": accuracy}, cache)
+    return accuracy
+
+
+def _train_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, device: torch.device,
+                   reporter: Reporter, progress: Callable[[float], None]) -> float:
+    """Cross-entropy training of an inline teacher (on defective data when a defect is planted)."""
+    source: TrainSource = tspec.source
+    epochs = 1 if source.defect == "under_trained" else source.epochs
+    defect = f" with planted defect {source.defect}" if source.defect != "none" else ""
+    reporter.event("info", f"teacher {tspec.id}: training {tspec.arch} for {epochs} epoch(s){defect}")
+    if source.defect != "none":  # accuracy is still measured on the true val/test labels
+        bundle = dataclasses.replace(bundle, train=defective_train_split(bundle, source.defect, source.noise,
+                                                                          source.seed))
+    learner = Learner(TappedModel(model, tspec.arch, ()), {}, {}, AGGREGATORS.get("equal")([], {}), {}).to(device)
+    cfg = FitConfig(phase=f"teacher:{tspec.id}", epochs=epochs, seed=source.seed,
                     optimizer=source.optimizer, schedule=source.schedule, augment=spec.dataset.augment,
                     batch_size=spec.dataset.batch_size, log_every=spec.log_every,
-                    telemetry_every=spec.telemetry_every, checkpoint_dir=None,
-                    progress=progress)
-    metrics = fit(learner, bundle, cfg, device, reporter)
-    save_atomic({"arch": tspec.arch, "state_dict": model.state_dict(), "test_acc": metrics["acc/test"]}, cache)
-    return metrics["acc/test"]
+                    telemetry_every=spec.telemetry_every, checkpoint_dir=None, progress=progress)
+    return fit(learner, bundle, cfg, device, reporter)["acc/test"]
 
 
 class _ProgressPlan:

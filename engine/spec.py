@@ -42,6 +42,17 @@ class TeacherCacheSpec(_Strict):
     fp16: bool = Field(False, description="store cached outputs in half precision (half the disk and memory)")
 
 
+class DiagnosticsSpec(_Strict):
+    """The negative-transfer probe (see engine/diagnostics/probe.py)."""
+
+    enabled: bool = False
+    every: int | None = Field(None, gt=0, description="steps between probes; None: about 10% overhead")
+    window: int = Field(8, ge=2, description="probes a verdict looks back over")
+    margin: float = Field(0.15, ge=0, lt=1, description="|mean agreement score| below this is neutral")
+    t_threshold: float = Field(3.0, gt=0, description="standard errors the mean score must clear")
+    val_batch_size: int = Field(256, gt=0)
+
+
 class OptimizerSpec(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
@@ -64,6 +75,9 @@ class TrainSource(_Strict):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     seed: int = 0
+    defect: Literal["none", "permuted_labels", "noisy_labels", "inverted_input", "under_trained", "random_init"] = \
+        Field("none", description="plant a defect, for teaching and for testing negative-transfer detection")
+    noise: float = Field(0.4, ge=0, le=1, description="share of labels replaced when defect is noisy_labels")
 
 
 class CheckpointSource(_Strict):
@@ -125,6 +139,7 @@ class RunSpec(_Strict):
     log_every: int = Field(10, gt=0, description="steps between logged loss values")
     telemetry_every: int = Field(50, gt=0, description="steps between recorded per-sample arrays (aggregators)")
     teacher_cache: TeacherCacheSpec = Field(default_factory=TeacherCacheSpec)
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 otherwise")
 

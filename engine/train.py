@@ -22,6 +22,7 @@ from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.data.bundle import DataBundle, Split, iterate_batches
 from engine.data.stream import Batch, live_batches, view_batches
 from engine.data.teacher_cache import CachedTaps
+from engine.diagnostics.probe import GradientProbe
 from engine.models.spots import TappedModel
 from engine.paths.base import StepContext, split_spot
 from engine.spec import OptimizerSpec, ScheduleSpec
@@ -242,6 +243,7 @@ class FitConfig:
     checkpoint_dir: Path | None  # None: no checkpoints (inline teachers are cached whole instead)
     progress: Callable[[float], None] = field(default=lambda _f: None)
     views: torch.Tensor | None = None  # fixed (views, N, C, H, W) images of a cached run; None: live augmentation
+    probe: GradientProbe | None = None  # the negative-transfer probe, when diagnostics are on
     autocast_dtype: torch.dtype | None = None  # bf16 on a GPU that has it; None: full precision
 
 
@@ -275,7 +277,7 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
         learner.aggregator.on_epoch_end(epoch)
         metrics = _end_of_epoch(learner, bundle, cfg, epoch, step, train_acc, device, reporter)
         if cfg.checkpoint_dir is not None:
-            _save_checkpoint(learner, optimizer, scheduler, cfg.checkpoint_dir, epoch, step)
+            _save_checkpoint(learner, optimizer, scheduler, cfg, epoch, step)
         reporter.flush()
     if not metrics:  # resumed after the last epoch: recompute what the run ended with
         metrics = _final_metrics(learner, bundle, device)
@@ -295,6 +297,7 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
     timer = StepTimer(device)
     on_gpu = device.type == "cuda"
     correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
+    last_weights: dict[str, torch.Tensor] = {}  # what the aggregator gave each path on the previous step
     for i, batch in enumerate(_batches(split, cfg, generator)):
         reporter.check_stop()
         logging = step % cfg.log_every == 0
@@ -307,8 +310,12 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
                           telemetry=Telemetry(due=step % cfg.telemetry_every == 0))
         with _autocast(device, cfg.autocast_dtype):
             losses, logits = learner.losses(x, y, ctx, batch, timer)
+        if cfg.probe is not None and cfg.probe.due(step):
+            _probe(learner, losses, ctx, cfg, optimizer, last_weights, reporter, epoch)
+            timer.mark("diagnostics")
         optimizer.zero_grad(set_to_none=True)
         total, weights = learner.aggregator.backward(losses, ctx)
+        last_weights = weights
         if logging or not on_gpu:  # a finiteness check syncs with the GPU: there, only at logging boundaries
             _check_finite(cfg.phase, step, total, losses)
         optimizer.step()
@@ -323,6 +330,21 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         step += 1
         cfg.progress((epoch + (i + 1) / steps_per_epoch) / cfg.epochs)
     return step, correct.item() / max(seen, 1)
+
+
+def _probe(learner: Learner, losses: dict[str, torch.Tensor], ctx: StepContext, cfg: FitConfig,
+           optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor], reporter: Reporter, epoch: int) -> None:
+    probe = cfg.probe
+    flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == "hurts"}
+    values = probe.measure(learner, losses, ctx, optimizer.param_groups[0]["lr"], weights)
+    reporter.log(cfg.phase, ctx.step, epoch, values)
+    learner.aggregator.on_probe(probe)
+    for pid, details in probe.details().items():
+        if details["verdict"] == "hurts" and pid not in flagged:
+            reporter.event("warning", f"path {pid} flagged as hurting at step {ctx.step}: its gradient points "
+                                      f"against the task's (mean cosine {details['mean_cos_task']:.2f} on the batch, "
+                                      f"{details['mean_cos_val']:.2f} on validation; confidence "
+                                      f"{details['confidence']:.2f})", {"path": pid, **details})
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -406,11 +428,12 @@ def _end_of_epoch(learner: Learner, bundle: DataBundle, cfg: FitConfig, epoch: i
     return metrics
 
 
-def _save_checkpoint(learner: Learner, optimizer, scheduler, folder: Path, epoch: int, step: int) -> None:
+def _save_checkpoint(learner: Learner, optimizer, scheduler, cfg: FitConfig, epoch: int, step: int) -> None:
+    folder = cfg.checkpoint_dir
     folder.mkdir(parents=True, exist_ok=True)
     state = {"epoch": epoch, "step": step, **learner.state_for_checkpoint(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state()}
+             "torch_rng": torch.get_rng_state(), "probe": cfg.probe.state_dict() if cfg.probe else None}
     save_atomic(state, folder / f"epoch_{epoch:03d}.pt")
     save_atomic(state, folder / "last.pt")
 
@@ -426,6 +449,8 @@ def _resume(learner: Learner, optimizer, scheduler, cfg: FitConfig, reporter: Re
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if cfg.probe is not None and state.get("probe"):
+        cfg.probe.load_state_dict(state["probe"])
     reporter.truncate(cfg.phase, state["epoch"])
     reporter.event("info", f"resumed {cfg.phase} from the checkpoint of epoch {state['epoch'] + 1}")
     return state["epoch"] + 1, state["step"]

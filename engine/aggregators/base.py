@@ -9,6 +9,7 @@ the update. Hooks, in the order a run calls them (each has a do-nothing default)
     path_losses(...)      the path losses of a step (SAKD masks samples, DFA mixes teacher maps)
     backward(losses, ctx) the update: weighted sum + backward by default; PCGrad/MGDA edit gradients
     on_epoch_end(epoch)   epoch-level state (DWA's loss ratios, AMTML's stage switch)
+    on_probe(probe)       after a negative-transfer probe (the lookahead aggregator weighs paths by it)
 
 Learnable state lives in the module (parameters, buffers, and get_extra_state for an own
 optimizer), so checkpoints carry it. Parameters returned by ``student_optimized_parameters``
@@ -25,6 +26,7 @@ from engine.paths.base import StepContext
 
 if TYPE_CHECKING:  # only for type hints: train.py imports this module
     from engine.data.bundle import DataBundle
+    from engine.diagnostics.probe import GradientProbe
     from engine.train import Learner, Reporter
 
 TASK = "task"
@@ -89,3 +91,6 @@ class Aggregator(nn.Module):
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each training epoch of the main phase."""
+
+    def on_probe(self, probe: "GradientProbe") -> None:
+        """Called after each negative-transfer probe (probe.latest holds its per-path measurements)."""

@@ -1,0 +1,1 @@
+"""Diagnostics: measurements taken during training that are not losses (negative-transfer probes)."""
