@@ -85,6 +85,20 @@ CREATE TABLE IF NOT EXISTS events (
     data_json TEXT
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued','running','done','failed','cancelled')),
+    progress REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    worker_id TEXT,
+    error TEXT,
+    result_json TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     pid INTEGER NOT NULL,
@@ -197,6 +211,29 @@ class StoredArray:
         index = np.frombuffer(row["sample_index"], dtype=np.int64)
         columns = json.loads(row["columns"]) if row["columns"] else None
         return cls(row["phase"], row["step"], row["epoch"], values, index, columns)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    run_id: str
+    kind: str
+    params_json: str
+    status: str
+    progress: float
+    created_at: float
+    finished_at: float | None
+    worker_id: str | None
+    error: str | None
+    result_json: str | None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return json.loads(self.result_json) if self.result_json else {}
 
 
 class Store:
@@ -400,6 +437,56 @@ class Store:
         return self.con.execute(
             "SELECT time, level, message, data_json FROM events WHERE run_id=? ORDER BY id", (run_id,)
         ).fetchall()
+
+    # ---------------------------------------------------------------- jobs (short work on a run: explain, ...)
+    def create_job(self, run_id: str, kind: str, params: dict[str, Any]) -> str:
+        job_id = "job-" + new_run_id()
+        with self._write() as con:
+            con.execute("INSERT INTO jobs (id, run_id, kind, params_json, status, created_at) VALUES (?,?,?,?,?,?)",
+                        (job_id, run_id, kind, json.dumps(params, sort_keys=True), "queued", time.time()))
+        return job_id
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        row = self.con.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return JobRow(**dict(row)) if row else None
+
+    def list_jobs(self, run_id: str, kind: str | None = None) -> list[JobRow]:
+        sql, args = "SELECT * FROM jobs WHERE run_id=?", [run_id]
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        return [JobRow(**dict(r)) for r in self.con.execute(sql + " ORDER BY created_at DESC", args).fetchall()]
+
+    def claim_job(self, worker_id: str) -> JobRow | None:
+        """The oldest queued job, marked running for this worker (jobs are short: workers take them first)."""
+        with self._write() as con:
+            row = con.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY created_at LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute("UPDATE jobs SET status='running', worker_id=? WHERE id=?", (worker_id, row["id"]))
+        return self.get_job(row["id"])
+
+    def update_job_progress(self, job_id: str, progress: float) -> None:
+        with self._write() as con:
+            con.execute("UPDATE jobs SET progress=? WHERE id=?", (progress, job_id))
+
+    def finish_job(self, job_id: str, status: str, error: str | None = None,
+                   result: dict[str, Any] | None = None) -> None:
+        assert status in FINAL_STATUSES, status
+        with self._write() as con:
+            con.execute("UPDATE jobs SET status=?, error=?, result_json=?, finished_at=?,"
+                        " progress=CASE WHEN ?='done' THEN 1.0 ELSE progress END WHERE id=?",
+                        (status, error, json.dumps(result) if result is not None else None, time.time(), status,
+                         job_id))
+
+    def requeue_orphaned_jobs(self, live_worker_ids: Iterable[str]) -> int:
+        """Running jobs whose worker is gone go back to the queue (they are short and idempotent)."""
+        live = tuple(live_worker_ids)
+        with self._write() as con:
+            sql = "UPDATE jobs SET status='queued', worker_id=NULL WHERE status='running'"
+            if live:
+                sql += f" AND worker_id NOT IN ({','.join('?' * len(live))})"
+            return con.execute(sql, live).rowcount
 
     # ---------------------------------------------------------------- workers
     def register_worker(self, worker_id: str, device: str) -> None:

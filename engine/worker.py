@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.jobs import execute_job
 from engine.runner import execute_run
 from engine.spec import SpecError, spec_from_yaml
 from engine.store import STALE_AFTER_SECONDS, RunRow, Store, init_workspace
@@ -88,7 +89,11 @@ def _fail(store: Store, reporter: StoreReporter, run_id: str, message: str, data
 
 def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
           stale_after: float = STALE_AFTER_SECONDS) -> None:
-    """Claim and execute runs until stopped (or, with once, until the queue is empty)."""
+    """Claim and execute jobs and runs until stopped (or, with once, until both queues are empty).
+
+    A worker busy training takes new jobs only after that run; start a second worker to serve
+    jobs (attribution maps) while a long run trains.
+    """
     home = init_workspace(home)
     store = Store(home)
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
@@ -103,6 +108,12 @@ def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
         while not stop_event.is_set():
             for run_id, outcome in store.reclaim_stale_runs(stale_after, MAX_ATTEMPTS):
                 log.warning("run %s had a dead worker: %s", run_id, outcome)
+            store.requeue_orphaned_jobs(w["id"] for w in store.live_workers(stale_after))
+            job = store.claim_job(worker_id)
+            if job is not None:  # jobs are short (an attribution map): they go before the next run
+                log.info("job %s (%s) on run %s", job.id, job.kind, job.run_id)
+                execute_job(store, job)
+                continue
             run = store.claim_run(worker_id)
             if run is None:
                 if once:

@@ -111,3 +111,17 @@ def test_arrays_round_trip_with_sample_ids_and_columns(home: Path) -> None:
     store.delete_metrics_after(run_id, "main", 0)
     assert [a.step for a in store.arrays(run_id, "amtml/teacher_weights")] == [0]
     assert store.array_keys(run_id) == ["amtml/teacher_weights"]
+
+
+def test_jobs_are_claimed_once_finished_and_requeued_when_orphaned(home: Path) -> None:
+    store = Store(home)
+    run_id = store.create_run("name: a", "a")
+    job_id = store.create_job(run_id, "explain", {"method": "saliency"})
+    assert store.claim_job("w1").id == job_id
+    assert store.claim_job("w2") is None
+    assert store.requeue_orphaned_jobs(["w1"]) == 0  # its worker is alive
+    assert store.requeue_orphaned_jobs(["w2"]) == 1  # w1 is gone: back in the queue
+    job = store.claim_job("w2")
+    store.finish_job(job.id, "done", result={"maps": 3})
+    (listed,) = store.list_jobs(run_id, kind="explain")
+    assert listed.status == "done" and listed.result == {"maps": 3} and listed.params == {"method": "saliency"}

@@ -1,0 +1,33 @@
+"""Jobs: short work on an existing run (attribution maps, ...), queued in the store and run by workers.
+
+A job kind is one handler registered in JOBS: ``handler(store, job, progress) -> result dict``.
+Handlers must be idempotent (a job whose worker died is simply run again) and cache what
+they compute as artifacts of the run.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Callable
+
+from engine.registry import Registry
+from engine.store import JobRow, Store
+
+JobHandler = Callable[[Store, JobRow, Callable[[float], None]], dict[str, Any]]
+JOBS: Registry = Registry("job kind")
+
+log = logging.getLogger("pathscope.jobs")
+
+
+def execute_job(store: Store, job: JobRow) -> dict[str, Any] | None:
+    """Run a claimed job and record how it ended; returns its result when done."""
+    handler: JobHandler = JOBS.get(job.kind)
+    try:
+        result = handler(store, job, lambda fraction: store.update_job_progress(job.id, fraction))
+    except Exception as err:  # noqa: BLE001 - a worker must survive any job
+        message = str(err) if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
+        log.error("job %s failed: %s\n%s", job.id, message, traceback.format_exc())
+        store.finish_job(job.id, "failed", error=message)
+        return None
+    store.finish_job(job.id, "done", result=result)
+    return result
