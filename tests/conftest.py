@@ -46,3 +46,32 @@ def tiny_spec_dict(**overrides) -> dict:
     }
     spec.update(overrides)
     return spec
+
+
+#: four paths of three distillers over the two teachers of two_teacher_spec
+TWO_TEACHER_PATHS = [
+    {"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
+    {"id": "cnn-at", "teacher": "cnn", "distiller": "at", "teacher_spot": "conv2", "student_spot": "conv2"},
+    {"id": "mlp-kd", "teacher": "mlp", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
+    {"id": "mlp-rkd", "teacher": "mlp", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"},
+]
+
+
+def two_teacher_spec(aggregator: dict, paths: list[dict], epochs: int = 2):
+    """Two inline teachers (small CNN `cnn`, MLP `mlp`), a small CNN student and the given paths."""
+    from engine.spec import parse_spec
+
+    source = {"kind": "train", "epochs": 2}
+    return parse_spec(tiny_spec_dict(
+        teachers=[{"id": "cnn", "arch": "small_cnn", "arch_params": {"width": 8}, "source": source},
+                  {"id": "mlp", "arch": "mlp", "arch_params": {"hidden": [32]}, "source": source}],
+        student={"arch": "small_cnn", "arch_params": {"width": 8}}, paths=paths, aggregator=aggregator, epochs=epochs))
+
+
+def step_ctx(step: int = 0):
+    """A minimal step context for aggregator unit tests on hand-made losses."""
+    import torch
+
+    from engine.paths.base import StepContext
+
+    return StepContext(labels=torch.zeros(1, dtype=torch.long), epoch=0, step=step, index=torch.zeros(1))

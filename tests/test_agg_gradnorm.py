@@ -14,24 +14,15 @@ from engine.aggregators import AGGREGATORS
 from engine.aggregators.gradnorm import last_shared_parameter
 from engine.paths.base import StepContext
 from engine.runner import execute_run
-from engine.spec import parse_spec
 from engine.store import run_dir
 from engine.train import NullReporter
-from tests.conftest import tiny_spec_dict
+from tests.conftest import TWO_TEACHER_PATHS, two_teacher_spec
 
-PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-         {"id": "cnn-at", "teacher": "cnn", "distiller": "at", "teacher_spot": "conv2", "student_spot": "conv2"},
-         {"id": "mlp-kd", "teacher": "mlp", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-         {"id": "mlp-rkd", "teacher": "mlp", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"}]
-TEACHER_SOURCE = {"kind": "train", "epochs": 2}
+PATHS = TWO_TEACHER_PATHS
 
 
 def digits_spec(aggregator: dict, epochs: int = 2):
-    """Two inline teachers (small CNN, MLP), a small CNN student and four paths of three distillers."""
-    return parse_spec(tiny_spec_dict(
-        teachers=[{"id": "cnn", "arch": "small_cnn", "arch_params": {"width": 8}, "source": TEACHER_SOURCE},
-                  {"id": "mlp", "arch": "mlp", "arch_params": {"hidden": [32]}, "source": TEACHER_SOURCE}],
-        student={"arch": "small_cnn", "arch_params": {"width": 8}}, paths=PATHS, aggregator=aggregator, epochs=epochs))
+    return two_teacher_spec(aggregator, PATHS, epochs)
 
 
 class TwoHeads(nn.Module):

@@ -12,9 +12,8 @@ from engine.aggregators import AGGREGATORS
 from engine.aggregators.pcgrad import project_conflicting
 from engine.paths.base import StepContext
 from engine.runner import execute_run
-from engine.spec import parse_spec
 from engine.train import NullReporter
-from tests.conftest import tiny_spec_dict
+from tests.conftest import two_teacher_spec
 
 PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
          {"id": "cnn-at", "teacher": "cnn", "distiller": "at", "teacher_spot": "conv2", "student_spot": "conv2",
@@ -23,15 +22,10 @@ PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "
           "weight": 1.0},
          {"id": "mlp-kd", "teacher": "mlp", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
          {"id": "mlp-rkd", "teacher": "mlp", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"}]
-TEACHER_SOURCE = {"kind": "train", "epochs": 2}
 
 
 def digits_spec(aggregator: dict, epochs: int = 2):
-    """Two inline teachers (small CNN, MLP), a small CNN student and five paths, one with an adapter (FitNet)."""
-    return parse_spec(tiny_spec_dict(
-        teachers=[{"id": "cnn", "arch": "small_cnn", "arch_params": {"width": 8}, "source": TEACHER_SOURCE},
-                  {"id": "mlp", "arch": "mlp", "arch_params": {"hidden": [32]}, "source": TEACHER_SOURCE}],
-        student={"arch": "small_cnn", "arch_params": {"width": 8}}, paths=PATHS, aggregator=aggregator, epochs=epochs))
+    return two_teacher_spec(aggregator, PATHS, epochs)
 
 
 def _project(rows: list[list[float]], seed: int = 0) -> torch.Tensor:
