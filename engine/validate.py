@@ -176,6 +176,8 @@ def _aggregator_errors(spec: RunSpec) -> list[str]:
     if name not in AGGREGATORS:
         return [f"aggregator.name: {_unknown('aggregator', name, AGGREGATORS.names())}"]
     paths = spec.active_paths
+    if AGGREGATORS.get(name).needs_probe and not spec.diagnostics.enabled:
+        return [f"aggregator: {name} is driven by the negative-transfer probe: set diagnostics.enabled: true"]
     try:
         aggregator = AGGREGATORS.get(name)([p.id for p in paths], {p.id: 1.0 for p in paths}, **spec.aggregator.params)
     except (TypeError, ValueError) as err:

@@ -24,18 +24,20 @@ ARRAYS = {"amtml": {"amtml/teacher_weights", "amtml/theta_norm"}, "sakd": {"sakd
 
 
 def two_teacher_spec(aggregator: str) -> dict:
+    # lookahead gates the paths by the negative-transfer probe: without diagnostics it is just `fixed`
+    diagnostics = {"diagnostics": {"enabled": True, "every": 4}} if aggregator == "lookahead" else {}
     return tiny_spec_dict(
         dataset={"name": "digits", "batch_size": 32, "train_size": 600},
         teachers=[{"id": "cnn", "arch": "small_cnn", "source": {"kind": "train", "epochs": 3}},
                   {"id": "mlp", "arch": "mlp", "arch_params": {"hidden": [64]}, "source": {"kind": "train", "epochs": 3}}],
         student={"arch": "small_cnn", "arch_params": {"width": 16}},
-        paths=PATHS, aggregator={"name": aggregator}, epochs=2, telemetry_every=5, log_every=2,
+        paths=PATHS, aggregator={"name": aggregator}, epochs=2, telemetry_every=5, log_every=2, **diagnostics,
     )
 
 
-def test_the_eleven_are_registered() -> None:
+def test_the_twelve_are_registered() -> None:
     assert AGGREGATORS.names() == sorted(["equal", "fixed", "uncertainty", "adaptive_distillation", "gradnorm", "dwa",
-                                          "mgda", "pcgrad", "amtml", "sakd", "dfa"])
+                                          "mgda", "pcgrad", "amtml", "sakd", "dfa", "lookahead"])
     listed = engine_cli("aggregators").stdout.splitlines()
     assert [line.split()[0] for line in listed] == AGGREGATORS.names()
 

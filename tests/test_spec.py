@@ -175,3 +175,11 @@ def test_aggregator_that_cannot_use_the_paths_is_refused_at_validation() -> None
     data = tiny_spec_dict(aggregator={"name": "sakd", "params": {"route_teacher": "ghost"}})
     assert validate_spec(parse_spec(data)) == [
         "aggregator: sakd cannot use these paths: route_teacher 'ghost' has no path (teachers with paths: t)"]
+
+
+def test_probe_driven_aggregator_needs_diagnostics() -> None:
+    data = tiny_spec_dict(aggregator={"name": "lookahead"})
+    assert validate_spec(parse_spec(data)) == [
+        "aggregator: lookahead is driven by the negative-transfer probe: set diagnostics.enabled: true"]
+    data["diagnostics"] = {"enabled": True}
+    assert validate_spec(parse_spec(data)) == []

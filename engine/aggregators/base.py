@@ -39,6 +39,8 @@ def path_key(path_id: str) -> str:
 class Aggregator(nn.Module):
     #: True when the aggregator needs the teachers' live forward every step (no cached taps)
     needs_live_teachers: bool = False
+    #: True when the aggregator is driven by the negative-transfer probe (diagnostics must be on)
+    needs_probe: bool = False
 
     def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
         """path_weights: each path's configured weight (the spec's, or its distiller's conventional one)."""
