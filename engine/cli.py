@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import Callable
 
+from engine.ablation import DEFAULT_TOLERANCE, AblationError, AblationRow
 from engine.registry import Registry
 from engine.spec import RunSpec, SpecError, load_spec, spec_to_yaml
 from engine.store import STALE_AFTER_SECONDS, Store, WorkspaceError, init_workspace, workspace_home
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     try:
         return args.func(args)
-    except (SpecError, WorkspaceError) as err:
+    except (SpecError, WorkspaceError, AblationError) as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return EXIT_INVALID
@@ -51,7 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     p = command("export", cmd_export, "write a run's metrics as CSV")
     p.add_argument("run")
     p.add_argument("--csv", required=True, help="output file")
+    p = command("ablate", cmd_ablate, "queue the runs that measure each path's effect on accuracy "
+                                      "(without it, it alone, no paths); prints the group id")
+    p.add_argument("run")
+    p.add_argument("--wait", action="store_true", help="train them here, then print the table")
+    p = command("ablation", cmd_ablation, "each path's verdict next to its measured effect on test accuracy")
+    p.add_argument("run")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
+                   help="an effect within ±POINTS of zero counts as neutral (default %(default)s)")
     command("validate", cmd_validate, "check a spec; exit 2 listing every problem").add_argument("spec")
+    _explain_options(command("explain", cmd_explain, "attribution maps of a run's student and teachers (or, with "
+                                                     "--agreement, their agreement per epoch); the last line is JSON"))
     for name, help_text in (("datasets", "datasets"), ("models", "architectures"),
                             ("distillers", "distillers"), ("aggregators", "aggregators")):
         command(name, _lister(name), f"list the registered {help_text}")
@@ -178,10 +189,132 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from engine.ablation import submit_ablation, wait_for_group
+
+    store = Store(init_workspace())
+    group_id = submit_ablation(store, args.run)
+    queued = [r for r in store.list_runs(group_id=group_id) if r.status == "queued"]
+    print(f"{group_id}\t{len(queued)} runs queued")
+    if not args.wait:
+        return 0
+    from engine.worker import serve
+
+    serve(store.home, once=True)
+    wait_for_group(store, group_id)  # runs another worker claimed meanwhile
+    return cmd_ablation(argparse.Namespace(run=args.run, tolerance=DEFAULT_TOLERANCE))
+
+
+def _cell(value: float | None, status: str, signed: bool = False) -> str:
+    """A number of accuracy points, or what it waits on."""
+    if value is None:
+        return status if status != "done" else "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _ablation_line(row: AblationRow) -> list[str]:
+    agrees = {True: "yes", False: "NO", None: "-"}[row.agrees]
+    return [row.path, row.verdict or "-", str(row.first_flag_step) if row.first_flag_step is not None else "-",
+            _cell(row.acc_full, row.status), _cell(row.acc_without, row.status),
+            _cell(row.effect, row.status, signed=True), _cell(row.acc_only, row.status),
+            _cell(row.acc_no_paths, row.status), _cell(row.alone_gain, row.status, signed=True),
+            row.measured or "-", agrees, row.status]
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from engine.ablation import ablation_progress, ablation_table
+
+    store = Store(workspace_home(), readonly=True)
+    rows = ablation_table(store, args.run, args.tolerance)
+    done, total = ablation_progress(store, args.run)
+    header = ["path", "verdict", "flagged at", "full %", "without %", "effect", "only %", "no paths %",
+              "alone gain", "measured", "agrees", "status"]
+    lines = [header, *map(_ablation_line, rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    print(f"ablation of {args.run}: {done}/{total} runs done; effect = full - without (points), "
+          f"neutral within ±{args.tolerance:g}")
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     _load_valid_spec(args.spec)
     print(f"{args.spec}: ok")
     return 0
+
+
+def _explain_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run")
+    p.add_argument("--method", help="attribution method (default occlusion with --agreement)")
+    p.add_argument("--samples", help="comma-separated sample ids, such as 3,17")
+    p.add_argument("--checkpoint", default="final", help="final (default) or epoch_NNN")
+    p.add_argument("--target", default="label", choices=("label", "predicted"), help="class whose evidence is mapped")
+    p.add_argument("--params", help='method params as JSON, such as \'{"n_steps": 16}\'')
+    p.add_argument("--smoothgrad", action="store_true", help="average the maps over noisy copies (NoiseTunnel)")
+    p.add_argument("--spot", help="feature-map spot for layer_gradcam (default: each model's last)")
+    p.add_argument("--agreement", action="store_true", help="student vs each teacher at every saved epoch")
+    p.add_argument("--probe-size", type=int, default=32, help="test samples compared by --agreement")
+    p.add_argument("--k", type=float, default=0.1, help="top-k share of pixels for --agreement")
+
+
+def _explain_params(args: argparse.Namespace) -> tuple[str, dict]:
+    """The job kind and params the options ask for."""
+    params = {"target": args.target, "smoothgrad": args.smoothgrad}
+    params.update({name: value for name, value in (("method", args.method), ("spot", args.spot)) if value is not None})
+    if args.params is not None:
+        try:
+            params["params"] = json.loads(args.params)
+        except json.JSONDecodeError as err:
+            raise SpecError([f"--params: not valid JSON ({err})"]) from None
+    if args.agreement:
+        return "agreement", {**params, "probe_size": args.probe_size, "k": args.k}
+    try:
+        samples = [int(s) for s in (args.samples or "").split(",") if s.strip()]
+    except ValueError:
+        raise SpecError([f"--samples: expected comma-separated sample ids such as 3,17, got {args.samples!r}"]) from None
+    if not samples or not args.method:
+        raise SpecError(["--method and --samples are required (or --agreement)"])
+    return "explain", {**params, "checkpoint": args.checkpoint, "samples": samples}
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Create the job and execute it in this process, as a worker would."""
+    from engine.jobs import execute_job
+    from engine.store import run_dir
+    from engine.train import resolve_device
+    from engine.worker import Heartbeat
+
+    kind, params = _explain_params(args)
+    store = Store(init_workspace())
+    _get_run(store, args.run)
+    worker_id = f"cli-{os.getpid()}"
+    store.register_worker(worker_id, str(resolve_device("auto")))
+    job_id = store.create_job(args.run, kind, params)
+    heartbeat = Heartbeat(store.home, worker_id)  # a live heartbeat keeps workers from requeueing the job
+    heartbeat.start()
+    try:
+        result = execute_job(store, store.claim_job(worker_id, job_id))
+    finally:
+        heartbeat.stop()
+        store.stop_worker(worker_id)
+    if result is None:
+        error = store.get_job(job_id).error
+        print(f"error: {error}", file=sys.stderr)
+        print(json.dumps({"job_id": job_id, "status": "failed", "error": error}))
+        return 1
+    folder = run_dir(store.home, args.run)
+    for item in result.get("items", []):
+        print(f"{item['model']:<20} sample {item['sample']:>6}: label {item['label']}, predicted {item['predicted']} "
+              f"({item['confidence']:.2f}){' [cached]' if item['cached'] else ''}  {folder / item['file']}")
+    for tid, curve in result.get("teachers", {}).items():
+        print(f"teacher {tid}: spearman {_curve_text(curve['spearman'])}; top-k {_curve_text(curve['topk'])}")
+    print(json.dumps({"job_id": job_id, "status": "done", **result}))
+    return 0
+
+
+def _curve_text(values: list[float | None]) -> str:
+    return " ".join("-" if v is None else f"{v:.2f}" for v in values)
 
 
 def _registry(name: str) -> Registry:

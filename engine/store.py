@@ -283,13 +283,18 @@ class Store:
         row = self.con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return RunRow(**dict(row)) if row else None
 
-    def list_runs(self, statuses: Iterable[str] | None = None) -> list[RunRow]:
-        sql, args = "SELECT * FROM runs", ()
+    def list_runs(self, statuses: Iterable[str] | None = None, group_id: str | None = None) -> list[RunRow]:
+        """Runs newest first, optionally only those with one of ``statuses`` and/or in group ``group_id``."""
+        clauses, args = [], []
         if statuses:
             statuses = tuple(statuses)
-            sql += f" WHERE status IN ({','.join('?' * len(statuses))})"
-            args = statuses
-        rows = self.con.execute(sql + " ORDER BY created_at DESC", args).fetchall()
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            args += statuses
+        if group_id is not None:
+            clauses.append("group_id = ?")
+            args.append(group_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.con.execute(f"SELECT * FROM runs{where} ORDER BY created_at DESC", args).fetchall()
         return [RunRow(**dict(r)) for r in rows]
 
     def claim_run(self, worker_id: str, run_id: str | None = None) -> RunRow | None:
@@ -457,10 +462,14 @@ class Store:
             args.append(kind)
         return [JobRow(**dict(r)) for r in self.con.execute(sql + " ORDER BY created_at DESC", args).fetchall()]
 
-    def claim_job(self, worker_id: str) -> JobRow | None:
-        """The oldest queued job, marked running for this worker (jobs are short: workers take them first)."""
+    def claim_job(self, worker_id: str, job_id: str | None = None) -> JobRow | None:
+        """The oldest queued job (or the given one), marked running for this worker (jobs are short: workers
+        take them first)."""
         with self._write() as con:
-            row = con.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY created_at LIMIT 1").fetchone()
+            if job_id is None:
+                row = con.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY created_at LIMIT 1").fetchone()
+            else:
+                row = con.execute("SELECT id FROM jobs WHERE status='queued' AND id=?", (job_id,)).fetchone()
             if row is None:
                 return None
             con.execute("UPDATE jobs SET status='running', worker_id=? WHERE id=?", (worker_id, row["id"]))

@@ -26,6 +26,7 @@ from app.widgets import DEMO_SPEC, go_live, submit_run, submit_runs, user_errors
 from engine.aggregators import AGGREGATORS
 from engine.data import DATASETS, dataset_signature, load_dataset
 from engine.data.bundle import DatasetError
+from engine.diagnostics.probe import auto_every
 from engine.models import MODELS, model_params
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
@@ -361,6 +362,22 @@ def aggregator_section(d: dict[str, Any], problems: list[str]) -> None:
         st.caption(descriptions[name])
 
 
+def diagnostics_section(d: dict[str, Any]) -> None:
+    diag = d["diagnostics"]
+    c1, c2 = st.columns(2, vertical_alignment="center")
+    diag["enabled"] = c1.checkbox(
+        "Negative-transfer diagnostics", bool(diag["enabled"]), key=key("diagnostics.enabled"),
+        help="Probe every path's gradient against the task and validation gradients and flag the paths that "
+             "hurt (the Negative transfer page)")
+    every = c2.number_input("probe every N steps (empty = auto)", min_value=1, value=diag["every"], step=1,
+                            placeholder="auto", key=key("diagnostics.every"), disabled=not diag["enabled"])
+    diag["every"] = None if every is None else int(every)
+    active = sum(1 for p in d["paths"] if p.get("enabled", True))
+    # The cost is what decides the interval, so it is stated next to it.
+    st.caption(f"A probe costs about {active + 2} extra backward passes ({active} path(s) + task + validation); "
+               f"auto probes every {auto_every(active)} steps, about a tenth of the training time.")
+
+
 # ---------------------------------------------------------------- validation and actions
 def check(d: dict[str, Any], home: str) -> tuple[RunSpec | None, list[str]]:
     try:
@@ -458,6 +475,9 @@ def main() -> None:
     st.subheader("Aggregator")
     aggregator_section(d, problems)
     slots["aggregator"] = st.empty()
+    st.subheader("Diagnostics")
+    diagnostics_section(d)
+    slots["diagnostics"] = st.empty()
     spec, errors = check(d, home)
     errors = problems + errors
     grouped = errors_by_section(errors)
