@@ -52,6 +52,29 @@ DECISION_SCALE: list[list] = [[0.0, "#E5E7EB"], [0.5, "#E5E7EB"], [0.5, "#08306B
 SHARE_SCALE = "Blues"
 
 
+# Negative-transfer verdicts: red hurts, grey neutral, green helps (a path with no verdict is light grey).
+VERDICT_COLORS: dict[str, str] = {"hurts": "#D62728", "neutral": "#8C8C8C", "helps": "#2CA02C"}
+NO_VERDICT_COLOR = "#C7C7C7"
+# Diverging scale for signed measurements centred on 0; red is always the harmful end.
+DIVERGING_SCALE = "RdBu"
+
+
+def verdict_color(verdict: str | None) -> str:
+    return VERDICT_COLORS.get(verdict or "", NO_VERDICT_COLOR)
+
+
+# Step-time sections (data, teachers, ...): ColorBrewer Set2, hues that neither paths nor teachers use.
+SECTION_COLORS: dict[str, str] = {
+    "data": "#66C2A5", "teachers": "#FC8D62", "student": "#8DA0CB",
+    "paths": "#E78AC3", "aggregator": "#A6D854", "diagnostics": "#FFD92F",
+}
+OTHER_SECTION_COLOR = "#B3B3B3"
+
+
+def section_color(section: str) -> str:
+    return SECTION_COLORS.get(section, OTHER_SECTION_COLOR)
+
+
 def teacher_color(teacher_id: str, teacher_ids: list[str]) -> str:
     """Colour of a teacher, by its position in the spec's teacher list (unknown ones go after)."""
     index = teacher_ids.index(teacher_id) if teacher_id in teacher_ids else len(teacher_ids)

@@ -29,6 +29,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "student": ("student",),
     "paths": ("paths",),
     "aggregator": ("aggregator",),
+    "diagnostics": ("diagnostics",),
 }
 
 
