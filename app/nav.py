@@ -15,6 +15,7 @@ _PAGES: dict[str, tuple[str, str, str]] = {
     "live": ("live.py", "Live", ":material/monitoring:"),
     "teacher_importance": ("teacher_importance.py", "Teacher importance", ":material/balance:"),
     "negative_transfer": ("negative_transfer.py", "Negative transfer", ":material/troubleshoot:"),
+    "attribution": ("attribution.py", "Attribution", ":material/visibility:"),
     "compare": ("compare.py", "Compare", ":material/compare_arrows:"),
 }
 

@@ -272,7 +272,7 @@ def _explain_params(args: argparse.Namespace) -> tuple[str, dict]:
     try:
         samples = [int(s) for s in (args.samples or "").split(",") if s.strip()]
     except ValueError:
-        raise SpecError([f"--samples: expected comma-separated sample ids such as 3,17, got {args.samples!r}"]) from None
+        raise SpecError([f"--samples: expected sample ids such as 3,17, got {args.samples!r}"]) from None
     if not samples or not args.method:
         raise SpecError(["--method and --samples are required (or --agreement)"])
     return "explain", {**params, "checkpoint": args.checkpoint, "samples": samples}

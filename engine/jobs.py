@@ -31,3 +31,6 @@ def execute_job(store: Store, job: JobRow) -> dict[str, Any] | None:
         return None
     store.finish_job(job.id, "done", result=result)
     return result
+
+
+from engine.explain import job as explain_jobs  # noqa: E402,F401  (registers the explain jobs)
