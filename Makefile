@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test worker system-packages clean-workspace
+.PHONY: run test worker system-packages clean-workspace planted bench
 
 # Re-installs only when requirements.txt changes, so repeated make calls start at once.
 $(STAMP): requirements.txt
@@ -32,3 +32,13 @@ test: $(STAMP) system-packages
 
 clean-workspace:
 	rm -rf workspace
+
+# Planted-teacher bench (detection of harmful teachers, aggregator accuracy); QUICK=1: digits only, a few minutes.
+planted: $(STAMP)
+	QUICK=$(QUICK) EXTRA=$(EXTRA) $(PY) bench/planted.py
+
+# Speed bench: epoch times against a plain PyTorch loop and torchdistill, and the Live page's render time.
+# QUICK=1: fewer images and repeats, under three minutes (the first call also installs torchdistill into
+# bench/.venv-torchdistill, once).
+bench: $(STAMP)
+	QUICK=$(QUICK) $(PY) bench/speed.py

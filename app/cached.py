@@ -14,7 +14,9 @@ import pandas as pd
 import streamlit as st
 
 from app import queries, worker_control
+from app.run_series import RunSeries
 from app.samples import SampleImages
+from engine.ablation import AblationRow, ablation_progress, ablation_table, group_id_of
 from engine.data import load_dataset
 from engine.spec import DatasetSpec
 from engine.store import RunRow, Store, db_path, workspace_home
@@ -58,6 +60,20 @@ def metrics(home_dir: str, run_id: str) -> pd.DataFrame:
         return queries.run_metrics(store, run_id)
 
 
+# Kept across reruns and sessions: a run's series are read whole once, then only their new rows.
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _run_series(home_dir: str, run_id: str) -> RunSeries:
+    return RunSeries()
+
+
+def run_series(home_dir: str, run: RunRow) -> RunSeries:
+    """The run's metric series, topped up with what was logged since any session last asked."""
+    series = _run_series(home_dir, run.id)
+    with _reader(home_dir) as store:
+        series.refresh(store, run.id, run.attempts)
+    return series
+
+
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def metrics_of_runs(home_dir: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     with _reader(home_dir) as store:
@@ -95,6 +111,15 @@ def array_frame(home_dir: str, run_id: str, key: str, phase: str = queries.MAIN_
 def labelled_array_frame(home_dir: str, run_id: str, key: str) -> pd.DataFrame:
     with _reader(home_dir) as store:
         return queries.labelled_array_frame(store, run_id, key)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def ablation(home_dir: str, run_id: str, tolerance: float) -> tuple[list[AblationRow], int, int] | None:
+    """The run's ablation rows, runs done and runs in total; None when no ablation was submitted."""
+    with _reader(home_dir) as store:
+        if not store.list_runs(group_id=group_id_of(run_id)):
+            return None
+        return ablation_table(store, run_id, tolerance), *ablation_progress(store, run_id)
 
 
 # A dataset is large and never changes: kept across reruns and sessions, at most two at once.

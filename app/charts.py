@@ -4,6 +4,8 @@ No Streamlit here, so every builder is unit-tested and timed on its own. Metric 
 are in the store's long format (columns step, epoch, key, value; plus run_id for
 overlays). Traces are WebGL (Scattergl) so long runs stay responsive, and series longer
 than ``MAX_POINTS`` are reduced with a min/max-per-bucket downsample that keeps spikes.
+Smoothing averages over a fixed grid of steps (not over points), so a smoothed curve is
+the same however densely its series was logged or downsampled.
 """
 from __future__ import annotations
 
@@ -12,31 +14,115 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
-from app.colors import SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, series_color
+from app.colors import SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color, series_color
 
 MAX_POINTS = 2000
+TEMPLATE = "plotly_white"
+# Every dashboard figure uses this template. As the default, plotly attaches it to each new figure
+# unvalidated; naming it per figure validates and deep-copies it each time (about 35 ms a figure).
+pio.templates.default = TEMPLATE
 AGGREGATOR_OFFSET = 0.1  # x offset of a run's points (left) and its aggregator's mean (right)
 PATH_LOSS_PREFIX = "loss/path:"
 PATH_WEIGHT_PREFIX = "weight/path:"
+# Weight x raw loss of a path: derived from the two logged series (see ``weighted_loss``), never logged.
+WEIGHTED_PREFIX = "weighted/path:"
+TIME_PREFIX = "time/"
+THROUGHPUT_KEY = "throughput/samples_per_s"
+# Step-time sections in the order a step runs them; the engine logs each as "time/<section>" (ms per step).
+TIME_SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "diagnostics")
+SMOOTHING_CELLS = 5  # grid cells per smoothing window: the centred mean runs over this many cells
+SHARE_CELLS = 200  # about this many grid cells across a run in the step-time chart
 ACC_KEYS = ("acc/train", "acc/val", "acc/test")
 # Keys logged once per epoch: drawn against epochs, since steps per epoch differ between runs.
 EPOCH_KEYS = frozenset({*ACC_KEYS, "loss/val"})
 
 
-def minmax_downsample(frame: pd.DataFrame, x: str, y: str, max_points: int = MAX_POINTS) -> pd.DataFrame:
-    """At most ~max_points rows of ``frame`` (sorted by x), keeping each bucket's min and max of y.
+def minmax_indices(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Sorted positions to keep so at most ``max_points`` of ``values`` (no NaN) remain: each bucket's min and max.
 
     Averaging or striding would hide the loss spikes a user is looking for; min/max keeps them.
+    Buckets are equal runs of consecutive points, found with one reshape (the last is padded with its
+    final value, so a position in the padding stands for the last point).
     """
-    frame = frame.dropna(subset=[y]).sort_values(x).reset_index(drop=True)
-    if len(frame) <= max_points:
-        return frame
-    buckets = max(1, max_points // 2)
-    bucket = (np.arange(len(frame)) * buckets) // len(frame)
-    grouped = frame[y].groupby(bucket)
-    keep = np.union1d(grouped.idxmin().to_numpy(), grouped.idxmax().to_numpy())
-    return frame.loc[keep]
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    size = -(-n // max(1, max_points // 2))  # points per bucket, rounded up
+    rows = np.empty(-(-n // size) * size)
+    rows[:n], rows[n:] = values, values[-1]
+    rows = rows.reshape(-1, size)
+    offsets = np.arange(len(rows)) * size
+    lowest, highest = rows.argmin(axis=1) + offsets, rows.argmax(axis=1) + offsets
+    kept = np.minimum(np.stack([np.minimum(lowest, highest), np.maximum(lowest, highest)], axis=1).ravel(), n - 1)
+    return kept[np.concatenate([[True], kept[1:] != kept[:-1]])]
+
+
+def series_xy(series: pd.DataFrame, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, value) arrays of one series in x order, without its NaN values."""
+    xs, ys = series[x].to_numpy(), series["value"].to_numpy(dtype=float)
+    keep = ~np.isnan(ys)
+    order = np.argsort(xs[keep], kind="stable")
+    return xs[keep][order], ys[keep][order]
+
+
+def grid_width(span: float, cells: int) -> float:
+    """A round cell width (1, 2 or 5 x 10^k steps, at least 1) giving at most about ``cells`` cells over ``span``.
+
+    Round widths change only at thresholds, so a live run's grid stays put while it grows.
+    """
+    target = max(span / max(cells, 1), 1.0)
+    power = 10.0 ** math.floor(math.log10(target))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= target)
+
+
+def _area_until(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Integral from x[0] to each ``at`` (within [x[0], x[-1]]) of the straight lines through (x, y)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(np.diff(x) * (y[1:] + y[:-1]) / 2)])
+    i = np.clip(np.searchsorted(x, at, side="right") - 1, 0, len(x) - 2)
+    dx = at - x[i]
+    slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
+    return cumulative[i] + dx * (y[i] + slope * dx / 2)
+
+
+def cell_means(steps: np.ndarray, values: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, mean) of the series over each cell [k*width, (k+1)*width) of a grid anchored at step 0.
+
+    The mean is the area under the series' straight-line interpolation divided by the covered
+    length, not the mean of the points in the cell: sampling every step or every tenth step
+    gives the same value, where a mean of points would lean towards wherever points fall.
+    """
+    x, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return x, y
+    first, last = math.floor(x[0] / width), max(math.ceil(x[-1] / width), math.floor(x[0] / width) + 1)
+    edges = np.clip(np.arange(first, last + 1) * width, x[0], x[-1])
+    covered = np.diff(edges)
+    keep = covered > 0
+    means = np.diff(_area_until(x, y, edges))[keep] / covered[keep]
+    return ((edges[:-1] + edges[1:]) / 2)[keep], means
+
+
+def smooth_on_grid(steps: np.ndarray, values: np.ndarray, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """A centred moving average over ``window`` steps, evaluated on a fixed grid of window/5-step cells."""
+    centres, means = cell_means(steps, values, window / SMOOTHING_CELLS)
+    kernel = np.ones(SMOOTHING_CELLS)
+    # Dividing by the number of cells actually summed keeps the ends unbiased (no zero padding).
+    counts = np.convolve(np.ones_like(means), kernel, mode="same")
+    return centres, np.convolve(means, kernel, mode="same") / counts
+
+
+def weighted_loss(loss_steps: np.ndarray, losses: np.ndarray, weight_steps: np.ndarray, weights: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the loss series, weight x loss) on the steps where both were logged; steps sorted ascending."""
+    if np.array_equal(loss_steps, weight_steps):  # the usual case: logged together, so no search is needed
+        return np.arange(len(losses)), losses * weights
+    if len(weight_steps) == 0:
+        return np.arange(0), losses[:0]
+    at = np.clip(np.searchsorted(weight_steps, loss_steps), 0, len(weight_steps) - 1)
+    both = np.flatnonzero(weight_steps[at] == loss_steps)
+    return both, losses[both] * weights[at[both]]
 
 
 def axis_title(key: str) -> str:
@@ -45,42 +131,47 @@ def axis_title(key: str) -> str:
         return "accuracy (%)"
     if key.startswith("weight/"):
         return "path weight"
+    if key.startswith(TIME_PREFIX):
+        return "ms per step"
+    if key == THROUGHPUT_KEY:
+        return "samples/s"
     if key == "lr":
         return "learning rate"
     return "loss"
 
 
-def display_values(key: str, values: pd.Series) -> np.ndarray:
+def display_values(key: str, values: np.ndarray) -> np.ndarray:
     """Values as shown: accuracies are stored as fractions and shown as percentages."""
     scale = 100.0 if key.startswith("acc/") else 1.0
-    return values.to_numpy(dtype=float) * scale
+    return np.asarray(values, dtype=float) * scale
+
+
+def _style(title: str) -> dict[str, object]:
+    """The dashboard's style: white (the default TEMPLATE), fixed height, legend above the plot, unified hover."""
+    return dict(title=title, height=340, margin=dict(l=10, r=10, t=50, b=10),
+                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0), hovermode="x unified")
 
 
 def styled(fig: go.Figure, title: str) -> go.Figure:
-    """The dashboard's style: white, fixed height, legend above the plot, unified hover."""
-    return fig.update_layout(
-        title=title,
-        template="plotly_white",
-        height=340,
-        margin=dict(l=10, r=10, t=50, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0),
-        hovermode="x unified",
-    )
+    """The dashboard's style on a figure built elsewhere (subplots)."""
+    return fig.update_layout(**_style(title))
 
 
 def base_figure(x_title: str, y_title: str, title: str, log_y: bool = False) -> go.Figure:
-    """An empty styled figure with titled axes."""
-    fig = styled(go.Figure(), title)
-    fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear")
-    return fig
+    """An empty styled figure with titled axes; laid out at construction, which costs a quarter of an update."""
+    return go.Figure(layout=dict(_style(title), xaxis=dict(title_text=x_title),
+                                 yaxis=dict(title_text=y_title, type="log" if log_y else "linear")))
 
 
 def _add_series(fig: go.Figure, series: pd.DataFrame, key: str, x: str, name: str, color: str,
-                dash: str = "solid") -> None:
-    series = minmax_downsample(series, x, "value")
+                dash: str = "solid", smoothing: float = 0.0) -> None:
+    """One line, min/max downsampled; with ``smoothing`` (a window in steps) its fixed-grid moving average."""
+    xs, ys = series_xy(series, x)
+    if smoothing and x == "step" and len(xs) > 1:
+        xs, ys = smooth_on_grid(xs, ys, smoothing)
+    keep = minmax_indices(ys)
     fig.add_trace(go.Scattergl(
-        x=series[x].to_numpy(), y=display_values(key, series["value"]), name=name,
+        x=xs[keep], y=display_values(key, ys[keep]), name=name,
         mode="lines+markers" if x == "epoch" else "lines",
         line=dict(color=color, dash=dash, width=2),
     ))
@@ -122,19 +213,11 @@ def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
     return fig
 
 
-def weighted_losses(metrics: pd.DataFrame, path_id: str) -> pd.DataFrame:
-    """(step, value = weight x raw loss) of one path, on the steps where both were logged."""
-    loss = metrics.loc[metrics["key"] == PATH_LOSS_PREFIX + path_id, ["step", "value"]]
-    weight = metrics.loc[metrics["key"] == PATH_WEIGHT_PREFIX + path_id, ["step", "value"]]
-    joined = loss.merge(weight, on="step", suffixes=("_loss", "_weight"))
-    return joined.assign(value=joined["value_loss"] * joined["value_weight"])[["step", "value"]]
-
-
 def weighted_loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False) -> go.Figure:
-    """What each path adds to the total: the aggregator's weight times the raw path loss."""
+    """What each path adds to the total: the "weighted/path:<id>" series (weight x raw loss, see ``weighted_loss``)."""
     fig = base_figure("step", "weighted loss (weight × loss)", "Weighted path losses", log_y)
-    for pid in _ordered_path_ids(metrics["key"], PATH_WEIGHT_PREFIX, path_ids):
-        series = weighted_losses(metrics, pid)
+    for pid in _ordered_path_ids(metrics["key"], WEIGHTED_PREFIX, path_ids):
+        series = metrics[metrics["key"] == WEIGHTED_PREFIX + pid]
         if not series.empty:
             _add_series(fig, series, "loss", "step", pid, path_color(pid, path_ids))
     return fig
@@ -153,8 +236,12 @@ def accuracy_figure(metrics: pd.DataFrame, title: str = "Accuracy") -> go.Figure
     return fig
 
 
-def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str]) -> go.Figure:
-    """One metric across several runs; ``labels`` maps run id -> legend name, in display order."""
+def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str], smoothing: float = 0.0) -> go.Figure:
+    """One metric across several runs; ``labels`` maps run id -> legend name, in display order.
+
+    ``smoothing``: a window in steps for per-step metrics (0: raw); runs logged at different
+    intervals smooth onto the same grid, so their curves stay comparable.
+    """
     x = "epoch" if key in EPOCH_KEYS else "step"
     fig = base_figure(x, axis_title(key), key)
     fig.update_layout(showlegend=True)  # plotly hides a lone trace's legend, but it names the run
@@ -162,10 +249,50 @@ def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str]) -> g
     for index, (run_id, label) in enumerate(labels.items()):
         series = selected[selected["run_id"] == run_id]
         if not series.empty:
-            _add_series(fig, series, key, x, label, series_color(index))
+            _add_series(fig, series, key, x, label, series_color(index), smoothing=smoothing)
     if x == "epoch":
         _whole_epochs(fig, selected["epoch"])
     return fig
+
+
+def step_time_shares(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Share (%) of step time per section at each step where timings were logged; each row sums to 100.
+
+    Columns are the sections, in the order a step runs them (unknown ones after); steps whose
+    sections add up to nothing are left out rather than divided by zero.
+    """
+    times = metrics[metrics["key"].str.startswith(TIME_PREFIX)]
+    table = times.groupby(["step", "key"], observed=True)["value"].mean().unstack()
+    table.columns = [str(c)[len(TIME_PREFIX):] for c in table.columns]
+    order = [s for s in TIME_SECTIONS if s in table.columns] + sorted(set(table.columns) - set(TIME_SECTIONS))
+    table = table[order].fillna(0.0)
+    total = table.sum(axis=1)
+    return table[total > 0].div(total[total > 0], axis=0) * 100.0
+
+
+def step_time_figure(shares: pd.DataFrame) -> go.Figure:
+    """Stacked areas of ``step_time_shares``: where each step's time goes, over the run."""
+    fig = base_figure("step", "share of step time (%)", "Where step time goes")
+    for section in shares.columns:
+        fig.add_trace(go.Scatter(  # stacking needs SVG traces; a few hundred grid cells draw quickly
+            x=shares.index.to_numpy(), y=shares[section].to_numpy(), name=section, mode="lines",
+            stackgroup="time", line=dict(width=0.5, color=section_color(section)),
+            hovertemplate="%{y:.1f} %",
+        ))
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
+def live_figures(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False) -> dict[str, go.Figure]:
+    """Every chart the Live page draws for one phase, by name: what the page lays out and the bench times."""
+    figures = {"loss": loss_figure(metrics, path_ids, log_y), "accuracy": accuracy_figure(metrics)}
+    keys = metrics["key"]
+    if keys.str.startswith(PATH_WEIGHT_PREFIX).any():
+        figures["weights"] = weight_figure(metrics, path_ids)
+        figures["weighted"] = weighted_loss_figure(metrics, path_ids, log_y)
+    if keys.str.startswith(TIME_PREFIX).any():
+        figures["step_time"] = step_time_figure(step_time_shares(metrics))
+    return figures
 
 
 def aggregator_accuracy_figure(runs: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
+from itertools import groupby
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ MAIN_PHASE = "main"
 LABELS_KEY = "labels"
 # Index levels of an array frame: one row per recorded sample (sample -1: a row of no sample).
 ARRAY_LEVELS = ["step", "epoch", "sample"]
+# (phase, key) -> (steps, epochs, values) in step order, as ``metric_series_since`` returns them.
+SeriesArrays = dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def spec_summary(spec_yaml: str) -> dict[str, Any]:
@@ -118,10 +121,48 @@ def run_events(store: Store, run_id: str, limit: int = 50) -> pd.DataFrame:
     return pd.DataFrame(records, columns=EVENT_COLUMNS)
 
 
-def phases(metrics: pd.DataFrame) -> list[str]:
-    """Phases present: "main" first, then the inline teachers in name order."""
-    found = set(metrics["phase"].unique())
+def phases(names: Iterable[str]) -> list[str]:
+    """The distinct phases among ``names``: "main" first, then the inline teachers in name order."""
+    found = set(names)
     return [p for p in ["main"] if p in found] + sorted(found - {"main"})
+
+
+def metric_series_since(store: Store, run_id: str, after_rowid: int) -> tuple[SeriesArrays, int]:
+    """The run's metrics stored after row ``after_rowid`` (0: all of them), per series, and the last row id read.
+
+    Rows are only ever appended while an attempt runs, so the row id is a watermark: polling with
+    it reads just what was logged since. Row ids are SQLite's implicit ones, read-only here.
+    """
+    if after_rowid == 0:
+        return _all_series(store, run_id)
+    # "+run_id" keeps SQLite off the run_id index: a row-id range scan touches only the new rows,
+    # where the index would walk every row the run ever logged (about 0.4 s for 1.3 million).
+    rows = store.con.execute(
+        "SELECT phase, key, step, epoch, value, rowid FROM metrics WHERE rowid > ? AND +run_id = ?"
+        " ORDER BY phase, key, step", (after_rowid, run_id)).fetchall()
+    series, last = {}, after_rowid
+    for name, group in groupby(rows, key=lambda r: (r[0], r[1])):
+        series[name], newest = _arrays([tuple(r)[2:] for r in group])
+        last = max(last, newest)
+    return series, last
+
+
+def _all_series(store: Store, run_id: str) -> tuple[SeriesArrays, int]:
+    # One query per series returns plain numbers, which numpy converts far faster than mixed rows.
+    names = store.con.execute("SELECT DISTINCT phase, key FROM metrics WHERE run_id = ?", (run_id,)).fetchall()
+    series, last = {}, 0
+    for phase, key in names:
+        rows = store.con.execute("SELECT step, epoch, value, rowid FROM metrics WHERE run_id = ? AND phase = ?"
+                                 " AND key = ? ORDER BY step", (run_id, phase, key)).fetchall()
+        series[(phase, key)], newest = _arrays(rows)
+        last = max(last, newest)
+    return series, last
+
+
+def _arrays(rows: list[tuple]) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]:
+    """((steps, epochs, values), largest row id) of (step, epoch, value, rowid) rows; a NULL value becomes NaN."""
+    table = np.array(rows, dtype=float).reshape(-1, 4)
+    return (table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2]), int(table[:, 3].max())
 
 
 # ---------------------------------------------------------------- telemetry arrays

@@ -16,6 +16,8 @@ from engine.store import Store, WorkspaceError
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_kd.yaml"
 SELECTED_RUN = "selected_run"
 EMPTY_RUNS_MESSAGE = "No runs yet — press **Run the demo** on Home or launch one from Configure."
+# Smoothing windows in steps (0: off); windows, not point counts, so runs logged at any rate smooth alike.
+SMOOTHING_WINDOWS = (0, 10, 50, 100, 500, 1000, 5000)
 STATUS_COLORS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
 
 
@@ -51,6 +53,16 @@ def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
     )
     st.session_state[SELECTED_RUN] = picked
     return picked
+
+
+def smoothing_picker(key: str) -> int:
+    """A smoothing window in steps for per-step curves (0: the raw series)."""
+    return st.select_slider(
+        "Smoothing window (steps)", SMOOTHING_WINDOWS, value=0, key=key,
+        format_func=lambda window: "off" if window == 0 else f"{window:,}",
+        help="A moving average over this many steps, computed on a fixed grid of steps: "
+             "the curve does not change with how often a run logged or how the chart was downsampled.",
+    )
 
 
 def submit_runs(home: Path, specs: list[RunSpec], group_id: str | None = None) -> list[str]:

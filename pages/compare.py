@@ -4,7 +4,7 @@ import streamlit as st
 
 from app import cached, charts
 from app.queries import aggregator_summary
-from app.widgets import empty_state, user_errors
+from app.widgets import empty_state, smoothing_picker, user_errors
 
 DEFAULT_OVERLAY = 3
 PREFERRED_METRICS = ("acc/val", "acc/test", "loss/total")
@@ -44,8 +44,9 @@ def overlay(home: str, runs: pd.DataFrame, selected: list[str]) -> None:
         st.info("The selected runs have no metrics yet: wait for them to start, or pick finished runs.")
         return
     key = pick_metric(sorted(own["key"].unique()))
+    smoothing = 0 if key in charts.EPOCH_KEYS else smoothing_picker("cmp_smoothing")
     labels = dict(zip(runs["id"], runs["label"]))
-    fig = charts.overlay_figure(own, key, {run_id: labels[run_id] for run_id in selected})
+    fig = charts.overlay_figure(own, key, {run_id: labels[run_id] for run_id in selected}, smoothing)
     st.plotly_chart(fig, config={"displaylogo": False})
     st.download_button(
         "Download metrics (CSV)", metrics.to_csv(index=False), file_name="pathscope-metrics.csv",

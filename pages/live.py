@@ -1,18 +1,21 @@
-"""Live: follow one run while it trains (status, progress, loss and accuracy curves, events)."""
+"""Live: follow one run while it trains (status, progress, loss and accuracy curves, throughput, events)."""
 from contextlib import closing
 from pathlib import Path
 
-import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from app import cached, charts
-from app.queries import phases, spec_summary
-from app.widgets import empty_state, run_picker, status_badge, user_errors
+from app.queries import spec_summary
+from app.run_series import RunSeries
+from app.widgets import empty_state, run_picker, smoothing_picker, status_badge, user_errors
 from app.worker_control import autostart_disabled, ensure_worker
 from engine.store import FINAL_STATUSES, RunRow, Store
 
 POLL_S = 2.0
 PLOT_CONFIG = {"displaylogo": False}
+NO_TIMING = ("No step timing in this phase: runs log time/* and samples/s since PathScope's teacher-output "
+             "cache; older runs have none.")
 
 
 def show_chart(fig, key: str) -> None:
@@ -63,45 +66,64 @@ def result_metrics(run: RunRow) -> None:
         cols[3].metric("duration", f"{result['seconds']:.0f} s")
 
 
-def phase_charts(metrics: pd.DataFrame, phase: str, path_ids: list[str], log_y: bool, run_id: str) -> None:
-    data = metrics[metrics["phase"] == phase]
+def throughput_panel(series: RunSeries, phase: str, figure: go.Figure | None, key: str) -> None:
+    """Samples per second, the time of a step, and the share of it each section takes."""
+    if figure is None:
+        st.caption(NO_TIMING)
+        return
+    left, right = st.columns([1, 3])
+    with left:
+        samples = series.latest(phase, charts.THROUGHPUT_KEY)
+        if samples is not None:
+            st.metric("samples/s", f"{samples:,.0f}", help="training samples per second since the previous log")
+        sections = [series.latest(phase, charts.TIME_PREFIX + s) for s in charts.TIME_SECTIONS]
+        st.metric("step time", f"{sum(t for t in sections if t is not None):.1f} ms",
+                  help="milliseconds per step, summed over the sections on the right (latest log)")
+    with right:
+        show_chart(figure, key=key)
+
+
+def phase_charts(series: RunSeries, phase: str, path_ids: list[str], log_y: bool, smoothing: int,
+                 run_id: str) -> None:
+    figures = charts.live_figures(series.display_frame(phase, smoothing), path_ids, log_y)
     left, right = st.columns(2)
     with left:
-        show_chart(charts.loss_figure(data, path_ids, log_y), key=f"loss-{run_id}-{phase}")
+        show_chart(figures["loss"], key=f"loss-{run_id}-{phase}")
     with right:
-        show_chart(charts.accuracy_figure(data), key=f"acc-{run_id}-{phase}")
-    if data["key"].str.startswith(charts.PATH_WEIGHT_PREFIX).any():
+        show_chart(figures["accuracy"], key=f"acc-{run_id}-{phase}")
+    if "weights" in figures:
         # Every aggregator logs its weights; weight x loss shows what each path really adds to the total.
         left, right = st.columns(2)
         with left:
-            show_chart(charts.weight_figure(data, path_ids), key=f"weights-{run_id}-{phase}")
+            show_chart(figures["weights"], key=f"weights-{run_id}-{phase}")
         with right:
-            show_chart(charts.weighted_loss_figure(data, path_ids, log_y), key=f"weighted-{run_id}-{phase}")
+            show_chart(figures["weighted"], key=f"weighted-{run_id}-{phase}")
+    throughput_panel(series, phase, figures.get("step_time"), key=f"time-{run_id}-{phase}")
 
 
-def curves(home: str, run: RunRow, log_y: bool) -> None:
-    metrics = cached.metrics(home, run.id)
-    found = phases(metrics)
+def curves(home: str, run: RunRow, log_y: bool, smoothing: int) -> None:
+    series = cached.run_series(home, run)
+    found = series.phases()
     if not found:
         st.info("No metrics yet: the first losses appear a few steps after the worker starts the run.")
         return
     path_ids = spec_summary(run.spec_yaml)["path_ids"]
     if "main" in found:
-        phase_charts(metrics, "main", path_ids, log_y, run.id)
+        phase_charts(series, "main", path_ids, log_y, smoothing, run.id)
     for phase in found:
         if phase.startswith("teacher:"):
             # Open while the teacher is what is training; folded away once the student starts.
             with st.expander(f"Teacher {phase.split(':', 1)[1]} (trained inline)", expanded="main" not in found):
-                phase_charts(metrics, phase, [], log_y, run.id)
+                phase_charts(series, phase, [], log_y, smoothing, run.id)
 
 
-def run_panel(home: str, run_id: str, log_y: bool, was_active: bool) -> None:
+def run_panel(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bool) -> None:
     # A fragment rerun is called by Streamlit directly, outside the page's own error guard.
     with user_errors("Live"):
-        run_view(home, run_id, log_y, was_active)
+        run_view(home, run_id, log_y, smoothing, was_active)
 
 
-def run_view(home: str, run_id: str, log_y: bool, was_active: bool) -> None:
+def run_view(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bool) -> None:
     run = cached.run(home, run_id)
     if run is None:
         st.error(f"Run {run_id} is no longer in the workspace.")
@@ -111,7 +133,7 @@ def run_view(home: str, run_id: str, log_y: bool, was_active: bool) -> None:
     run_header(home, run)
     worker_notice(home, run)
     result_metrics(run)
-    curves(home, run, log_y)
+    curves(home, run, log_y, smoothing)
     with st.expander("Recent events"):
         events = cached.events(home, run_id)
         if events.empty:
@@ -128,11 +150,15 @@ def main() -> None:
         empty_state()
         return
     run_id = run_picker(runs)
-    log_y = st.toggle("Log-scale loss axis")
+    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    with left:
+        log_y = st.toggle("Log-scale loss axis")
+    with right:
+        smoothing = smoothing_picker("live_smoothing")
     run = cached.run(home, run_id)
     active = run is not None and run.status not in FINAL_STATUSES
     # Poll only while the run can still change; a finished run is drawn once.
-    st.fragment(run_every=POLL_S if active else None)(run_panel)(home, run_id, log_y, active)
+    st.fragment(run_every=POLL_S if active else None)(run_panel)(home, run_id, log_y, smoothing, active)
 
 
 with user_errors("Live"):

@@ -160,3 +160,61 @@ def dfa_search_metrics() -> list[tuple[str, int, int, str, float]]:
         rows += [("search", step, epoch, f"dfa/entropy:{group}", (1.0 + 0.1 * g) * (1 - 0.1 * epoch))
                  for g, group in enumerate(DFA_GROUPS)]
     return rows
+
+
+# ---------------------------------------------------------------- negative-transfer probe
+DIAG_STEPS = STEPS  # one probe per logged step
+DIAG_VERDICTS = {"p-logits": "helps", "p-hint": "hurts"}
+DIAG_FIRST_FLAG = {"p-logits": None, "p-hint": 20}
+
+
+def diag_value(measure: str, path_index: int, step: int) -> float:
+    """p-logits agrees with the task, p-hint opposes it more and more; lookahead has the opposite sign."""
+    sign = 1.0 if path_index == 0 else -1.0
+    base = {"cos_task": 0.4, "cos_val": 0.2, "lookahead": -2e-3, "norm": 1.5}[measure]
+    if measure == "norm":
+        return round(base + 0.01 * step, 4)
+    return round(sign * base * (1 + step / 50), 6)
+
+
+def diag_metrics() -> list[tuple[str, int, int, str, float]]:
+    """The probe's metrics as the engine logs them (see engine/diagnostics/probe.py)."""
+    rows = []
+    for step in DIAG_STEPS:
+        epoch = epoch_of(step)
+        rows += [("main", step, epoch, "diag/norm:task", 2.0), ("main", step, epoch, "diag/norm:val", 1.8)]
+        for i, pid in enumerate(PATH_IDS):
+            values = {m: diag_value(m, i, step) for m in ("cos_task", "cos_val", "lookahead", "norm")}
+            flagged = DIAG_FIRST_FLAG[pid] is not None and step >= DIAG_FIRST_FLAG[pid]
+            code = -1.0 if flagged else (1.0 if i == 0 and step >= 15 else 0.0)
+            values.update(score=(values["cos_val"] + values["cos_task"]) / 2, verdict=code,
+                          confidence=round(0.5 + step / 100, 3))
+            rows += [("main", step, epoch, f"diag/{m}:{pid}", v) for m, v in values.items()]
+    return rows
+
+
+def diag_details() -> dict[str, dict]:
+    """The result's "verdict_details", summarised over the last 8 probes like the engine does."""
+    recent = DIAG_STEPS[-8:]
+
+    def mean(measure: str, path_index: int) -> float:
+        return sum(diag_value(measure, path_index, s) for s in recent) / len(recent)
+
+    details = {}
+    for i, pid in enumerate(PATH_IDS):
+        details[pid] = {"verdict": DIAG_VERDICTS[pid], "confidence": 0.95, "first_flagged_step": DIAG_FIRST_FLAG[pid],
+                        "probes": len(DIAG_STEPS), "mean_score": (mean("cos_val", i) + mean("cos_task", i)) / 2,
+                        "mean_cos_val": mean("cos_val", i), "mean_cos_task": mean("cos_task", i),
+                        "mean_lookahead": mean("lookahead", i)}
+    return details
+
+
+def add_diagnosed_run(home: Path, name: str = "diagnosed", test_acc: float = 0.9) -> str:
+    """A finished run with probe metrics, a flag event and verdicts in its result."""
+    run_id = add_finished_run(home, name, extra_metrics=diag_metrics(),
+                              result={**RESULT, "test_acc": test_acc, "verdicts": DIAG_VERDICTS,
+                                      "verdict_details": diag_details()})
+    with closing(Store(home)) as store:
+        store.add_event(run_id, "warning", "path p-hint flagged as hurting at step 20",
+                        {"path": "p-hint", **diag_details()["p-hint"]})
+    return run_id

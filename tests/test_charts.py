@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 import pytest
 
 from app import charts, queries
-from app.colors import PALETTE, SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, series_color
+from app.colors import (PALETTE, SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color,
+                        series_color)
 from engine.store import Store
 from synthetic_runs import PATH_IDS, RESULT, STEPS, add_finished_run, metric_rows, path_loss
 
@@ -87,17 +88,96 @@ def test_empty_metrics_give_empty_figures() -> None:
 
 
 def test_minmax_downsample_keeps_spikes() -> None:
-    n = 10_000
+    n = 10_001  # not a multiple of the bucket size: the last bucket is short
     values = np.sin(np.arange(n) / 50.0)
     values[4321] = 50.0
     values[777] = -50.0
+    values[-1] = -60.0
     series = pd.DataFrame({"step": np.arange(n)[::-1], "value": values[::-1]})  # unsorted input
-    reduced = charts.minmax_downsample(series, "step", "value", max_points=500)
-    assert len(reduced) <= 500
-    assert reduced["step"].is_monotonic_increasing
-    assert reduced["value"].max() == 50.0 and reduced["value"].min() == -50.0
-    short = series.head(10)
-    assert len(charts.minmax_downsample(short, "step", "value", max_points=500)) == 10
+    steps, ys = charts.series_xy(series, "step")
+    kept = charts.minmax_indices(ys, max_points=500)
+    assert len(kept) <= 500
+    assert np.all(np.diff(steps[kept]) > 0)  # in step order, no point twice
+    assert ys[kept].max() == 50.0 and ys[kept].min() == -60.0
+    # every bucket's extremes survive, not just the global ones
+    size = -(-n // 250)
+    for first in range(0, n, size):
+        bucket = ys[first:first + size]
+        assert bucket.max() in ys[kept] and bucket.min() in ys[kept]
+    assert list(charts.minmax_indices(ys[:10], max_points=500)) == list(range(10))
+
+
+def test_series_xy_drops_missing_values_and_sorts() -> None:
+    series = pd.DataFrame({"step": [20, 0, 10], "value": [2.0, np.nan, 1.0]})
+    steps, values = charts.series_xy(series, "step")
+    assert list(steps) == [10, 20] and list(values) == [1.0, 2.0]
+
+
+def sampled(every: int, end: int = 5_000) -> tuple[np.ndarray, np.ndarray]:
+    steps = np.arange(0, end + 1, every)
+    return steps, np.sin(steps / 300.0) + 0.0005 * steps
+
+
+def test_fixed_grid_smoothing_does_not_change_with_the_sampling() -> None:
+    dense_x, dense_y = charts.smooth_on_grid(*sampled(1), window=500)
+    sparse_x, sparse_y = charts.smooth_on_grid(*sampled(10), window=500)
+    assert np.array_equal(dense_x, sparse_x)
+    assert np.allclose(dense_y, sparse_y, atol=1e-3)
+    # a moving average over points instead of steps would lean on how densely the run logged
+    by_points = pd.Series(sampled(10)[1]).rolling(50, center=True, min_periods=1).mean().to_numpy()
+    assert not np.allclose(by_points[::10], pd.Series(sampled(1)[1]).rolling(50, center=True, min_periods=1)
+                           .mean().to_numpy()[::100], atol=1e-3)
+
+
+def test_cell_means_average_the_interpolated_series_over_each_cell() -> None:
+    centres, means = charts.cell_means(np.array([0, 10, 20]), np.array([0.0, 10.0, 0.0]), width=10)
+    assert list(centres) == [5.0, 15.0] and list(means) == pytest.approx([5.0, 5.0])
+    # a ramp's cell means are its values at the cell centres, wherever its samples fall
+    steps = np.array([3, 7, 18, 26])
+    centres, means = charts.cell_means(steps, 2.0 * steps, width=10)
+    assert list(centres) == [6.5, 15.0, 23.0] and list(means) == pytest.approx([13.0, 30.0, 46.0])
+
+
+def test_grid_width_is_round_and_bounds_the_cells() -> None:
+    assert charts.grid_width(50_000, 200) == 500
+    assert charts.grid_width(3_000, 200) == 20
+    assert charts.grid_width(10, 200) == 1
+    for span in (7, 130, 9_999, 123_456):
+        assert span / charts.grid_width(span, 200) <= 200
+
+
+def time_rows(steps: list[int], ms: dict[str, float]) -> list[tuple]:
+    return [("main", step, 0, f"time/{section}", value) for step in steps for section, value in ms.items()]
+
+
+def test_step_time_shares_sum_to_100_in_step_order() -> None:
+    rows = time_rows([0, 10], {"aggregator": 2.0, "data": 1.0, "student": 6.0, "teachers": 1.0})
+    rows += time_rows([20], {"aggregator": 0.0, "data": 0.0, "student": 0.0, "teachers": 0.0})  # nothing measured
+    shares = charts.step_time_shares(frame(rows + [("main", 0, 0, "loss/total", 1.0)]))
+    assert list(shares.columns) == ["data", "teachers", "student", "aggregator"]  # the order a step runs them
+    assert list(shares.index) == [0, 10]
+    assert np.allclose(shares.sum(axis=1), 100.0)
+    assert shares.loc[0, "student"] == pytest.approx(60.0)
+    fig = charts.step_time_figure(shares)
+    assert [t.name for t in fig.data] == list(shares.columns)
+    assert {t.stackgroup for t in fig.data} == {"time"}
+    assert fig.data[2].line.color == section_color("student")
+
+
+def test_live_figures_add_weights_and_timing_only_when_logged(main_metrics: pd.DataFrame) -> None:
+    assert set(charts.live_figures(main_metrics[~main_metrics["key"].str.startswith("weight/")], PATH_IDS)) == {
+        "loss", "accuracy"}
+    timed = pd.concat([main_metrics, frame(time_rows([0, 5], {"student": 3.0, "paths": 1.0}))])
+    assert set(charts.live_figures(timed, PATH_IDS)) == {"loss", "accuracy", "weights", "weighted", "step_time"}
+
+
+def test_overlay_smoothing_draws_the_fixed_grid_average() -> None:
+    steps, values = sampled(10)
+    metrics = pd.DataFrame({"run_id": "r1", "phase": "main", "step": steps, "epoch": 0, "key": "loss/total",
+                            "value": values})
+    (trace,) = charts.overlay_figure(metrics, "loss/total", {"r1": "run"}, smoothing=500).data
+    x, y = charts.smooth_on_grid(steps, values, 500)
+    assert list(trace.x) == list(x) and list(trace.y) == pytest.approx(list(y))
 
 
 def test_axis_titles_name_units() -> None:
@@ -133,7 +213,7 @@ def test_metric_and_event_queries(tmp_path) -> None:
     assert list(metrics.columns) == queries.METRIC_COLUMNS
     assert len(metrics) == len(metric_rows())
     assert set(teacher["phase"]) == {"teacher:t"}
-    assert queries.phases(metrics) == ["main", "teacher:t"]
+    assert queries.phases(metrics["phase"]) == ["main", "teacher:t"]
     assert list(long.columns) == ["run_id", *queries.METRIC_COLUMNS]
     assert set(long["run_id"]) == {run_id}
     assert list(events["message"]) == ["run finished"]

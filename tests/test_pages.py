@@ -12,12 +12,13 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
+from app import charts
 from app.colors import TEACHER_PALETTE
 from app.widgets import EMPTY_RUNS_MESSAGE
 from engine.store import StoredArray, Store
 from synthetic_runs import (
     DFA_GROUPS, DFA_SEARCH_STEPS, PATH_IDS, SAKD_SPOTS, STEPS, TELEMETRY_STEPS, add_finished_run, amtml_arrays,
-    dfa_arrays, dfa_search_metrics, path_loss, path_weight, sakd_arrays,
+    dfa_arrays, dfa_search_metrics, epoch_of, path_loss, path_weight, sakd_arrays,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,45 @@ def test_live_draws_weighted_losses_as_weight_times_loss(finished_run: str) -> N
     for i, pid in enumerate(PATH_IDS):
         assert decode(traces[pid]["x"]) == STEPS
         assert decode(traces[pid]["y"]) == pytest.approx([path_weight(i, s) * path_loss(i, s) for s in STEPS])
+
+
+STEP_MS = {"data": 1.0, "teachers": 0.5, "student": 6.0, "paths": 1.5, "aggregator": 1.0, "diagnostics": 0.0}
+
+
+def timing_rows(samples_per_s: float) -> list[tuple]:
+    """The step timings and throughput the engine logs with every logged step."""
+    rows = [("main", step, epoch_of(step), f"time/{section}", ms) for step in STEPS for section, ms in STEP_MS.items()]
+    return rows + [("main", step, epoch_of(step), "throughput/samples_per_s", samples_per_s) for step in STEPS]
+
+
+def test_live_shows_throughput_and_where_step_time_goes(workspace: Path) -> None:
+    run_id = add_finished_run(workspace, "timed", extra_metrics=timing_rows(samples_per_s=1234.0))
+    at = open_page("live", selected_run=run_id)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["samples/s"] == "1,234"
+    assert metrics["step time"] == f"{sum(STEP_MS.values()):.1f} ms"
+    shares = figure_titled(at, "Where step time goes")["data"]
+    assert [t["name"] for t in shares] == list(STEP_MS)
+    stacked = np.array([decode(t["y"]) for t in shares])
+    assert np.allclose(stacked.sum(axis=0), 100.0)
+    assert np.allclose(stacked[2], 100.0 * STEP_MS["student"] / sum(STEP_MS.values()))
+    assert texts(at.caption).count("No step timing") == 1  # only the inline teacher's phase, timed in main only
+
+
+def test_live_says_when_a_run_has_no_step_timing(finished_run: str) -> None:
+    at = open_page("live", selected_run=finished_run)
+    assert "No step timing in this phase" in texts(at.caption)
+    assert "samples/s" not in [m.label for m in at.metric]
+
+
+def test_live_smoothing_redraws_losses_on_a_fixed_grid(finished_run: str) -> None:
+    at = open_page("live", selected_run=finished_run)
+    at.select_slider(key="live_smoothing").set_value(10).run()
+    assert not at.exception
+    loss = figure_titled(at, "Training loss")["data"]
+    hint = next(t for t in loss if t["name"] == "p-hint")
+    x, y = charts.smooth_on_grid(np.array(STEPS), np.array([path_loss(1, s) for s in STEPS]), 10)
+    assert decode(hint["x"]) == pytest.approx(list(x)) and decode(hint["y"]) == pytest.approx(list(y))
 
 
 # ---------------------------------------------------------------- Compare

@@ -14,6 +14,7 @@ import torch
 from app import charts, queries
 from app import telemetry_charts as tc
 from app.colors import PALETTE, TEACHER_PALETTE, class_color, depth_colors, path_color, teacher_color
+from app.run_series import Series, display_series, long_frame
 from app.samples import MIN_SIDE_PX, SampleImages
 from app.spec_form import NAME_MAX, comparison_variants, parse_seeds, variant_name
 from engine.data.bundle import DataBundle, Split
@@ -98,7 +99,9 @@ def test_weighted_losses_align_weight_and_loss_on_the_step() -> None:
     main = metrics[metrics["phase"] == "main"]
     # a loss logged at a step without a weight has no weighted value
     main = pd.concat([main, pd.DataFrame([("main", 999, 1, "loss/path:p-hint", 5.0)], columns=queries.METRIC_COLUMNS)])
-    fig = charts.weighted_loss_figure(main, PATH_IDS)
+    series = {key: Series(g["step"].to_numpy(), g["epoch"].to_numpy(), g["value"].to_numpy(dtype=float))
+              for key, g in main.sort_values("step").groupby("key")}
+    fig = charts.weighted_loss_figure(long_frame("main", display_series(series)), PATH_IDS)
     traces = {t.name: t for t in fig.data}
     assert list(traces) == PATH_IDS
     steps = list(traces["p-hint"].x)

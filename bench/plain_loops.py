@@ -1,0 +1,54 @@
+"""(a) the floor and (b) naive KD: the least code that trains the student on the bench's tensors.
+
+No logging, no metrics, no checkpoints: what any framework's epoch is compared with. The optimizer
+matches PathScope's defaults (SGD, lr 0.05, momentum 0.9, weight decay 5e-4), the batches the
+engine's (a fresh seeded permutation per epoch, batch 64).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.workload import BATCH_SIZE, Workload, load_teacher, new_student
+
+TEMPERATURE = 4.0
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Hinton's T^2-scaled KL between softened distributions."""
+    log_p_s = F.log_softmax(student_logits / TEMPERATURE, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / TEMPERATURE, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * TEMPERATURE**2
+
+
+def epoch_seconds(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+                  optimizer: torch.optim.Optimizer, generator: torch.Generator) -> float:
+    student.train()
+    start = time.perf_counter()
+    order = torch.randperm(len(y), generator=generator)
+    for first in range(0, len(y), BATCH_SIZE):
+        batch = order[first:first + BATCH_SIZE]
+        xb, yb = x[batch], y[batch]
+        logits = student(xb)
+        loss = F.cross_entropy(logits, yb)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(xb)
+            loss = loss + kd_loss(logits, teacher_logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def plain_epochs(workload: Workload, with_teacher: bool, epochs: int) -> list[float]:
+    """Seconds of each of ``epochs`` epochs: CE only, or CE + KD from the first teacher's forward pass."""
+    student = new_student(workload)
+    teacher = load_teacher(workload, workload.teachers[0]) if with_teacher else None
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    train = workload.bundle.train
+    return [epoch_seconds(student, teacher, train.x, train.y, optimizer, generator) for _ in range(epochs)]
