@@ -60,6 +60,14 @@ def metrics(home_dir: str, run_id: str) -> pd.DataFrame:
         return queries.run_metrics(store, run_id)
 
 
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def phase_metrics(home_dir: str, run_id: str, phase: str, version: str = "") -> pd.DataFrame:
+    """One phase of a run's metrics. ``version`` names the state of whatever writes that phase (a job's id
+    and status): when it changes the read is fresh, so a job that just finished never shows stale rows."""
+    with _reader(home_dir) as store:
+        return queries.run_metrics(store, run_id, phase=phase)
+
+
 # Kept across reruns and sessions: a run's series are read whole once, then only their new rows.
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _run_series(home_dir: str, run_id: str) -> RunSeries:

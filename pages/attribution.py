@@ -279,8 +279,9 @@ def agreement_section(home: str, run: RunRow, teacher_ids: list[str]) -> None:
         job_progress(home, job.id, "Agreement")
     elif job is not None and job.status != "done":
         job_failed(job, "Agreement")
-    metrics = cached.metrics(home, run.id)
-    metrics = metrics[(metrics["phase"] == PHASE) & metrics["key"].str.startswith("agree/")]
+    version = "" if job is None else f"{job.id}:{job.status}"
+    metrics = cached.phase_metrics(home, run.id, PHASE, version)
+    metrics = metrics[metrics["key"].str.startswith("agree/")]
     if metrics.empty:
         if job is None:
             st.info(f"Press **{AGREEMENT_BUTTON}** to measure it.", icon=":material/timeline:")
