@@ -31,7 +31,7 @@ WEIGHTED_PREFIX = "weighted/path:"
 TIME_PREFIX = "time/"
 THROUGHPUT_KEY = "throughput/samples_per_s"
 # Step-time sections in the order a step runs them; the engine logs each as "time/<section>" (ms per step).
-TIME_SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "diagnostics")
+TIME_SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
 SMOOTHING_CELLS = 5  # grid cells per smoothing window: the centred mean runs over this many cells
 SHARE_CELLS = 200  # about this many grid cells across a run in the step-time chart
 ACC_KEYS = ("acc/train", "acc/val", "acc/test")

@@ -66,7 +66,7 @@ def verdict_color(verdict: str | None) -> str:
 # Step-time sections (data, teachers, ...): ColorBrewer Set2, hues that neither paths nor teachers use.
 SECTION_COLORS: dict[str, str] = {
     "data": "#66C2A5", "teachers": "#FC8D62", "student": "#8DA0CB",
-    "paths": "#E78AC3", "aggregator": "#A6D854", "diagnostics": "#FFD92F",
+    "paths": "#E78AC3", "aggregator": "#A6D854", "backward": "#E5C494", "diagnostics": "#FFD92F",
 }
 OTHER_SECTION_COLOR = "#B3B3B3"
 

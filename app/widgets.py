@@ -8,10 +8,11 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
+from app import cached
 from app.nav import page_file
 from app.worker_control import ensure_worker
 from engine.spec import RunSpec, SpecError, spec_to_yaml
-from engine.store import Store, WorkspaceError
+from engine.store import FINAL_STATUSES, RunRow, Store, WorkspaceError
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_kd.yaml"
 SELECTED_RUN = "selected_run"
@@ -55,6 +56,25 @@ def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
     return picked
 
 
+def pick_run(home: str, runs: pd.DataFrame, refresh_what: str | None = None) -> RunRow | None:
+    """The run chosen in a run picker, or None once the page has said why there is none to show.
+
+    ``refresh_what`` names what a Refresh button loads while the run is still training (None: no
+    button): pages that redraw on request rather than poll keep their sliders where they are.
+    """
+    if runs.empty:
+        empty_state()
+        return None
+    run_id = run_picker(runs)
+    run = cached.run(home, run_id)
+    if run is None:
+        st.error(f"Run {run_id} is no longer in the workspace.")
+        return None
+    if refresh_what is not None and run.status not in FINAL_STATUSES:
+        st.button("Refresh", icon=":material/refresh:", help=f"The run is {run.status}: load the newest {refresh_what}")
+    return run
+
+
 def smoothing_picker(key: str) -> int:
     """A smoothing window in steps for per-step curves (0: the raw series)."""
     return st.select_slider(
@@ -69,6 +89,9 @@ def submit_runs(home: Path, specs: list[RunSpec], group_id: str | None = None) -
     """Queue ``specs`` (in one group when given), make sure a worker will pick them up, select the last."""
     with closing(Store(home)) as store:
         run_ids = [store.create_run(spec_to_yaml(spec), name=spec.name, group_id=group_id) for spec in specs]
+    # The next page (often Live, within the cache's second) must list the new runs, or it would show
+    # "No runs yet" and, with nothing active, never poll again.
+    cached.runs.clear()
     ensure_worker(home)
     if run_ids:
         st.session_state[SELECTED_RUN] = run_ids[-1]

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PATHS = 8
 STEPS = 50_000
 STEPS_PER_EPOCH = 500
-TIME_MS = {"data": 2.0, "teachers": 0.5, "student": 30.0, "paths": 4.0, "aggregator": 25.0, "diagnostics": 0.0}
+TIME_MS = {"data": 2.0, "teachers": 0.5, "student": 30.0, "paths": 4.0, "aggregator": 1.0, "backward": 24.0,
+           "diagnostics": 0.0}
 Row = tuple[str, int, int, str, float]
 
 

@@ -20,7 +20,7 @@ from engine.spec import RunSpec, parse_spec
 from engine.train import MAIN_PHASE, NullReporter
 
 CACHE_EVENT = re.compile(r"^teacher cache: (\S+) (built .+|reused) for .* in ([\d.]+) s")
-SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "diagnostics")
+SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
 
 
 class EpochClock(NullReporter):

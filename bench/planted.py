@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +344,7 @@ def setup_report(setup: Setup, results: list[dict], teacher_acc: dict[str, float
     steps = total_steps(setup)
     train = setup.dataset.get("train_size")
     lines = [f"### {setup.name}", "",
-             f"Teachers (test acc %): " + ", ".join(f"{t} {a:.1f}" for t, a in teacher_acc.items())
+             "Teachers (test acc %): " + ", ".join(f"{t} {a:.1f}" for t, a in teacher_acc.items())
              + f". Student small_cnn width 16, {setup.epochs} epochs = {steps} steps"
              + (f" on {train} training images" if train else "") + f", probe every {setup.every} steps. "
              f"Harmful paths: {', '.join(setup.harmful)}; clean: {', '.join(setup.clean)}.", ""]

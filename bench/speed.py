@@ -9,8 +9,9 @@ For resnet56 -> resnet20 on 3x32x32 images and for digits, the median epoch time
   (e) (d) adaptive with the negative-transfer diagnostics at their default cadence;
   (f) torchdistill running the same single-path KD (resnet56 -> resnet20 only);
 and (g) the Live page's server-side render time on a synthetic run of 8 paths x 50,000 logged steps.
-Every configuration runs one warm-up epoch, then REPEATS timed ones; ratios compare medians measured
-in this same run, since absolute times on a shared CPU drift. Progress goes to stderr; stdout gets
+Every configuration runs one warm-up epoch, then REPEATS timed ones, once in each of ROUNDS rounds
+that take the configurations in turn; ratios compare medians measured in this same run, since
+absolute times on a shared CPU drift. Progress goes to stderr; stdout gets
 one Markdown table and, last, one JSON line.
 """
 from __future__ import annotations
@@ -39,8 +40,9 @@ from bench.workload import Workload, cifar_workload, digits_workload  # noqa: E4
 from engine.spec import RunSpec  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
-TRAIN_IMAGES = 1_000 if QUICK else 5_000  # QUICK stays under three minutes on this 2-core CPU
-REPEATS = 2 if QUICK else 3
+TRAIN_IMAGES = 768 if QUICK else 5_000  # QUICK takes under three minutes on this 2-core CPU
+REPEATS = 1 if QUICK else 3  # timed epochs per configuration and round
+ROUNDS = 2 if QUICK else 3  # every configuration runs once per round, interleaved with the others
 DIGITS_REPEATS = 5  # digits epochs take a fraction of a second: more repeats, same cost
 LIVE_REPEATS = 5 if QUICK else 9
 CIFAR_FEATURES = ("layer3", "layer2", "pool")  # at, fitnet, rkd spots of resnet20 and its teachers
@@ -53,62 +55,90 @@ LIVE_TARGET_MS = 300.0
 class Result:
     key: str  # JSON name
     label: str  # table row
-    seconds: float | None  # median epoch; None: not measured
+    seconds: float | None  # median timed epoch over every round; None: not measured
     note: str
+
+
+# A configuration's timing: the seconds of its timed epochs (warm-up left out), and a note for the table.
+Timing = Callable[[int], tuple[list[float], str]]
+
+
+@dataclass
+class Config:
+    key: str
+    label: str
+    timing: Timing  # called with the round number, once per round
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def measured(key: str, label: str, timing: Callable[[], tuple[float | None, str]]) -> Result:
-    """One row; a configuration that fails is reported in its row instead of ending the bench."""
-    log(label)
-    try:
-        seconds, note = timing()
-    except Exception as err:  # noqa: BLE001
-        seconds, note = None, f"failed: {type(err).__name__}: {err}"
-    log(f"  -> {f'{seconds:.2f} s' if seconds is not None else 'n/a'}; {note}")
-    return Result(key, label, seconds, note)
+def measure_rounds(configs: list[Config], rounds: int) -> list[Result]:
+    """Every configuration once per round, in turn, and the median epoch of each over all rounds.
+
+    Interleaving matters on a shared CPU: a slow minute of the machine then stretches one round of
+    every configuration instead of all the epochs of one, so the ratios survive it. A configuration
+    that fails is reported in its row instead of ending the bench.
+    """
+    epochs: dict[str, list[float]] = {c.key: [] for c in configs}
+    notes: dict[str, str] = {}
+    for number in range(rounds):
+        for config in configs:
+            if notes.get(config.key, "").startswith("failed"):
+                continue
+            log(f"round {number + 1}/{rounds}: {config.label}")
+            try:
+                seconds, notes[config.key] = config.timing(number)
+            except Exception as err:  # noqa: BLE001
+                seconds, notes[config.key] = [], f"failed: {type(err).__name__}: {err}"
+            epochs[config.key] += seconds
+            log(f"  -> {', '.join(f'{s:.2f} s' for s in seconds) or 'n/a'}; {notes[config.key]}")
+    return [Result(c.key, c.label, statistics.median(epochs[c.key]) if epochs[c.key] else None, notes[c.key])
+            for c in configs]
 
 
-def engine_row(workload: Workload, spec: RunSpec, home: Path, run_id: str) -> tuple[float, str]:
+def engine_timing(workload: Workload, spec: RunSpec, home: Path, run_id: str) -> tuple[list[float], str]:
     timing: EngineTiming = time_engine(workload, spec, home, run_id)
     shares = ", ".join(f"{name} {share:.0f}%" for name, share in timing.shares.items() if share >= 1)
     cache = "reused" if timing.cache_s is None else f"built in {timing.cache_s:.1f} s, before timing"
-    return timing.median_s, f"teacher cache {cache}; step time: {shares or 'not logged'}"
+    return timing.epoch_s, f"teacher cache {cache}; step time: {shares or 'not logged'}"
 
 
-def training_results(workload: Workload, repeats: int, home: Path, features: tuple[str, str, str],
-                     torchdistill: bool) -> list[Result]:
+def training_configs(workload: Workload, repeats: int, home: Path, features: tuple[str, str, str],
+                     torchdistill: bool) -> list[Config]:
     epochs = repeats + 1  # the first epoch warms up and is left out
     tag = workload.key  # names the runs in the shared workspace
+
+    def plain(with_teacher: bool, note: str) -> Timing:
+        return lambda _round: (plain_epochs(workload, with_teacher, epochs)[1:], note)
+
+    def engine(paths: list[dict], aggregator: str, diagnostics: bool, name: str) -> Timing:
+        spec = run_spec(workload, paths, aggregator, epochs, diagnostics)
+        return lambda number: engine_timing(workload, spec, home, f"{tag}-{name}-r{number}")
+
     multi = multi_paths(workload, features)
-    results = [
-        measured("floor", "(a) floor: plain loop, CE only",
-                 lambda: (statistics.median(plain_epochs(workload, False, epochs)[1:]), "student alone")),
-        measured("naive_kd", "(b) naive KD: plain loop + teacher forward",
-                 lambda: (statistics.median(plain_epochs(workload, True, epochs)[1:]), "no cache")),
-        measured("cached_kd", "(c) PathScope: 1 KD path, cached",
-                 lambda: engine_row(workload, run_spec(workload, single_kd_paths(workload), "equal", epochs, False),
-                                    home, f"{tag}-cached-kd")),
+    configs = [
+        Config("floor", "(a) floor: plain loop, CE only", plain(False, "student alone")),
+        Config("naive_kd", "(b) naive KD: plain loop + teacher forward", plain(True, "no cache")),
+        Config("cached_kd", "(c) PathScope: 1 KD path, cached",
+               engine(single_kd_paths(workload), "equal", False, "cached-kd")),
+        Config("multi_path_equal", "(d) PathScope: 3 teachers x 6 paths, equal, cached",
+               engine(multi, "equal", False, "multi-equal")),
+        Config("multi_path_adaptive", "(d) PathScope: 3 teachers x 6 paths, adaptive_distillation, cached",
+               engine(multi, "adaptive_distillation", False, "multi-adaptive")),
+        Config("multi_path_adaptive_diagnostics", "(e) (d) adaptive + diagnostics at default cadence",
+               engine(multi, "adaptive_distillation", True, "multi-diagnostics")),
     ]
-    for aggregator, key in (("equal", "multi_path_equal"), ("adaptive_distillation", "multi_path_adaptive")):
-        results.append(measured(key, f"(d) PathScope: 3 teachers x 6 paths, {aggregator}, cached",
-                                lambda a=aggregator: engine_row(workload, run_spec(workload, multi, a, epochs, False),
-                                                                home, f"{tag}-multi-{a}")))
-    diagnosed = run_spec(workload, multi, "adaptive_distillation", epochs, diagnostics=True)
-    results.append(measured("multi_path_adaptive_diagnostics", "(e) (d) adaptive + diagnostics at default cadence",
-                            lambda: engine_row(workload, diagnosed, home, f"{tag}-multi-diagnostics")))
     if torchdistill:
-        results.append(measured("torchdistill", "(f) torchdistill: same single-path KD",
-                                lambda: torchdistill_row(workload, epochs, home)))
-    return results
+        configs.append(Config("torchdistill", "(f) torchdistill: same single-path KD",
+                              lambda _round: torchdistill_epochs(workload, epochs, home)))
+    return configs
 
 
-def torchdistill_row(workload: Workload, epochs: int, scratch: Path) -> tuple[float | None, str]:
+def torchdistill_epochs(workload: Workload, epochs: int, scratch: Path) -> tuple[list[float], str]:
     timing = time_torchdistill(workload, epochs, scratch)
-    return timing.median_s, timing.note
+    return timing.epoch_s or [], timing.note
 
 
 def ratio(results: list[Result], key: str, base: str) -> float | None:
@@ -144,7 +174,7 @@ def summary(cifar: list[Result], digits: list[Result], live: live_page.LiveTimin
             load: tuple[float, float]) -> dict:
     seconds = {r.key: r.seconds for r in cifar}
     out = {
-        "quick": QUICK, "data": data, "train_images": TRAIN_IMAGES, "repeats": REPEATS,
+        "quick": QUICK, "data": data, "train_images": TRAIN_IMAGES, "repeats": REPEATS, "rounds": ROUNDS,
         "load_average_start_end": list(load),  # other work on the machine stretches every absolute time
         "cached_kd_vs_floor": ratio(cifar, "cached_kd", "floor"),
         "multi_path_adaptive_vs_floor": ratio(cifar, "multi_path_adaptive", "floor"),
@@ -172,15 +202,17 @@ def rounded(value: object) -> object:
 
 def main() -> None:
     load_start = os.getloadavg()[0]
-    log(f"{'QUICK: ' if QUICK else ''}{TRAIN_IMAGES:,} images, {REPEATS} timed epochs per configuration, "
+    log(f"{'QUICK: ' if QUICK else ''}{TRAIN_IMAGES:,} images, {REPEATS} timed epochs per configuration "
+        f"in each of {ROUNDS} rounds, "
         f"{torch.get_num_threads()} threads, load average {load_start:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="pathscope-bench-") as tmp:
         scratch = Path(tmp)
         cifar = cifar_workload(TRAIN_IMAGES, scratch / "teachers")
         digits = digits_workload(scratch / "teachers")
-        cifar_results = training_results(cifar, REPEATS, scratch / "workspace", CIFAR_FEATURES, torchdistill=True)
-        digits_results = training_results(digits, DIGITS_REPEATS, scratch / "workspace", DIGITS_FEATURES,
-                                          torchdistill=False)
+        cifar_results = measure_rounds(training_configs(cifar, REPEATS, scratch / "workspace", CIFAR_FEATURES,
+                                                        torchdistill=True), ROUNDS)
+        digits_results = measure_rounds(training_configs(digits, DIGITS_REPEATS, scratch / "workspace",
+                                                         DIGITS_FEATURES, torchdistill=False), ROUNDS)
         log("(g) Live page: synthetic run, then renders")
         live = live_page.measure(scratch / "live", LIVE_REPEATS)
     sections = [(f"{cifar.name} ({cifar.data_note})", cifar_results),

@@ -148,18 +148,17 @@ class Learner(nn.Module):
         self.aggregator = aggregator
         aggregator.attach(self)
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, batch: Batch | None = None,
-               timer: "StepTimer | None" = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, batch: Batch | None = None
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Named losses of one batch, and the student's logits; the taps are left in ctx."""
-        mark = timer.mark if timer else (lambda _section: None)
         ctx.x = x
         ctx.teacher_taps = {tid: self._teacher_taps(tid, x, batch) for tid in self.teachers}  # once per step each
-        mark("teachers")
+        ctx.mark("teachers")
         ctx.student_taps = self.student(x)
-        mark("student")
+        ctx.mark("student")
         logits = ctx.student_taps["fc"]
         losses = {TASK: F.cross_entropy(logits, y), **self.aggregator.path_losses(self, ctx)}
-        mark("paths")
+        ctx.mark("paths")
         return losses, logits
 
     def _teacher_taps(self, tid: str, x: torch.Tensor, batch: Batch | None) -> dict[str, torch.Tensor]:
@@ -307,9 +306,9 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         y = batch.y.to(device, non_blocking=True)
         timer.mark("data")
         ctx = StepContext(labels=y, epoch=epoch, step=step, index=batch.index,
-                          telemetry=Telemetry(due=step % cfg.telemetry_every == 0))
+                          telemetry=Telemetry(due=step % cfg.telemetry_every == 0), mark=timer.mark)
         with _autocast(device, cfg.autocast_dtype):
-            losses, logits = learner.losses(x, y, ctx, batch, timer)
+            losses, logits = learner.losses(x, y, ctx, batch)
         if cfg.probe is not None and cfg.probe.due(step):
             _probe(learner, losses, ctx, cfg, optimizer, last_weights, reporter, epoch)
             timer.mark("diagnostics")
@@ -319,7 +318,7 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         if logging or not on_gpu:  # a finiteness check syncs with the GPU: there, only at logging boundaries
             _check_finite(cfg.phase, step, total, losses)
         optimizer.step()
-        timer.mark("aggregator")
+        timer.mark("backward")
         _record_arrays(ctx, y, batch.index, cfg.phase, step, epoch, reporter)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
@@ -363,14 +362,17 @@ def _record_arrays(ctx: StepContext, y: torch.Tensor, index: torch.Tensor, phase
 
 
 class StepTimer:
-    """Where a step's time goes: data, teachers, student, path losses, aggregator (and diagnostics).
+    """Where a step's time goes: data, teachers, student forward, path losses, aggregator, backward, diagnostics.
+
+    "aggregator" is weighting and combining the losses (with gradient surgery, PCGrad's per-path
+    backward passes too); "backward" is the backward pass of the combined loss and the optimizer step.
 
     Reports milliseconds per measured step for each section and samples per second over all
     steps since the last report. On a GPU a measured step synchronises at each mark, so only
     logged steps are measured there.
     """
 
-    SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "diagnostics")
+    SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
 
     def __init__(self, device: torch.device) -> None:
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from app import attribution_charts as ac
 from app import cached
-from app.widgets import empty_state, run_picker, user_errors
+from app.widgets import pick_run, user_errors
 from app.worker_control import ensure_worker
 from engine.data.bundle import DatasetError
 from engine.explain.cache import load_entry
@@ -318,16 +318,9 @@ def run_view(home: str, run: RunRow) -> None:
 def main() -> None:
     st.title("Attribution")
     home = cached.home()
-    runs = cached.runs(home)
-    if runs.empty:
-        empty_state()
-        return
-    run_id = run_picker(runs)
-    run = cached.run(home, run_id)
-    if run is None:
-        st.error(f"Run {run_id} is no longer in the workspace.")
-        return
-    run_view(home, run)
+    run = pick_run(home, cached.runs(home))
+    if run is not None:
+        run_view(home, run)
 
 
 with user_errors("Attribution"):

@@ -13,7 +13,7 @@ from app import diagnostics_charts as dc
 from app.colors import VERDICT_COLORS
 from app.nav import page_file
 from app.queries import spec_summary
-from app.widgets import empty_state, run_picker, submit_run, user_errors
+from app.widgets import pick_run, submit_run, user_errors
 from app.worker_control import ensure_worker
 from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError, submit_ablation
 from engine.spec import DiagnosticsSpec, SpecError, load_spec, spec_from_yaml
@@ -50,7 +50,6 @@ def run_planted_demo() -> None:
     with user_errors("Planted-defect demo"):
         spec = check_spec(load_spec(PLANTED_SPEC))
         submit_run(Path(cached.home()), spec)  # selects it, so this page shows it next
-        cached.runs.clear()  # the run picker must list it on the rerun, not a second later
         st.rerun()
 
 
@@ -221,17 +220,9 @@ def main() -> None:
     runs = cached.runs(home)
     # Ablation variants train without diagnostics: listing them would bury the runs they ablate.
     runs = runs[~runs["group_id"].fillna("").str.startswith(GROUP_PREFIX)]
-    if runs.empty:
-        empty_state()
-        return
-    run_id = run_picker(runs)
-    run = cached.run(home, run_id)
-    if run is None:
-        st.error(f"Run {run_id} is no longer in the workspace.")
-        return
-    if run.status not in FINAL_STATUSES:
-        st.button("Refresh", icon=":material/refresh:", help=f"The run is {run.status}: load the newest probes")
-    run_view(home, run)
+    run = pick_run(home, runs, refresh_what="probes")
+    if run is not None:
+        run_view(home, run)
 
 
 with user_errors("Negative transfer"):

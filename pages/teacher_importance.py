@@ -15,11 +15,11 @@ from app import cached
 from app import telemetry_charts as tc
 from app.queries import spec_summary
 from app.samples import SampleImages
-from app.widgets import empty_state, run_picker, user_errors
+from app.widgets import pick_run, user_errors
 from engine.data.bundle import DatasetError
 from engine.registry import UnknownName
 from engine.spec import DatasetSpec
-from engine.store import FINAL_STATUSES, RunRow
+from engine.store import RunRow
 
 AMTML_WEIGHTS = "amtml/teacher_weights"
 AMTML_THETA = "amtml/theta_norm"
@@ -196,19 +196,10 @@ def run_view(home: str, run: RunRow) -> None:
 def main() -> None:
     st.title("Teacher importance")
     home = cached.home()
-    runs = cached.runs(home)
-    if runs.empty:
-        empty_state()
-        return
-    run_id = run_picker(runs)
-    run = cached.run(home, run_id)
-    if run is None:
-        st.error(f"Run {run_id} is no longer in the workspace.")
-        return
-    if run.status not in FINAL_STATUSES:
-        # Telemetry arrives every few hundred steps; redrawing on request keeps sliders where they are.
-        st.button("Refresh", icon=":material/refresh:", help=f"The run is {run.status}: load the newest telemetry")
-    run_view(home, run)
+    # Telemetry arrives every few hundred steps: the page redraws on request, not by polling.
+    run = pick_run(home, cached.runs(home), refresh_what="telemetry")
+    if run is not None:
+        run_view(home, run)
 
 
 with user_errors("Teacher importance"):

@@ -149,7 +149,8 @@ def test_live_draws_weighted_losses_as_weight_times_loss(finished_run: str) -> N
         assert decode(traces[pid]["y"]) == pytest.approx([path_weight(i, s) * path_loss(i, s) for s in STEPS])
 
 
-STEP_MS = {"data": 1.0, "teachers": 0.5, "student": 6.0, "paths": 1.5, "aggregator": 1.0, "diagnostics": 0.0}
+STEP_MS = {"data": 1.0, "teachers": 0.5, "student": 6.0, "paths": 1.5, "aggregator": 0.2, "backward": 0.8,
+           "diagnostics": 0.0}
 
 
 def timing_rows(samples_per_s: float) -> list[tuple]:

@@ -9,7 +9,7 @@ import torch
 from engine.runner import execute_run
 from engine.spec import parse_spec
 from engine.store import run_dir
-from engine.train import NonFiniteLoss, NullReporter
+from engine.train import NonFiniteLoss, NullReporter, StepTimer
 from tests.conftest import tiny_spec_dict
 
 
@@ -32,6 +32,20 @@ def test_a_distillation_run_learns_and_logs_named_losses(home: Path) -> None:
     assert result["teacher_test_acc"]["t"] > 0.8
     total = reporter.series("loss/total")
     assert total[-1] < total[0]
+
+
+def test_step_time_is_split_into_every_section(home: Path) -> None:
+    """The Live page's "where step time goes": each section logged on every logged step, the backward pass
+    (which dominates a real step) apart from the aggregator's own work."""
+    _, reporter = _run(home, "a", epochs=1)
+    main = [row for row in reporter.rows if row[0] == "main"]
+    logged_steps = {row[1] for row in main if row[3] == "loss/total"}
+    for section in StepTimer.SECTIONS:
+        series = [row for row in main if row[3] == f"time/{section}"]
+        assert {row[1] for row in series} == logged_steps, section
+        assert all(row[4] >= 0 for row in series), section
+    assert all(value > 0 for value in reporter.series("time/backward"))
+    assert all(value > 0 for value in reporter.series("throughput/samples_per_s"))
 
 
 def test_same_seed_is_bit_for_bit_identical(home: Path) -> None:

@@ -88,6 +88,7 @@ class Aggregator(nn.Module):
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Backpropagate the step's update; return (total loss, per-path weights) for logging."""
         total, weights = self.combine(losses, ctx)
+        ctx.mark("aggregator")  # the rest, until the optimizer has stepped, is the backward pass
         total.backward()
         return total, weights
 

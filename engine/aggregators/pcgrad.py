@@ -91,4 +91,5 @@ class PCGrad(Aggregator):
         projected = project_conflicting(grads, torch.Generator().manual_seed(ctx.step))
         _write_grads(self._shared, flat_grads(losses[TASK], self._shared) + projected.sum(0))
         total = losses[TASK] + sum(weights[pid] * losses[path_key(pid)] for pid in self.path_ids)
+        ctx.mark("aggregator")  # the per-path backward passes are PCGrad's own cost
         return total.detach(), weights

@@ -326,6 +326,7 @@ class SpotAdaptive(Aggregator):
         total = losses[TASK]
         for pid in self.path_ids:
             total = total + self.path_weights[pid] * losses[path_key(pid)]
+        ctx.mark("aggregator")  # the agent's update and the routing
         total.backward()
         weights = {pid: torch.tensor(self.path_weights[pid] * self._routed_share(pid, decisions, routing))
                    for pid in self.path_ids}

@@ -8,7 +8,7 @@ saved in its checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ class StepContext:
     student_taps: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_taps: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # teacher id -> spot -> tap
     telemetry: Telemetry = field(default_factory=Telemetry)
+    # Closes a section of the step timer ("aggregator" once the weights and combination are done); a no-op
+    # when nothing is timing the step.
+    mark: Callable[[str], None] = lambda _section: None
 
 
 class Distiller(nn.Module):
