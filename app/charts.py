@@ -147,9 +147,13 @@ def display_values(key: str, values: np.ndarray) -> np.ndarray:
 
 
 def _style(title: str) -> dict[str, object]:
-    """The dashboard's style: white (the default TEMPLATE), fixed height, legend above the plot, unified hover."""
+    """The dashboard's style: white (the default TEMPLATE), fixed height, legend right of the plot, unified hover.
+
+    The legend stands beside the plot, where plotly widens the margin to fit it: above it, a run's
+    eight or more path names wrap into rows that cover the title.
+    """
     return dict(title=title, height=340, margin=dict(l=10, r=10, t=50, b=10),
-                legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0), hovermode="x unified")
+                legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02), hovermode="x unified")
 
 
 def styled(fig: go.Figure, title: str) -> go.Figure:
@@ -204,9 +208,16 @@ def loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
     return fig
 
 
+# Weights spanning more than this ratio get a log axis: conventional weights run from 0.02 (CC) to 30,000 (PKT).
+WEIGHT_LOG_SPAN = 100.0
+
+
 def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
-    """The aggregator's weight of each path against the step."""
-    fig = base_figure("step", "path weight", "Path weights (aggregator)")
+    """The aggregator's weight of each path against the step; on a log axis when the weights are all positive
+    and span over two decades, where a linear axis would flatten all but the largest to zero."""
+    weights = metrics[metrics["key"].str.startswith(PATH_WEIGHT_PREFIX)]["value"].dropna()
+    log_y = bool(len(weights)) and weights.min() > 0 and weights.max() / weights.min() > WEIGHT_LOG_SPAN
+    fig = base_figure("step", "path weight" + (" (log scale)" if log_y else ""), "Path weights (aggregator)", log_y)
     for pid in _ordered_path_ids(metrics["key"], PATH_WEIGHT_PREFIX, path_ids):
         key = PATH_WEIGHT_PREFIX + pid
         _add_series(fig, metrics[metrics["key"] == key], key, "step", pid, path_color(pid, path_ids))

@@ -34,7 +34,8 @@ PLOT_CONFIG = {"displaylogo": False}
 ACTIVE = ("queued", "running")
 MAX_OPTIONS = 300  # samples listed in the picker after filtering and sorting
 DEFAULT_PICKS = 4
-AGREEMENT_DEFAULT_METHOD = "occlusion"
+AGREEMENT_DEFAULT_METHOD = "occlusion"  # on the planted demo it separates good and harmful teachers best
+MAPS_DEFAULT_METHOD = "integrated_gradients"  # deterministic, and the method most readers know
 EXPLAIN_BUTTON = "Explain the selected samples"
 AGREEMENT_BUTTON = "Compute agreement over checkpoints"
 
@@ -92,6 +93,10 @@ def checkpoints(home: str, run_id: str) -> list[str]:
     if (checkpoint_dir(Path(home), run_id) / "final.pt").is_file():
         names.insert(0, "final")
     return names
+
+
+def default_index(names: list[str], wanted: str) -> int:
+    return names.index(wanted) if wanted in names else 0
 
 
 def input_shape(run: RunRow) -> tuple[int, int, int] | None:
@@ -185,7 +190,7 @@ def param_input(method: str, name: str, default: Any, choices: tuple[str, ...] |
 def method_form(run: RunRow, key: str) -> dict[str, Any] | None:
     """The request (method, params, target, smoothgrad) chosen in the form."""
     names = list(METHODS.names())
-    method = st.selectbox("Method", names, key=f"{key}-method",
+    method = st.selectbox("Method", names, key=f"{key}-method", index=default_index(names, MAPS_DEFAULT_METHOD),
                           format_func=lambda n: f"{n} — {METHODS.entry(n).description}")
     spec = METHODS.get(method)
     shape = input_shape(run)
@@ -271,7 +276,7 @@ def agreement_section(home: str, run: RunRow, teacher_ids: list[str]) -> None:
         return
     names = list(METHODS.names())
     method = st.selectbox("Agreement method", names, key=f"attr-agree-method-{run.id}",
-                          index=names.index(AGREEMENT_DEFAULT_METHOD) if AGREEMENT_DEFAULT_METHOD in names else 0)
+                          index=default_index(names, AGREEMENT_DEFAULT_METHOD))
     if st.button(AGREEMENT_BUTTON, icon=":material/timeline:", key=f"attr-agree-{run.id}"):
         submit_job(home, run.id, "agreement", {"method": method})
     job = latest_job(home, run.id, "agreement")

@@ -54,6 +54,19 @@ def test_path_keeps_its_colour_by_spec_position(main_metrics: pd.DataFrame) -> N
     assert path_color("unknown", PATH_IDS) == PALETTE[2]
 
 
+def test_weights_spanning_decades_get_a_log_axis() -> None:
+    def weights(values: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame([("main", 0, 0, f"weight/path:{pid}", w) for pid, w in values.items()],
+                            columns=["phase", "step", "epoch", "key", "value"])
+
+    wide = charts.weight_figure(weights({"kd": 1.0, "pkt": 30000.0}), ["kd", "pkt"])
+    assert wide.layout.yaxis.type == "log"
+    assert wide.layout.yaxis.title.text == "path weight (log scale)"
+    assert charts.weight_figure(weights({"kd": 1.0, "at": 50.0}), ["kd", "at"]).layout.yaxis.type == "linear"
+    # A zero weight (a path an aggregator switched off) cannot be drawn on a log axis.
+    assert charts.weight_figure(weights({"kd": 0.0, "pkt": 30000.0}), ["kd", "pkt"]).layout.yaxis.type == "linear"
+
+
 def test_accuracy_figure_in_percent_per_epoch(main_metrics: pd.DataFrame) -> None:
     fig = charts.accuracy_figure(main_metrics)
     traces = by_name(fig)
