@@ -107,8 +107,24 @@ def _cache_seconds(events: list[tuple[str, str]]) -> float | None:
 
 
 def _section_shares(clock: EpochClock) -> dict[str, float]:
-    """Mean share of each time/* section over the logged steps after the warm-up epoch."""
-    totals = {s: sum(v for phase, _step, epoch, key, v in clock.rows
-                     if phase == MAIN_PHASE and epoch > 0 and key == f"time/{s}") for s in SECTIONS}
+    """Share of each time/* section of all step time after the warm-up epoch.
+
+    A logged time/* value is the mean over the steps since the previous log, and the step timer
+    starts afresh each epoch, so the first log of an epoch covers fewer steps than the others:
+    each value is weighted by the steps it covers (a probe in a two-step window would otherwise
+    count five times over).
+    """
+    logs: dict[tuple[int, int], dict[str, float]] = {}  # (epoch, step) -> section -> mean ms
+    for phase, step, epoch, key, value in clock.rows:
+        section = key[len("time/"):]
+        if phase == MAIN_PHASE and epoch > 0 and key.startswith("time/") and section in SECTIONS:
+            logs.setdefault((epoch, step), {})[section] = value
+    totals = dict.fromkeys(SECTIONS, 0.0)
+    previous: dict[int, int] = {}  # epoch -> its last logged step so far
+    for epoch, step in sorted(logs):
+        covered = step - previous.get(epoch, epoch * clock.steps_per_epoch - 1)
+        previous[epoch] = step
+        for section, value in logs[(epoch, step)].items():
+            totals[section] += value * covered
     whole = sum(totals.values())
     return {s: 100 * t / whole for s, t in totals.items()} if whole else {}

@@ -25,6 +25,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return ws
 
 
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A workspace folder not created yet, as the dashboard first finds it (pages must cope with that)."""
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("PATHSCOPE_HOME", str(ws))
+    monkeypatch.setenv("PATHSCOPE_NO_AUTOWORKER", "1")
+    return ws
+
+
 def engine_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     """Run `python -m engine ...` in a subprocess with the test's environment."""
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,

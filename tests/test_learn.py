@@ -134,14 +134,6 @@ def test_path_diagram_has_one_line_per_candidate(teacher: str, student: str, sha
 
 # ---------------------------------------------------------------- the page
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "ws"
-    monkeypatch.setenv("PATHSCOPE_HOME", str(home))
-    monkeypatch.setenv("PATHSCOPE_NO_AUTOWORKER", "1")
-    return home
-
-
-@pytest.fixture
 def teacher_file(workspace: Path) -> torch.nn.Module:
     """A freshly built (untrained) small_cnn saved as the runner saves inline teachers."""
     torch.manual_seed(3)

@@ -19,14 +19,6 @@ from test_pages import button, decode, figure_titled, open_page, texts
 LOGITS, HINT = PATH_IDS
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "ws"
-    monkeypatch.setenv("PATHSCOPE_HOME", str(home))
-    monkeypatch.setenv("PATHSCOPE_NO_AUTOWORKER", "1")
-    return home
-
-
 def verdict_table(at):
     return next(d.value for d in at.dataframe if "mean_cos_task" in d.value.columns)
 

@@ -31,14 +31,6 @@ def page(name: str) -> str:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "ws"
-    monkeypatch.setenv("PATHSCOPE_HOME", str(home))
-    monkeypatch.setenv("PATHSCOPE_NO_AUTOWORKER", "1")
-    return home
-
-
-@pytest.fixture
 def finished_run(workspace: Path) -> str:
     return add_finished_run(workspace)
 
