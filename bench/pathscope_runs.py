@@ -109,22 +109,22 @@ def _cache_seconds(events: list[tuple[str, str]]) -> float | None:
 def _section_shares(clock: EpochClock) -> dict[str, float]:
     """Share of each time/* section of all step time after the warm-up epoch.
 
-    A logged time/* value is the mean over the steps since the previous log, and the step timer
-    starts afresh each epoch, so the first log of an epoch covers fewer steps than the others:
-    each value is weighted by the steps it covers (a probe in a two-step window would otherwise
-    count five times over).
+    A logged time/* value is the mean over the steps since the previous log, so each is weighted
+    by the steps it covers (the first log of a phase covers one step, the others log_every).
     """
-    logs: dict[tuple[int, int], dict[str, float]] = {}  # (epoch, step) -> section -> mean ms
+    logs: dict[int, dict[str, float]] = {}  # step -> section -> mean ms
+    epochs: dict[int, int] = {}
     for phase, step, epoch, key, value in clock.rows:
         section = key[len("time/"):]
-        if phase == MAIN_PHASE and epoch > 0 and key.startswith("time/") and section in SECTIONS:
-            logs.setdefault((epoch, step), {})[section] = value
+        if phase == MAIN_PHASE and key.startswith("time/") and section in SECTIONS:
+            logs.setdefault(step, {})[section] = value
+            epochs[step] = epoch
     totals = dict.fromkeys(SECTIONS, 0.0)
-    previous: dict[int, int] = {}  # epoch -> its last logged step so far
-    for epoch, step in sorted(logs):
-        covered = step - previous.get(epoch, epoch * clock.steps_per_epoch - 1)
-        previous[epoch] = step
-        for section, value in logs[(epoch, step)].items():
-            totals[section] += value * covered
+    previous = -1
+    for step in sorted(logs):
+        if epochs[step] > 0:
+            for section, value in logs[step].items():
+                totals[section] += value * (step - previous)
+        previous = step
     whole = sum(totals.values())
     return {s: 100 * t / whole for s, t in totals.items()} if whole else {}

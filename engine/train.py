@@ -269,8 +269,9 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
     start_epoch, step = _resume(learner, optimizer, scheduler, cfg, reporter)
     steps_per_epoch = math.ceil(len(bundle.train.y) / cfg.batch_size)
     metrics: dict[str, float] = {}
+    timer = StepTimer(device)  # one per phase: every logged time/* covers log_every steps, across epochs
     for epoch in range(start_epoch, cfg.epochs):
-        step, train_acc = _train_epoch(learner, optimizer, bundle.train, cfg, epoch, step, device, reporter,
+        step, train_acc = _train_epoch(learner, optimizer, bundle.train, cfg, epoch, step, timer, reporter,
                                        steps_per_epoch)
         scheduler.step()
         learner.aggregator.on_epoch_end(epoch)
@@ -290,10 +291,11 @@ def _batches(split: Split, cfg: FitConfig, generator: torch.Generator):
 
 
 def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Split, cfg: FitConfig, epoch: int,
-                 step: int, device: torch.device, reporter: Reporter, steps_per_epoch: int) -> tuple[int, float]:
+                 step: int, timer: "StepTimer", reporter: Reporter, steps_per_epoch: int) -> tuple[int, float]:
     learner.train()
     generator = epoch_generator(cfg.seed, cfg.phase, epoch)
-    timer = StepTimer(device)
+    device = timer.device
+    timer.begin_epoch()
     on_gpu = device.type == "cuda"
     correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
     last_weights: dict[str, torch.Tensor] = {}  # what the aggregator gave each path on the previous step
@@ -375,12 +377,19 @@ class StepTimer:
     SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
 
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         self.totals = dict.fromkeys(self.SECTIONS, 0.0)
         self.measured = self.samples = 0
         self.window_start = time.perf_counter()
         self.measuring = False
         self.last = 0.0
+
+    def begin_epoch(self) -> None:
+        """Samples/s restarts with each epoch, leaving out the evaluation between epochs; section times carry
+        over, so the steps after an epoch's last log are reported with the next epoch's first."""
+        self.samples = 0
+        self.window_start = time.perf_counter()
 
     def start(self, measure: bool) -> None:
         self.measuring = measure

@@ -48,6 +48,28 @@ def test_step_time_is_split_into_every_section(home: Path) -> None:
     assert all(value > 0 for value in reporter.series("throughput/samples_per_s"))
 
 
+def test_step_timer_carries_an_epochs_last_steps_into_the_next_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Section times of steps after an epoch's last log reach the next log; samples/s leaves out the
+    time between epochs (evaluation)."""
+    clock = iter([0.0,  # window start
+                  1.0, 1.5, 2.5,  # epoch 0's step after its last log: start, data 0.5 s, student 1 s
+                  10.0,  # begin_epoch, after 7.5 s of evaluation
+                  10.0, 10.5, 11.5,  # epoch 1's first step: the same times
+                  12.0, 12.0])  # report: the elapsed time, then the next window's start
+    monkeypatch.setattr("engine.train.time.perf_counter", lambda: next(clock))
+    timer = StepTimer(torch.device("cpu"))
+    for epoch in range(2):
+        if epoch:
+            timer.begin_epoch()
+        timer.start(measure=True)
+        timer.mark("data")
+        timer.mark("student")
+        timer.end(64)
+    report = timer.report()
+    assert report["time/data"] == pytest.approx(500.0) and report["time/student"] == pytest.approx(1000.0)
+    assert report["throughput/samples_per_s"] == pytest.approx(64 / 2.0)  # epoch 1's samples over its 2 s
+
+
 def test_same_seed_is_bit_for_bit_identical(home: Path) -> None:
     first, rep1 = _run(home, "a")
     second, rep2 = _run(home, "b")
