@@ -12,7 +12,7 @@ from typing import Callable
 
 from engine.ablation import DEFAULT_TOLERANCE, AblationError, AblationRow
 from engine.registry import Registry
-from engine.spec import RunSpec, SpecError, load_spec, spec_to_yaml
+from engine.spec import RunSpec, SpecError, apply_overrides, load_spec_data, parse_spec, spec_to_yaml
 from engine.store import STALE_AFTER_SECONDS, Store, WorkspaceError, init_workspace, workspace_home
 
 EXIT_INVALID = 2
@@ -38,9 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    command("run", cmd_run, "train a spec in the foreground; the last line is the result as JSON").add_argument("spec")
-    p = command("submit", cmd_submit, "queue a spec for a worker; prints the run id")
-    p.add_argument("spec")
+    _spec_options(command("run", cmd_run, "train a spec in the foreground; the last line is the result as JSON"))
+    _spec_options(command("submit", cmd_submit, "queue a spec for a worker; prints the run id"))
     p = command("worker", cmd_worker, "claim and train queued runs until stopped")
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
     p.add_argument("--gpu", type=int, help="use this CUDA device only (one worker per GPU)")
@@ -60,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
                    help="an effect within ±POINTS of zero counts as neutral (default %(default)s)")
-    command("validate", cmd_validate, "check a spec; exit 2 listing every problem").add_argument("spec")
+    _spec_options(command("validate", cmd_validate, "check a spec; exit 2 listing every problem"))
     _explain_options(command("explain", cmd_explain, "attribution maps of a run's student and teachers (or, with "
                                                      "--agreement, their agreement per epoch); the last line is JSON"))
     for name, help_text in (("datasets", "datasets"), ("models", "architectures"),
@@ -76,15 +75,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a field of the spec, such as epochs=2 or dataset.batch_size=128 (repeatable); "
+                        "validated like the spec and stored with the run")
+
+
 def _shape_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default="3x32x32", help="input shape CxHxW (default 3x32x32)")
     p.add_argument("--classes", type=int, default=10)
 
 
-def _load_valid_spec(path: str) -> RunSpec:
+def _load_valid_spec(args: argparse.Namespace) -> RunSpec:
     from engine.validate import check_spec
 
-    return check_spec(load_spec(path), workspace_home())
+    data = load_spec_data(args.spec)
+    if args.overrides:
+        data = apply_overrides(data, args.overrides)
+    return check_spec(parse_spec(data), workspace_home())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -92,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from engine.worker import Heartbeat, execute_claimed
 
-    spec = _load_valid_spec(args.spec)
+    spec = _load_valid_spec(args)
     store = Store(init_workspace())
     run_id = store.create_run(spec_to_yaml(spec), spec.name)
     worker_id = f"cli-{os.getpid()}"
@@ -123,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    spec = _load_valid_spec(args.spec)
+    spec = _load_valid_spec(args)
     store = Store(init_workspace())
     print(store.create_run(spec_to_yaml(spec), spec.name))
     return 0
@@ -239,7 +248,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    _load_valid_spec(args.spec)
+    _load_valid_spec(args)
     print(f"{args.spec}: ok")
     return 0
 

@@ -7,6 +7,7 @@ distillers, aggregators) are checked against the registries by ``engine.validate
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -21,17 +22,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NormalizeValues(_Strict):
+    """Explicit per-channel normalisation, in [0, 1] pixel units: x = (pixel / max - mean) / std."""
+
+    mean: list[float] = Field(min_length=1, max_length=4)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=4)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "NormalizeValues":
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}: give one per channel")
+        return self
+
+
+#: how images are normalised: the train split's own statistics, ImageNet's, none, or explicit values
+Normalize = Union[Literal["dataset", "imagenet", "none"], NormalizeValues]
+
+
 class DatasetSpec(_Strict):
     name: str = "digits"
-    root: str | None = Field(None, description="folder holding the files; default per dataset")
+    root: str | None = Field(None, description="folder holding the files; default per dataset. For image_folder: "
+                                                "class subfolders, or train/ (val/, test/) folders of them")
     download: bool = Field(False, description="allow torchvision to download the files")
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="share of the training pool held out")
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="used only when a dataset has no official test split")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training pool held out for "
+                                                                 "validation when there is no val folder")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share held out for testing when a dataset "
+                                                                  "has no test split of its own")
     train_size: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")
-    image_size: int | None = Field(None, gt=0, description="resize images to this side length")
-    augment: Literal["none", "crop", "flip_crop"] = "none"
+    image_size: int | None = Field(None, gt=0, description="side length: image folders are resized on the "
+                                                           "shorter side and centre-cropped to it")
+    augment: Literal["none", "crop", "flip_crop", "random_resized_crop"] = "none"
+    normalize: Normalize = Field("dataset", description="dataset: the train split's statistics; imagenet; none; "
+                                                        "or {mean: [...], std: [...]}")
+    stream: Literal["auto", "on", "off"] = Field(
+        "auto", description="read images from disk batch by batch (auto: when they exceed memory_limit_mb)")
+    memory_limit_mb: int = Field(2048, gt=0, description="decoded images above this size stream from disk")
+    loader_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes when streaming")
     batch_size: int = Field(64, gt=0)
     split_seed: int = Field(0, description="fixes the train/val/test split independently of the run seed")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> "DatasetSpec":
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction ({self.val_fraction}) + test_fraction ({self.test_fraction}) must be "
+                             f"below 1, or nothing is left to train on")
+        return self
 
 
 class TeacherCacheSpec(_Strict):
@@ -81,18 +116,37 @@ class TrainSource(_Strict):
 
 
 class CheckpointSource(_Strict):
+    """Weights from a file: .pt .pth .th .bin (loaded as data, never unpickled as code) or .safetensors."""
+
     kind: Literal["checkpoint"] = "checkpoint"
     path: str
 
 
 class RunSource(_Strict):
-    """A finished teacher run of this workspace (its final model)."""
+    """A finished run of this workspace (its final model)."""
 
     kind: Literal["run"] = "run"
     run_id: str
 
 
-TeacherSource = Annotated[Union[TrainSource, CheckpointSource, RunSource], Field(discriminator="kind")]
+class PretrainedSource(_Strict):
+    """The published weights of a torchvision: or timm: model (``pretrained: true``), or a local copy of them."""
+
+    kind: Literal["pretrained"] = "pretrained"
+    path: str | None = Field(None, description="a local file of the published weights; None: the library's "
+                                               "download cache (torch hub / Hugging Face)")
+
+
+class ScratchSource(_Strict):
+    """Random initialisation, seeded by the run's seed."""
+
+    kind: Literal["scratch"] = "scratch"
+
+
+TeacherSource = Annotated[Union[TrainSource, CheckpointSource, RunSource, PretrainedSource],
+                          Field(discriminator="kind")]
+StudentSource = Annotated[Union[ScratchSource, PretrainedSource, CheckpointSource, RunSource],
+                          Field(discriminator="kind")]
 
 
 class TeacherSpec(_Strict):
@@ -105,6 +159,8 @@ class TeacherSpec(_Strict):
 class StudentSpec(_Strict):
     arch: str
     arch_params: dict[str, Any] = Field(default_factory=dict)
+    source: StudentSource = Field(default_factory=ScratchSource, description="where the student's initial "
+                                  "weights come from; a head of the wrong size is replaced")
 
 
 class PathSpec(_Strict):
@@ -173,13 +229,16 @@ class SpecError(ValueError):
         super().__init__("\n".join(errors))
 
 
+SOURCE_KINDS = ("train", "checkpoint", "run", "pretrained", "scratch")
+
+
 def field_path(loc: tuple[Any, ...]) -> str:
     """('paths', 2, 'teacher_spot') -> 'paths[2].teacher_spot'."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("train", "checkpoint", "run") and out.endswith("source"):
+        elif part in SOURCE_KINDS and out.endswith("source"):
             continue  # pydantic adds the union tag to the location; users never typed it
         else:
             out += f".{part}" if out else str(part)
@@ -187,12 +246,17 @@ def field_path(loc: tuple[Any, ...]) -> str:
 
 
 def _format_validation_error(err: ValidationError) -> list[str]:
-    lines = []
+    """One 'field: problem' line per field; a union's alternatives (normalize) are merged into one line."""
+    by_field: dict[str, list[str]] = {}
     for e in err.errors():
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{field_path(tuple(e['loc']))}: {msg}")
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        # pydantic names union members in the location ("literal[...]", "function-after[...]"): users never typed them
+        loc = tuple(part for part in e["loc"] if not (isinstance(part, str) and "[" in part))
+        by_field.setdefault(field_path(loc), []).append(msg)
+    lines = []
+    for field, messages in by_field.items():
+        own = [m for m in messages if not m.startswith("Input should be")]  # a member's own check says most
+        lines.append(f"{field}: {'; '.join(own or messages)}")
     return lines
 
 
@@ -206,21 +270,29 @@ def parse_spec(data: Any) -> RunSpec:
         raise SpecError(_format_validation_error(err)) from None
 
 
-def spec_from_yaml(text: str) -> RunSpec:
+def spec_data_from_yaml(text: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError([f"yaml: {err}".replace("\n", " ")]) from None
-    return parse_spec(data)
 
 
-def load_spec(path: str | Path) -> RunSpec:
+def spec_from_yaml(text: str) -> RunSpec:
+    return parse_spec(spec_data_from_yaml(text))
+
+
+def load_spec_data(path: str | Path) -> Any:
+    """The plain data of a spec file (before validation, so overrides can be applied first)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise SpecError([f"{path}: cannot read ({err.strerror})"]) from None
-    return spec_from_yaml(text)
+    return spec_data_from_yaml(text)
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    return parse_spec(load_spec_data(path))
 
 
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
@@ -229,3 +301,51 @@ def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
 
 def spec_to_yaml(spec: RunSpec) -> str:
     return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=False)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of spec data with each 'dotted.key=value' applied (as mmcv's --cfg-options).
+
+    Values are read as YAML scalars or flow collections ('2', '0.1', 'true', '[1, 2]', '{a: 1}'),
+    so they get the types the spec expects; list items are addressed by index ('paths.0.weight=2').
+    The result is validated like any spec, and it is what a run stores.
+    """
+    if not isinstance(data, dict):
+        raise SpecError([f"spec: expected a mapping of fields, got {type(data).__name__}"])
+    data = copy.deepcopy(data)
+    errors = []
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            errors.append(f"--set {override}: expected KEY=VALUE, such as epochs=2 or dataset.batch_size=128")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text  # not YAML: keep the plain string (a path with a colon, say)
+        problem = _assign(data, key.strip().split("."), value)
+        if problem:
+            errors.append(f"--set {key.strip()}: {problem}")
+    if errors:
+        raise SpecError(errors)
+    return data
+
+
+def _assign(node: Any, keys: list[str], value: Any) -> str | None:
+    """Set node[k1][k2]... = value, creating mappings on the way; a problem text, or None."""
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                where = ".".join(keys[:depth])
+                return f"{where} has no item {key} (it holds {len(node)}; items are numbered from 0)"
+            key = int(key)
+        elif not isinstance(node, dict):
+            return f"{'.'.join(keys[:depth])} is a {type(node).__name__}, not a mapping"
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(key), (dict, list)):
+                node[key] = {}
+            node = node[key]
+    return None
