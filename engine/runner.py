@@ -46,7 +46,7 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
     started = time.time()
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(spec.device)
-    bundle = load_dataset(spec.dataset)
+    bundle = load_dataset(spec.dataset, home / "cache", report=lambda note: reporter.event("info", note))
     reporter.event("info", f"data: {spec.dataset.name}, {len(bundle.train.y)} train / {len(bundle.val.y)} val / "
                            f"{len(bundle.test.y)} test samples, device {device}")
     plan = _ProgressPlan(spec, home, reporter)
@@ -101,19 +101,28 @@ def attach_teacher_cache(spec: RunSpec, learner: Learner, bundle: DataBundle, ho
         reporter.event("info", f"teacher cache: off, {spec.aggregator.name} runs the teachers live every step")
         progress(1.0)
         return None
+    if bundle.streamed and spec.dataset.augment != "none":
+        reporter.event("info", f"teacher cache: off, the dataset streams from disk and fixed augmented views would "
+                               f"hold {settings.views} copies of its {len(bundle.train):,} training images in memory; "
+                               f"the teachers run live every step (augment: none would cache them)")
+        progress(1.0)
+        return None
+    # A streamed split gives a one-view stand-in read from disk; training then draws live batches (None below)
+    # whose positions index the cache, which stays memory-mapped.
     views = make_views(bundle.train, spec.dataset.augment, settings.views, VIEW_SEED)
     for n, (tid, frozen) in enumerate(sorted(learner.teachers.items())):
         started = time.time()
-        folder = cache_folder(home, frozen.model.model, spec.dataset, settings.views, VIEW_SEED, settings.fp16)
+        folder = cache_folder(home, frozen.model.model, spec.dataset, settings.views, VIEW_SEED, settings.fp16,
+                              content=bundle.fingerprint)
         share = len(learner.teachers)
         cached, built = load_or_build(folder, sorted(frozen.model.spots), frozen, views, settings.fp16, device,
-                                      lambda f, n=n: progress((n + f) / share))
+                                      lambda f, n=n: progress((n + f) / share), in_memory=not bundle.streamed)
         learner.cached[tid] = cached
         what = f"built {', '.join(built)}" if built else "reused"
         reporter.event("info", f"teacher cache: {tid} {what} for {views.shape[0]} view(s) x {views.shape[1]} samples "
                                f"in {time.time() - started:.1f} s ({folder.name})")
     progress(1.0)
-    return views
+    return None if bundle.streamed else views
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -130,7 +139,7 @@ def _place_data(bundle: DataBundle, views: torch.Tensor | None, device: torch.de
     """On a GPU: data that fits goes to the device once (else pinned for async copies), models go channels_last."""
     if device.type != "cuda":
         return views
-    splits = (bundle.train, bundle.val, bundle.test)
+    splits = [s for s in (bundle.train, bundle.val, bundle.test) if not s.streamed]  # streamed: stay on disk
     size = sum(s.x.nbytes for s in splits) + (views.nbytes if views is not None else 0)
     move = (lambda t: t.to(device)) if size <= GPU_DATA_LIMIT else (lambda t: t.pin_memory())
     for split in splits:

@@ -151,7 +151,8 @@ def test_image_folder_from_tiny_pngs(tmp_path):
             pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not a class")
-    b = load_dataset(DatasetSpec(name="image_folder", root=str(tmp_path), image_size=16, test_fraction=0.2))
+    b = load_dataset(DatasetSpec(name="image_folder", root=str(tmp_path), image_size=16, test_fraction=0.2),
+                     cache_root=tmp_path / "cache")
     assert b.class_names == ["cat", "dog"] and b.input_shape == (3, 16, 16)
     assert len(b.train) + len(b.val) + len(b.test) == 20 and len(b.test) == 4
 
@@ -159,9 +160,11 @@ def test_image_folder_from_tiny_pngs(tmp_path):
 def test_image_folder_errors(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(DatasetSpec(name="image_folder", root=str(tmp_path / "absent")))
-    (tmp_path / "empty_class").mkdir()
     with pytest.raises(DatasetError, match="no class subfolders with images"):
-        load_dataset(DatasetSpec(name="image_folder", root=str(tmp_path)))
+        load_dataset(DatasetSpec(name="image_folder", root=str(tmp_path)), cache_root=tmp_path / "cache")
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(DatasetError, match="class folder .*empty_class is empty"):
+        load_dataset(DatasetSpec(name="image_folder", root=str(tmp_path)), cache_root=tmp_path / "cache")
 
 
 def test_iterate_batches_covers_split_once():

@@ -6,6 +6,12 @@ Two sources of images:
   sample per epoch, so teacher outputs can be cached per (view, sample).
 Every batch carries the positions (rows of the train split) and view numbers it came from,
 which is what a teacher-output cache is indexed by.
+
+A streamed split (its ``x`` a DiskImages) is read through a ``torch.utils.data.DataLoader`` with
+the split's worker processes, fed the very position chunks the in-memory path draws from the same
+generator; augmentation then runs in the training process in the same order, so a streamed run
+is the in-memory run, step for step. Fixed views are not made for streamed splits (they would
+be the whole split again, in memory): the runner then serves the teacher cache by position.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from torch import Tensor
 
 from engine.data.augment import augment_batch
 from engine.data.bundle import Split
+from engine.data.disk import DiskImages
 
 VIEW_CHUNK = 1024  # images augmented at a time when making the fixed views
 
@@ -31,9 +38,14 @@ class Batch:
 
 
 def make_views(split: Split, mode: str, count: int, seed: int) -> Tensor:
-    """(count, N, C, H, W): `count` seeded augmented copies of the split (just the split when mode is none)."""
+    """(count, N, C, H, W): `count` seeded augmented copies of the split (just the split when mode is none).
+
+    A streamed split without augmentation gives a one-view stand-in that reads from disk; with
+    augmentation it cannot have fixed views (ValueError)."""
     if mode == "none":
-        return split.x.unsqueeze(0)
+        return OneView(split.x) if split.streamed else split.x.unsqueeze(0)
+    if split.streamed:
+        raise ValueError("fixed augmented views of a streamed split would hold the whole split in memory")
     views = []
     for v in range(count):
         generator = torch.Generator().manual_seed(seed * 7_919 + v)
@@ -47,10 +59,47 @@ def _chunks(order: Tensor, batch_size: int) -> Iterator[Tensor]:
         yield order[start:start + batch_size]
 
 
+class OneView:
+    """A streamed split seen as (1, N, C, H, W) views, for building a teacher cache chunk by chunk."""
+
+    def __init__(self, images: DiskImages) -> None:
+        self.images = images
+        self.shape = torch.Size((1, *images.shape))
+
+    def __getitem__(self, key: tuple[int, slice]) -> Tensor:
+        view, rows = key
+        if view != 0:
+            raise IndexError(f"a streamed split has one view, not view {view}")
+        return self.images[rows]
+
+
+class _Rows(torch.utils.data.Dataset):
+    """What DataLoader workers read: a whole batch of positions per item (one pread run per row)."""
+
+    def __init__(self, images: DiskImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, positions: Tensor) -> Tensor:
+        return self.images[positions]
+
+
+def _images(x: Tensor | DiskImages, positions: list[Tensor]) -> Iterator[Tensor]:
+    """The images of each chunk of positions, in order: indexed in memory, or read by the loader's workers."""
+    if not isinstance(x, DiskImages) or x.workers == 0:
+        return (x[position] for position in positions)
+    loader = torch.utils.data.DataLoader(_Rows(x), batch_size=None, sampler=positions, num_workers=x.workers,
+                                         pin_memory=torch.cuda.is_available(), prefetch_factor=4)
+    return iter(loader)
+
+
 def live_batches(split: Split, batch_size: int, mode: str, generator: torch.Generator) -> Iterator[Batch]:
     """Shuffled batches, each augmented afresh from the epoch's generator."""
-    for position in _chunks(torch.randperm(len(split), generator=generator), batch_size):
-        x = augment_batch(split.x[position], mode, generator)
+    positions = list(_chunks(torch.randperm(len(split), generator=generator), batch_size))
+    for position, images in zip(positions, _images(split.x, positions)):
+        x = augment_batch(images, mode, generator)
         yield Batch(x, split.y[position], split.index[position], position, torch.zeros_like(position))
 
 

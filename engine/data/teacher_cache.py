@@ -6,8 +6,10 @@ either. They are computed once, written as one .npy file per spot under
 view: a distillation step then costs about what the student's own step costs.
 
 The folder name is the key: it changes with the teacher's weights (a new checkpoint), the
-data (dataset, split, size) and the augmentation (mode, number of views, their seed), so a
-stale cache is never read. Runs with the same teacher and data share it, across processes.
+data (dataset, split, size, normalisation, and for an image folder its files' paths, sizes and
+modification times: ``DataBundle.fingerprint``) and the augmentation (mode, number of views,
+their seed), so a stale cache is never read. Runs with the same teacher and data share it,
+across processes. A streamed dataset's cache is always read memory-mapped.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from engine.spec import DatasetSpec
 BUILD_BATCH = 256
 IN_MEMORY_LIMIT = 1 << 30  # bytes; larger caches stay memory-mapped and are read batch by batch
 #: data fields that decide which images the train split holds (batch size and download do not)
-DATA_FIELDS = ("name", "root", "val_fraction", "test_fraction", "train_size", "image_size", "split_seed")
+DATA_FIELDS = ("name", "root", "val_fraction", "test_fraction", "train_size", "image_size", "split_seed", "normalize")
 
 
 def teacher_fingerprint(model: nn.Module) -> str:
@@ -37,11 +39,15 @@ def teacher_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def data_fingerprint(dataset: DatasetSpec, views: int, view_seed: int, fp16: bool) -> str:
-    fields = {name: getattr(dataset, name) for name in DATA_FIELDS}
+def data_fingerprint(dataset: DatasetSpec, views: int, view_seed: int, fp16: bool, content: str = "") -> str:
+    """``content``: what identifies the images beyond the spec (``DataBundle.fingerprint``: an image folder's files)."""
+    dumped = dataset.model_dump(mode="json")
+    fields = {name: dumped[name] for name in DATA_FIELDS}
     augmented = dataset.augment != "none"
     fields.update(augment=dataset.augment, views=views if augmented else 1, view_seed=view_seed if augmented else 0,
                   fp16=fp16)
+    if content:
+        fields["content"] = content
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -62,19 +68,25 @@ class CachedTaps:
         return taps
 
 
-def cache_folder(home: Path, model: nn.Module, dataset: DatasetSpec, views: int, view_seed: int, fp16: bool) -> Path:
-    return home / "cache" / f"{teacher_fingerprint(model)}-{data_fingerprint(dataset, views, view_seed, fp16)}"
+def cache_folder(home: Path, model: nn.Module, dataset: DatasetSpec, views: int, view_seed: int, fp16: bool,
+                 content: str = "") -> Path:
+    data = data_fingerprint(dataset, views, view_seed, fp16, content)
+    return home / "cache" / f"{teacher_fingerprint(model)}-{data}"
 
 
 def load_or_build(folder: Path, spots: list[str], forward: Callable[[Tensor], dict[str, Tensor]], images: Tensor,
-                  fp16: bool, device: torch.device, progress: Callable[[float], None]) -> tuple[CachedTaps, list[str]]:
-    """The cached taps of `spots` (building the missing ones from `images` (views, N, C, H, W)); also which were built."""
+                  fp16: bool, device: torch.device, progress: Callable[[float], None], in_memory: bool = True
+                  ) -> tuple[CachedTaps, list[str]]:
+    """The cached taps of `spots` (building the missing ones from `images` (views, N, C, H, W)); also which were built.
+
+    ``images`` may be any object with that ``shape`` answering ``images[view, a:b]`` (a streamed
+    split's stand-in); ``in_memory=False`` keeps the taps memory-mapped whatever their size."""
     folder.mkdir(parents=True, exist_ok=True)
     missing = [spot for spot in spots if not _done(folder, spot)]
     if missing:
         _build(folder, missing, forward, images, np.float16 if fp16 else np.float32, device, progress)
     arrays = {spot: np.load(_file(folder, spot), mmap_mode="r") for spot in spots}
-    if sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_LIMIT:
+    if in_memory and sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_LIMIT:
         arrays = {spot: torch.from_numpy(np.array(a)) for spot, a in arrays.items()}
     return CachedTaps(arrays), missing
 

@@ -45,5 +45,5 @@ def defective_train_split(bundle: DataBundle, defect: str, noise: float, seed: i
         return dataclasses.replace(train, x=-train.x)
     if defect == "under_trained":
         keep = torch.randperm(len(train), generator=generator)[: max(1, int(len(train) * UNDER_TRAINED_SHARE))]
-        return Split(train.x[keep], train.y[keep], train.index[keep])
+        return train.take(keep)  # a streamed split stays on disk
     return train
