@@ -48,9 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     command("ls", cmd_ls, "list the runs of the workspace")
     command("show", cmd_show, "status, result and events of a run").add_argument("run")
     command("cancel", cmd_cancel, "stop a queued or running run").add_argument("run")
-    p = command("export", cmd_export, "write a run's metrics as CSV")
+    p = command("export", cmd_export, "write a run's metrics as CSV, or its distilled student as a file "
+                                      "(pt with a model card, TorchScript or ONNX)")
     p.add_argument("run")
-    p.add_argument("--csv", required=True, help="output file")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--csv", metavar="FILE", help="write the metrics (run_id, phase, step, epoch, key, value)")
+    what.add_argument("--student", metavar="FILE", help="write the final student")
+    p.add_argument("--format", default="pt", choices=("pt", "torchscript", "onnx"),
+                   help="format of --student (default pt: state dict and model card, loads with plain PyTorch)")
+    _spec_options(command("check-teachers", cmd_check_teachers, "each teacher's test accuracy for a spec, "
+                                                               "measured here and cached; the last line is JSON"))
     p = command("ablate", cmd_ablate, "queue the runs that measure each path's effect on accuracy "
                                       "(without it, it alone, no paths); prints the group id")
     p.add_argument("run")
@@ -187,6 +194,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.student is not None:
+        return _export_student(args)
     store = Store(workspace_home(), readonly=True)
     _get_run(store, args.run)
     rows = store.metrics(args.run)
@@ -195,6 +204,54 @@ def cmd_export(args: argparse.Namespace) -> int:
         writer.writerow(["run_id", "phase", "step", "epoch", "key", "value"])
         writer.writerows([args.run, r["phase"], r["step"], r["epoch"], r["key"], r["value"]] for r in rows)
     print(f"wrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def _export_student(args: argparse.Namespace) -> int:
+    from engine.export import ExportError, export_student
+
+    try:
+        summary = export_student(workspace_home(), args.run, args.student, args.format)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    check = f", logits within {summary['max_abs_diff']:.1e} of PyTorch's" if "max_abs_diff" in summary else ""
+    print(f"wrote the student of {args.run} as {args.format} to {args.student} ({summary['bytes']:,} bytes{check})")
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_check_teachers(args: argparse.Namespace) -> int:
+    """Create a teacher_check job and execute it in this process, as a worker would."""
+    from engine.jobs import execute_job
+    from engine.teacher_check import CHECK_RUN_ID, JOB_KIND
+    from engine.train import resolve_device
+    from engine.worker import Heartbeat
+
+    spec = _load_valid_spec(args)
+    store = Store(init_workspace())
+    worker_id = f"cli-{os.getpid()}"
+    store.register_worker(worker_id, str(resolve_device("auto")))
+    job_id = store.create_job(CHECK_RUN_ID, JOB_KIND, {"spec_yaml": spec_to_yaml(spec)})
+    heartbeat = Heartbeat(store.home, worker_id)  # a live heartbeat keeps workers from requeueing the job
+    heartbeat.start()
+    try:
+        result = execute_job(store, store.claim_job(worker_id, job_id))
+    finally:
+        heartbeat.stop()
+        store.stop_worker(worker_id)
+    if result is None:
+        error = store.get_job(job_id).error
+        print(f"error: {error}", file=sys.stderr)
+        print(json.dumps({"job_id": job_id, "status": "failed", "error": error}))
+        return 1
+    print(f"{'teacher':<20} {'test acc':>9} {'samples':>8}  note")
+    for tid, entry in result.items():
+        acc = entry.get("test_acc")
+        acc_text = f"{100 * acc:8.2f}%" if acc is not None else f"{'-':>9}"
+        note = entry.get("error") or entry.get("note") or ("cached" if entry.get("cached") else "measured")
+        print(f"{tid:<20} {acc_text} {entry.get('test_samples', 0):>8,}  {note}")
+    print(json.dumps({"job_id": job_id, "status": "done", "teachers": result}))
     return 0
 
 

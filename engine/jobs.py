@@ -34,3 +34,9 @@ def execute_job(store: Store, job: JobRow) -> dict[str, Any] | None:
 
 
 from engine.explain import job as explain_jobs  # noqa: E402,F401  (registers the explain jobs)
+from engine import export as _export, teacher_check as _teacher_check  # noqa: E402
+
+JOBS.register(_teacher_check.JOB_KIND, "test accuracy of each teacher of a spec, before launch (run_id '')")(
+    _teacher_check.teacher_check_job)
+JOBS.register("export", "a finished run's student as pt, torchscript or onnx under runs/<id>/exports/")(
+    _export.export_job)

@@ -30,6 +30,8 @@ from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
 from engine.spec import RunSpec, TeacherSpec, TrainSource
 from engine.store import run_dir
+from engine.export import write_student
+from engine.teacher_check import report_teacher_accuracy
 from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit,
                           resolve_device, save_atomic)
 
@@ -76,6 +78,8 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
     if cfg.probe is not None:
         result["verdicts"] = cfg.probe.verdicts()
         result["verdict_details"] = cfg.probe.details()
+    # The student to take home: weights and a card a plain PyTorch script can use (engine/export.py).
+    result["student_file"] = str(write_student(folder, spec, bundle, learner.student.model, result, run_id))
     return result
 
 
@@ -225,8 +229,7 @@ def prepare_teacher(tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home:
         load_weights(model, run_dir(home, source.run_id) / "checkpoints" / "final.pt")
         reporter.event("info", f"teacher {tspec.id}: final model of run {source.run_id}")
     model.to(device).eval()
-    if accuracy is None:
-        accuracy, _ = evaluate(model, bundle.test, device)
+    accuracy = report_teacher_accuracy(tspec, spec, model, bundle, home, device, reporter, known=accuracy)
     progress(1.0)
     return model, accuracy
 
