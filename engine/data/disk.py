@@ -121,16 +121,16 @@ class DiskImages:
                 pass
 
     # ---------------------------------------------------------------- whole-split work, a chunk at a time
-    def chunks(self) -> "list[Tensor]":
-        """Positions 0..N-1 in consecutive chunks of about STATS_CHUNK_BYTES of pixels."""
+    def chunks(self) -> list[slice]:
+        """Positions 0..N-1 as consecutive slices of about STATS_CHUNK_BYTES of pixels each."""
         step = max(1, STATS_CHUNK_BYTES // self.row_bytes)
-        return list(torch.arange(len(self)).split(step))
+        return [slice(start, start + step) for start in range(0, len(self), step)]
 
     def load(self) -> Tensor:
         """The whole split as one float32 tensor (the in-memory path), filled a chunk at a time."""
         x = torch.empty(self.shape, dtype=torch.float32)
         for positions in self.chunks():
-            x[positions[0]:positions[-1] + 1] = self[positions]
+            x[positions] = self[positions]
         return x
 
     def channel_stats(self) -> tuple[Tensor, Tensor]:

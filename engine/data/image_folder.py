@@ -68,7 +68,8 @@ class FolderLayout:
         classes = f"{len(self.class_names)} classes: {names}"
         if self.kind == "classes":
             text = (f"image_folder: {self.root} holds {len(self.class_names)} class folders ({self.count('train'):,} "
-                    f"images; {classes}); val ({val_fraction:.0%}) and test ({test_fraction:.0%}) drawn from them")
+                    f"images; {classes}); test ({test_fraction:.0%}), then val ({val_fraction:.0%} of the rest) drawn from "
+                    f"them")
             parent_test = _split_folder(self.root.parent, "test")
             if self.root.name.lower() in SPLIT_FOLDERS["train"] and parent_test is not None:
                 text += (f". {self.root} looks like the train split of {self.root.parent}, which also has "
@@ -77,8 +78,8 @@ class FolderLayout:
             return text
         found = [f"{self.folders[s].name}/ ({self.count(s):,} images)" for s in ("train", "val", "test")
                  if s in self.folders]
-        drawn = [f"{s} drawn from train ({fraction:.0%})" for s, fraction in
-                 (("test", test_fraction), ("val", val_fraction)) if s not in self.folders]
+        drawn = [f"{s} drawn from train ({fraction:.0%}{' of the rest' if s == 'val' and 'test' not in self.folders else ''})"
+                 for s, fraction in (("test", test_fraction), ("val", val_fraction)) if s not in self.folders]
         if "val" not in self.folders and val_fraction == 0:
             drawn = [d for d in drawn if not d.startswith("val")] + ["no val split (val_fraction 0)"]
         return (f"image_folder: {' and '.join(found)} found under {self.root}, {classes}"
@@ -205,10 +206,10 @@ def decode_image(path: str, size: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DatasetError(f"image_folder: cannot decode image {path} ({err}); replace or remove the file") from err
     w, h = img.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((new_w, new_h), Image.BILINEAR)
+    if (w, h) != (size, size):  # as torchvision's Resize(size) then CenterCrop(size)
+        new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), Image.BILINEAR)
         left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
         img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
