@@ -61,8 +61,14 @@ def _preprocess(bundle: DataBundle, dataset_name: str) -> dict[str, Any]:
     channels, height, width = bundle.input_shape
     described = getattr(bundle, "preprocess", None)  # a loader may describe its own steps precisely
     pixel_max = float(getattr(bundle, "pixel_max", 16.0 if dataset_name == "digits" else 255.0))
-    resize = {"size": [height, width], "method": "bilinear, antialiased, align_corners=False; the whole image "
-                                                 "is resized to size (aspect ratio not kept)"}
+    if dataset_name == "image_folder":
+        resize = {"size": [height, width], "method": "PIL: image.convert('RGB'); the shorter side resized to the size "
+                  "with Image.BILINEAR, then centre-cropped (torchvision Resize(size) + CenterCrop(size)); "
+                  "nothing when the image already has the size"}
+    else:
+        resize = {"size": [height, width], "method": "none at the dataset's own size; otherwise the whole image "
+                  "resized with torch.nn.functional.interpolate(mode='bilinear', antialias=True, "
+                  "align_corners=False) after scaling to [0, 1]"}
     found = {"color": "RGB" if channels == 3 else ("L" if channels == 1 else f"{channels} channels"),
              "pixel_max": pixel_max, "resize": resize}
     if isinstance(described, dict):
@@ -161,7 +167,7 @@ def ensure_student_file(home: Path, run: RunRow) -> Path:
     saved = torch.load(final, map_location="cpu", weights_only=True)
     from engine.models import build_model
 
-    bundle = load_dataset(spec.dataset)
+    bundle = load_dataset(spec.dataset, Path(home) / "cache")
     channels, height, _ = bundle.input_shape
     model = build_model(spec.student.arch, bundle.num_classes, channels, height, spec.student.arch_params)
     model.load_state_dict(saved["state_dict"])

@@ -51,13 +51,16 @@ class TeacherAccuracy:
         return {"test_acc": self.test_acc, "test_samples": self.test_samples, "cached": self.cached}
 
 
-def eval_data_fingerprint(dataset: DatasetSpec) -> str:
-    """The teacher-output cache's data fingerprint, without what changes only the training views."""
-    return data_fingerprint(dataset.model_copy(update={"augment": "none"}), 1, 0, False)
+def eval_data_fingerprint(dataset: DatasetSpec, content: str = "") -> str:
+    """The teacher-output cache's data fingerprint, without what changes only the training views.
+
+    ``content``: ``DataBundle.fingerprint`` (an image folder's files), so edited images are measured again."""
+    return data_fingerprint(dataset.model_copy(update={"augment": "none"}), 1, 0, False, content)
 
 
-def accuracy_cache_file(home: Path, model: nn.Module, dataset: DatasetSpec) -> Path:
-    return Path(home) / "cache" / ACC_FOLDER / f"{teacher_fingerprint(model)}-{eval_data_fingerprint(dataset)}.json"
+def accuracy_cache_file(home: Path, model: nn.Module, dataset: DatasetSpec, content: str = "") -> Path:
+    data = eval_data_fingerprint(dataset, content)
+    return Path(home) / "cache" / ACC_FOLDER / f"{teacher_fingerprint(model)}-{data}.json"
 
 
 def _read_cached(path: Path) -> TeacherAccuracy | None:
@@ -83,7 +86,7 @@ def measure_teacher_accuracy(model: nn.Module, bundle: DataBundle, dataset: Data
     ``known``: an accuracy already measured on this test split (an inline teacher's, after training): it is
     stored, not measured again.
     """
-    path = accuracy_cache_file(home, model, dataset)
+    path = accuracy_cache_file(home, model, dataset, bundle.fingerprint)
     found = _read_cached(path)
     if found is not None and found.test_samples == len(bundle.test):
         return found
@@ -146,7 +149,7 @@ def check_teachers(spec: RunSpec, home: Path, progress: Callable[[float], None] 
     from engine.train import resolve_device
 
     device = resolve_device(spec.device)
-    bundle = load_dataset(spec.dataset)
+    bundle = load_dataset(spec.dataset, Path(home) / "cache")
     progress(0.2)
     results: dict[str, dict[str, Any]] = {}
     for n, tspec in enumerate(spec.teachers):
