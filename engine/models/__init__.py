@@ -18,19 +18,28 @@ MODELS: Registry = Registry("model")
 # Imported for their registration side effect; they need MODELS defined above.
 from engine.models import cifar_resnet, mlp, small_cnn, torchvision_models  # noqa: E402,F401
 from engine.models import cifar_resnet_wide, mobilenetv2, shufflenet, vgg, wrn  # noqa: E402,F401
+from engine.models import families  # noqa: E402
+
+for _family in families.FAMILIES:  # torchvision:<name>, timm:<name>: resolved on first use
+    MODELS.add_family(_family, families.resolve)
 
 _FIXED_ARGS = ("num_classes", "in_channels", "image_size")
 
 
 def model_params(arch: str) -> dict[str, Any]:
-    """The params ``arch`` accepts, with their defaults."""
-    signature = inspect.signature(MODELS.get(arch))
+    """The params ``arch`` accepts, with their defaults (a family model's: its constructor's)."""
+    entry = MODELS.entry(arch)
+    if "params" in entry.meta:
+        return dict(entry.meta["params"]())
+    signature = inspect.signature(entry.obj)
     return {name: p.default for name, p in signature.parameters.items() if name not in _FIXED_ARGS}
 
 
 def build_model(arch: str, num_classes: int, in_channels: int, image_size: int, params: dict | None = None) -> nn.Module:
     """Build ``arch``; an unknown or invalid param raises a ValueError naming it."""
     params = dict(params or {})
+    if "params" in MODELS.entry(arch).meta:  # a family model checks its params against its constructor
+        return MODELS.get(arch)(num_classes, in_channels, image_size, **params)
     accepted = model_params(arch)
     for name in params:
         if name not in accepted:

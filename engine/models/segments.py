@@ -15,6 +15,7 @@ from torch import Tensor, fx, nn
 from torch.fx.passes.split_module import split_module
 from torchvision.models.feature_extraction import NodePathTracer
 
+from engine.models.families import is_family, node_tracer_kwargs
 from engine.models.spots import spot_nodes
 
 
@@ -49,7 +50,7 @@ def cut_at_spots(model: nn.Module, arch: str, spots: list[str]) -> Segments:
     order = list(nodes)
     spots = sorted(set(spots) - {"fc"}, key=order.index)
     # The same tracer as the spots' extractor, so spot node names mean the same nodes here.
-    tracer = NodePathTracer()
+    tracer = NodePathTracer(**node_tracer_kwargs(arch)) if is_family(arch) else NodePathTracer()
     graph = tracer.trace(model)
     graph_module = fx.GraphModule(tracer.root, graph)
     boundaries = [_last_node_of(tracer.node_to_qualname, nodes[s]) for s in spots]

@@ -32,6 +32,12 @@ def spot_nodes(arch: str, model: nn.Module) -> dict[str, str]:
     return dict(spots(model) if callable(spots) else spots)
 
 
+def tracer_kwargs(arch: str) -> dict[str, Any] | None:
+    """Extra torch.fx tracer settings the model needs (timm's untraceable layers as leaves), or None."""
+    kwargs = MODELS.entry(arch).meta.get("tracer_kwargs")
+    return dict(kwargs() if callable(kwargs) else kwargs) if kwargs else None
+
+
 def _kind(name: str, shape: tuple[int, ...]) -> SpotKind:
     if name == "fc":
         return "logits"
@@ -81,7 +87,8 @@ class TappedModel(nn.Module):
         self.spots = {spot: nodes[spot] for spot in requested}
         # Kept out of the module tree so state_dict()/parameters() list each weight once,
         # under .model; the extractor's leaf modules are the model's own objects.
-        self.__dict__["_extractor"] = create_feature_extractor(model, return_nodes=sorted(set(self.spots.values())))
+        self.__dict__["_extractor"] = create_feature_extractor(model, return_nodes=sorted(set(self.spots.values())),
+                                                               tracer_kwargs=tracer_kwargs(arch))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         # The extractor holds a train and an eval graph; follow the model's mode, however it was set.
