@@ -413,9 +413,15 @@ def _spots_for(model: str, args: argparse.Namespace):
         assert len(shape) == 3
     except (ValueError, AssertionError):
         raise SpecError([f"--input: expected CxHxW such as 3x32x32, got {args.input!r}"]) from None
-    if model not in MODELS:
-        raise SpecError([f"model: unknown architecture {model!r} (known: {', '.join(MODELS.names())})"])
-    return list_spots(model, shape, args.classes, {})
+    if model not in MODELS:  # the registry's message names the registered models and the families
+        try:
+            MODELS.entry(model)
+        except KeyError as err:
+            raise SpecError([f"model: {err}"]) from None
+    try:
+        return list_spots(model, shape, args.classes, {})
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise SpecError([f"model: {model} cannot be built for input {args.input}: {err}"]) from None
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:

@@ -24,7 +24,7 @@ from engine.diagnostics.planted import defective_train_split
 from engine.diagnostics.probe import GradientProbe, auto_every
 from engine.diagnostics.verdicts import VerdictRule
 from engine.models import build_model
-from engine.models.checkpoint import load_weights
+from engine.models.weights import load_source
 from engine.models.spots import TappedModel, list_spots
 from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
@@ -57,7 +57,7 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
         model, acc = prepare_teacher(tspec, spec, bundle, home, device, reporter, plan.callback(f"teacher:{tspec.id}"))
         teachers[tspec.id] = model
         teacher_acc[tspec.id] = acc
-    learner = build_learner(spec, bundle, teachers, device)
+    learner = build_learner(spec, bundle, teachers, device, home, reporter)
     views = attach_teacher_cache(spec, learner, bundle, home, device, reporter, plan.callback(CACHE_PHASE))
     views = _place_data(bundle, views, device, learner, teachers)
     folder = run_dir(home, run_id)
@@ -153,8 +153,8 @@ def _place_data(bundle: DataBundle, views: torch.Tensor | None, device: torch.de
     return move(views) if views is not None else None
 
 
-def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.nn.Module], device: torch.device
-                  ) -> Learner:
+def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.nn.Module], device: torch.device,
+                  home: Path | None = None, reporter: Reporter | None = None) -> Learner:
     """Student and teachers tapped at the spots the paths and the aggregator read, one distiller per path."""
     torch.manual_seed(spec.seed)  # the student's initial weights depend on the seed only
     arch_of = {t.id: t for t in spec.teachers}
@@ -162,6 +162,7 @@ def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.n
     all_spots = {"student": _shapes(spec.student.arch, spec.student.arch_params, shape, classes)}
     all_spots.update({t.id: _shapes(t.arch, t.arch_params, shape, classes) for t in spec.teachers})
     model = build_model(spec.student.arch, classes, shape[0], shape[1], spec.student.arch_params)
+    init_student(model, spec, home, reporter)
     paths = spec.active_paths
     info = DataInfo(num_classes=classes, num_samples=bundle_sample_count(bundle))
     distillers, path_spots, path_weights = {}, {}, {}
@@ -210,6 +211,25 @@ def _tap_teacher(model: torch.nn.Module, arch: str, spots: set[str]) -> TappedMo
     return tapped
 
 
+def run_final_checkpoint(home: Path | None, run_id: str) -> Path:
+    """The final model of a finished run of the workspace (a teacher's or a student's source: run)."""
+    if home is None:
+        raise ValueError(f"source.run_id: run {run_id} needs a workspace to be read from")
+    return run_dir(home, run_id) / "checkpoints" / "final.pt"
+
+
+def init_student(model: torch.nn.Module, spec: RunSpec, home: Path | None, reporter: Reporter | None) -> None:
+    """The student's initial weights: seeded random init (scratch), or a checkpoint, a run, published weights;
+    a classifier of another class count is replaced by the seeded fresh one, and an event says so."""
+    source = spec.student.source
+    note, change = load_source(model, spec.student.arch, source, "student",
+                               lambda run_id: run_final_checkpoint(home, run_id))
+    if reporter is not None and note is not None:
+        reporter.event("info", f"student: {note}")
+    if reporter is not None and change is not None:
+        reporter.event("info", f"student: {change.describe()}")
+
+
 # ------------------------------------------------------------------ teachers
 def prepare_teacher(tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home: Path, device: torch.device,
                     reporter: Reporter, progress: Callable[[float], None]) -> tuple[torch.nn.Module, float | None]:
@@ -222,12 +242,9 @@ def prepare_teacher(tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home:
     accuracy = None
     if isinstance(source, TrainSource):
         accuracy = _inline_teacher(model, tspec, spec, bundle, home, device, reporter, progress)
-    elif source.kind == "checkpoint":
-        load_weights(model, source.path)
-        reporter.event("info", f"teacher {tspec.id}: loaded {source.path}")
-    else:
-        load_weights(model, run_dir(home, source.run_id) / "checkpoints" / "final.pt")
-        reporter.event("info", f"teacher {tspec.id}: final model of run {source.run_id}")
+    else:  # checkpoint, run or pretrained: the loader shared with validation and the attribution models
+        note, _ = load_source(model, tspec.arch, source, "teacher", lambda run_id: run_final_checkpoint(home, run_id))
+        reporter.event("info", f"teacher {tspec.id}: {note}")
     model.to(device).eval()
     accuracy = report_teacher_accuracy(tspec, spec, model, bundle, home, device, reporter, known=accuracy)
     progress(1.0)

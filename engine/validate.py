@@ -5,6 +5,8 @@ every path can be built, and reports every problem as 'field.path: what is wrong
 """
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -13,12 +15,15 @@ from engine.aggregators import AGGREGATORS
 from engine.data import DATASETS, dataset_signature
 from engine.data.bundle import DatasetError
 from engine.models import MODELS, build_model
-from engine.models.checkpoint import CheckpointError, load_weights
+from engine.models.weights import load_source, weights_file
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
-from engine.spec import RunSpec, SpecError, spec_from_yaml
+from engine.spec import CheckpointSource, PretrainedSource, RunSource, RunSpec, SpecError, spec_from_yaml
 from engine.store import Store, WorkspaceError, run_dir
+
+
+_SOURCES = {"checkpoint": CheckpointSource, "run": RunSource, "pretrained": PretrainedSource}
 
 
 def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
@@ -32,12 +37,14 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
         return [f"dataset: {err}"]
     spots: dict[str, dict[str, SpotInfo]] = {}
     student_spots = _spots_of("student", spec.student.arch, spec.student.arch_params, input_shape, num_classes, errors)
+    if student_spots is not None:  # a source can only be checked against an architecture that builds
+        errors += _source_errors("student.source", "student", spec.student, home, input_shape, num_classes)
     for i, teacher in enumerate(spec.teachers):
         found = _spots_of(f"teachers[{i}]", teacher.arch, teacher.arch_params, input_shape, num_classes, errors)
         if found is not None:
             spots[teacher.id] = found
         if found is not None:  # a source can only be checked against an architecture that builds
-            errors += _source_errors(i, teacher, home, input_shape, num_classes)
+            errors += _source_errors(f"teachers[{i}].source", "teacher", teacher, home, input_shape, num_classes)
     for i, path in enumerate(spec.paths):
         errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
     errors += _aggregator_errors(spec)
@@ -68,48 +75,69 @@ def _spots_of(field: str, arch: str, params: dict, input_shape: tuple[int, ...],
         return None
 
 
-def _source_errors(i: int, teacher, home: Path | None, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
-    source = teacher.source
-    where = f"teachers[{i}].source"
-    if source.kind == "checkpoint":
-        return _checkpoint_errors(f"{where}.path", teacher, Path(source.path), input_shape, num_classes)
+def _source_errors(where: str, role: str, model_spec, home: Path | None, input_shape: tuple[int, ...],
+                   num_classes: int) -> list[str]:
+    """Load the source's weights into the architecture now, so a file that does not fit, a head of the wrong
+    size or published weights that are not on this machine are named before the run starts."""
+    source = model_spec.source
+    if source.kind in ("train", "scratch"):
+        return []
+    field = {"checkpoint": f"{where}.path", "run": f"{where}.run_id"}.get(source.kind, where)
+    if source.kind == "pretrained" and source.path:
+        field = f"{where}.path"
     if source.kind == "run":
-        return _teacher_run_errors(where, teacher, source.run_id, home)
-    return []
-
-
-def _checkpoint_errors(where: str, teacher, path: Path, input_shape: tuple[int, ...], num_classes: int) -> list[str]:
-    """Load the file into the teacher's architecture now, so a mismatch is named before the run starts."""
+        errors, path = _run_errors(field, role, model_spec.arch, source.run_id, home)
+        if errors:
+            return errors
+    else:
+        try:
+            path = weights_file(model_spec.arch, source, lambda run_id: Path())
+        except ValueError as err:  # published weights absent while offline: says which file to put where
+            return [f"{field}: {err}"]
     if not path.is_file():
-        return [f"{where}: no checkpoint file at {path}"]
+        return [f"{field}: no checkpoint file at {path}"]
+    stat = path.stat()
+    problem = _load_problem(model_spec.arch, json.dumps(model_spec.arch_params, sort_keys=True, default=str),
+                            tuple(input_shape), num_classes, json.dumps(source.model_dump(mode="json"), sort_keys=True),
+                            role, str(path), stat.st_mtime_ns, stat.st_size)
+    return [f"{field}: {problem}"] if problem else []
+
+
+@lru_cache(maxsize=64)
+def _load_problem(arch: str, params_json: str, input_shape: tuple[int, ...], num_classes: int, source_json: str,
+                  role: str, path: str, mtime_ns: int, size: int) -> str | None:
+    """Why the file cannot initialise the model, or None (memoised per file version: Configure validates often)."""
+    data = json.loads(source_json)
+    source = _SOURCES[data["kind"]](**data)
     with torch.random.fork_rng(devices=[]):  # checking a spec must not change what a run draws next
-        model = build_model(teacher.arch, num_classes, input_shape[0], input_shape[1], teacher.arch_params)
+        model = build_model(arch, num_classes, input_shape[0], input_shape[1], json.loads(params_json))
     try:
-        load_weights(model, path)
-    except CheckpointError as err:
-        return [f"{where}: {err}"]
-    return []
+        load_source(model, arch, source, role, lambda run_id: Path(path))
+    except ValueError as err:
+        return str(err)
+    return None
 
 
-def _teacher_run_errors(where: str, teacher, run_id: str, home: Path | None) -> list[str]:
+def _run_errors(where: str, role: str, arch: str, run_id: str, home: Path | None) -> tuple[list[str], Path]:
     try:
         store = Store(home, readonly=True)
     except WorkspaceError as err:
-        return [f"{where}.run_id: {err}"]
+        return [f"{where}: {err}"], Path()
     try:
         run = store.get_run(run_id)
     finally:
         store.close()
     if run is None:
-        return [f"{where}.run_id: no run {run_id!r} in the workspace"]
+        return [f"{where}: no run {run_id!r} in the workspace"], Path()
     if run.status != "done":
-        return [f"{where}.run_id: run {run_id} is {run.status}, not done"]
-    arch = spec_from_yaml(run.spec_yaml).student.arch
-    if arch != teacher.arch:
-        return [f"{where}.run_id: run {run_id} trained a {arch}, but this teacher is a {teacher.arch}"]
-    if not (run_dir(store.home, run_id) / "checkpoints" / "final.pt").exists():
-        return [f"{where}.run_id: run {run_id} has no final checkpoint"]
-    return []
+        return [f"{where}: run {run_id} is {run.status}, not done"], Path()
+    trained = spec_from_yaml(run.spec_yaml).student.arch
+    if trained != arch:
+        return [f"{where}: run {run_id} trained a {trained}, but this {role} is a {arch}"], Path()
+    path = run_dir(store.home, run_id) / "checkpoints" / "final.pt"
+    if not path.exists():
+        return [f"{where}: run {run_id} has no final checkpoint"], Path()
+    return [], path
 
 
 def _path_errors(i: int, path, spec: RunSpec, spots: dict[str, dict[str, SpotInfo]],

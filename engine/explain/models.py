@@ -14,8 +14,9 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from engine.models import build_model
 from engine.models.checkpoint import load_weights
-from engine.models.spots import list_spots, spot_nodes
-from engine.runner import teacher_cache_path
+from engine.models.spots import list_spots, spot_nodes, tracer_kwargs
+from engine.models.weights import load_source, weights_file
+from engine.runner import run_final_checkpoint, teacher_cache_path
 from engine.spec import RunSpec, TeacherSpec, TrainSource
 from engine.store import run_dir
 
@@ -87,7 +88,12 @@ def load_model(home: Path, run_id: str, spec: RunSpec, model_id: str, checkpoint
     if model_id == STUDENT:
         load_weights(model, checkpoint_path(home, run_id, checkpoint))
     else:
-        load_weights(model, teacher_weights(home, spec, _teacher_spec(spec, model_id)))
+        tspec = _teacher_spec(spec, model_id)
+        path = teacher_weights(home, spec, tspec)  # raises naming the teacher when its weights are gone
+        if isinstance(tspec.source, TrainSource):
+            load_weights(model, path)
+        else:  # the run's own loader: same prefixes, head check and published-weight conversion
+            load_source(model, arch, tspec.source, "teacher", lambda run_id: run_final_checkpoint(home, run_id))
     return _for_attribution(model)
 
 
@@ -99,6 +105,9 @@ def teacher_weights(home: Path, spec: RunSpec, tspec: TeacherSpec) -> Path:
         hint = "the workspace's teacher cache was cleared or the run trained on another device; rerun the spec"
     elif source.kind == "checkpoint":
         path, hint = Path(source.path), "the checkpoint file was moved or deleted"
+    elif source.kind == "pretrained":
+        path = weights_file(tspec.arch, source, lambda run_id: Path())  # raises naming the file when it is absent
+        hint = "the weights file was moved or deleted"
     else:
         path = run_dir(home, source.run_id) / "checkpoints" / "final.pt"
         hint = f"run {source.run_id} has no final model"
@@ -133,7 +142,7 @@ def spot_layer(model: nn.Module, arch: str, params: dict, spot: str, shape: tupl
     except AttributeError:
         pass
     # Otherwise the traced node may still be a module call (a leaf inside the model).
-    graph = create_feature_extractor(model, return_nodes=[node_name]).graph
+    graph = create_feature_extractor(model, return_nodes=[node_name], tracer_kwargs=tracer_kwargs(arch)).graph
     node = next(n for n in graph.nodes if n.op == "output").args[0][node_name]
     if node.op != "call_module":
         raise ValueError(f"spot: {model_id} ({arch}) spot {spot!r} is computed by a function, not a module; "
