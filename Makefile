@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test worker system-packages clean-workspace planted bench
+.PHONY: run test worker system-packages clean-workspace planted bench bench-data
 
 # Re-installs only when requirements.txt changes, so repeated make calls start at once.
 $(STAMP): requirements.txt
@@ -42,3 +42,8 @@ planted: $(STAMP)
 # bench/.venv-torchdistill, once).
 bench: $(STAMP)
 	QUICK=$(QUICK) $(PY) bench/speed.py
+
+# Data bench: time to first step on the CIFAR-10 JPEG folder (cold, warm), epoch time against the plain PyTorch
+# floor, and the memory of a streamed 20,000-image folder. QUICK=1: under about three minutes.
+bench-data: $(STAMP)
+	QUICK=$(QUICK) $(PY) bench/data_bench.py

@@ -30,6 +30,13 @@ from engine.telemetry import Recorded, Telemetry
 
 MAIN_PHASE = "main"
 EVAL_BATCH = 512
+EVAL_BATCH_BYTES = 64 << 20  # large images (224 px) are evaluated in smaller batches: 106 instead of 512
+
+
+def eval_batch_size(split: Split) -> int:
+    """EVAL_BATCH, or fewer for large images: the same for a split in memory or streamed (equal runs)."""
+    per_image = 4 * math.prod(split.x.shape[1:]) if len(split.x.shape) > 1 else 4
+    return max(1, min(EVAL_BATCH, EVAL_BATCH_BYTES // max(per_image, 1)))
 
 
 # ------------------------------------------------------------------ outcomes and reporting
@@ -216,7 +223,7 @@ def evaluate(model: nn.Module, split: Split, device: torch.device) -> tuple[floa
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
-    for x, y, _ in iterate_batches(split, EVAL_BATCH, shuffle=False, generator=None):
+    for x, y, _ in iterate_batches(split, eval_batch_size(split), shuffle=False, generator=None):
         x, y = x.to(device), y.to(device)
         out = model(x)
         logits = out["fc"] if isinstance(out, dict) else out

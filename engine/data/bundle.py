@@ -167,8 +167,11 @@ def normalization(spec: DatasetSpec, channels: int, dataset_stats: Callable[[], 
 
 
 def normalize_pixels(x: Tensor, pixel_max: float, mean: Tensor, std: Tensor) -> Tensor:
-    """Raw pixels -> float32 normalised images; elementwise, so any batch of rows gives the same values."""
-    return (x.float() / pixel_max - mean[:, None, None]) / std[:, None, None]
+    """Raw pixels -> float32 normalised images; elementwise, so any batch of rows gives the same values.
+
+    In place on one float copy: a streamed batch costs one float tensor, not four temporaries."""
+    x = x.to(torch.float32, copy=True)
+    return x.div_(pixel_max).sub_(mean[:, None, None]).div_(std[:, None, None])
 
 
 def describe_normalization(spec: DatasetSpec, mean: Tensor, std: Tensor) -> str:

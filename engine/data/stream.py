@@ -91,7 +91,7 @@ def _images(x: Tensor | DiskImages, positions: list[Tensor]) -> Iterator[Tensor]
     if not isinstance(x, DiskImages) or x.workers == 0:
         return (x[position] for position in positions)
     loader = torch.utils.data.DataLoader(_Rows(x), batch_size=None, sampler=positions, num_workers=x.workers,
-                                         pin_memory=torch.cuda.is_available(), prefetch_factor=4)
+                                         pin_memory=torch.cuda.is_available())
     return iter(loader)
 
 
