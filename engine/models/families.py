@@ -102,7 +102,7 @@ def resolve(full: str) -> Entry:
     weights = "published weights available" if _has_published_weights(family, name) else "no published weights"
     description = f"{family} {name} (random init or pretrained: {weights})"
 
-    def build(num_classes: int, in_channels: int, image_size: int, **params: Any) -> nn.Module:
+    def build(num_classes: int, in_channels: int, image_size: int, /, **params: Any) -> nn.Module:
         return build_family_model(full, num_classes, in_channels, image_size, params)
 
     meta = {"spots": lambda model: family_spots(full, model), "family": family,
