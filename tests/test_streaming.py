@@ -108,7 +108,8 @@ def test_a_streamed_run_equals_the_in_memory_run_step_for_step(folder: Path, hom
                                       reporters[stream])
     memory, streamed = _metrics(reporters["off"]), _metrics(reporters["on"])
     assert len(memory) > 80 and memory == streamed
-    assert {"acc/val", "loss/path:t-kd"} <= {row[3] for row in memory} and any(row[3].startswith("diag/") for row in memory)
+    keys = {row[3] for row in memory}
+    assert {"acc/val", "loss/path:t-kd"} <= keys and any(key.startswith("diag/") for key in keys)
     assert results["off"]["test_acc"] == results["on"]["test_acc"]
     assert any("streaming from disk (dataset.stream: on" in m for _, m in reporters["on"].events)
     if cache:  # a streamed run still serves the teacher from the cache, memory-mapped

@@ -66,24 +66,24 @@ class FolderLayout:
     def describe(self, val_fraction: float, test_fraction: float) -> str:
         names = ", ".join(self.class_names[:12]) + (", ..." if len(self.class_names) > 12 else "")
         classes = f"{len(self.class_names)} classes: {names}"
+        drawn = [] if "test" in self.folders else [f"test ({test_fraction:.0%})"]
+        if "val" not in self.folders:
+            rest = " of the rest" if drawn else ""
+            drawn.append(f"val ({val_fraction:.0%}{rest})" if val_fraction else "no val split (val_fraction 0)")
         if self.kind == "classes":
-            text = (f"image_folder: {self.root} holds {len(self.class_names)} class folders ({self.count('train'):,} "
-                    f"images; {classes}); test ({test_fraction:.0%}), then val ({val_fraction:.0%} of the rest) drawn from "
-                    f"them")
+            text = (f"image_folder: {self.root} holds {len(self.class_names)} class folders "
+                    f"({self.count('train'):,} images; {classes}); drawn from them: {', then '.join(drawn)}")
             parent_test = _split_folder(self.root.parent, "test")
             if self.root.name.lower() in SPLIT_FOLDERS["train"] and parent_test is not None:
                 text += (f". {self.root} looks like the train split of {self.root.parent}, which also has "
-                         f"{parent_test.name}/: point dataset.root at {self.root.parent} to test on {parent_test.name}/ "
-                         f"(a public model trained on train/ would otherwise be tested on its own training images)")
+                         f"{parent_test.name}/: point dataset.root at {self.root.parent} to test on "
+                         f"{parent_test.name}/ (a public model trained on train/ would otherwise be tested on its "
+                         f"own training images)")
             return text
         found = [f"{self.folders[s].name}/ ({self.count(s):,} images)" for s in ("train", "val", "test")
                  if s in self.folders]
-        drawn = [f"{s} drawn from train ({fraction:.0%}{' of the rest' if s == 'val' and 'test' not in self.folders else ''})"
-                 for s, fraction in (("test", test_fraction), ("val", val_fraction)) if s not in self.folders]
-        if "val" not in self.folders and val_fraction == 0:
-            drawn = [d for d in drawn if not d.startswith("val")] + ["no val split (val_fraction 0)"]
         return (f"image_folder: {' and '.join(found)} found under {self.root}, {classes}"
-                + (f"; {', '.join(drawn)}" if drawn else ""))
+                + (f"; drawn from train: {', then '.join(drawn)}" if drawn else ""))
 
 
 def _split_folder(root: Path, split: str) -> Path | None:
