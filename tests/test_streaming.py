@@ -140,3 +140,12 @@ def test_streamed_teacher_cache_is_memory_mapped(folder: Path, home: Path) -> No
     finally:
         runner.load_or_build = original
     assert seen and all(isinstance(a, np.memmap) for a in seen[0].arrays.values())
+
+
+def test_placing_data_on_a_gpu_leaves_streamed_splits_on_disk(folder: Path, tmp_path: Path) -> None:
+    """_place_data's CUDA branch with only streamed splits: nothing is moved (runs without a GPU)."""
+    from engine.runner import _place_data
+
+    on, _ = _pair(folder, tmp_path)
+    assert _place_data(on, None, torch.device("cuda"), torch.nn.Conv2d(3, 3, 1), {}) is None
+    assert all(isinstance(s.x, DiskImages) and s.y.device.type == "cpu" for s in (on.train, on.val, on.test))
