@@ -162,15 +162,18 @@ def ensure_student_file(home: Path, run: RunRow) -> Path:
     if not final.is_file():
         raise ExportError(f"run {run.id} has no {final.name} (looked in {final.parent})")
     from engine.data import load_dataset
+    from engine.models import build_model
 
     spec = spec_from_yaml(run.spec_yaml)
     saved = torch.load(final, map_location="cpu", weights_only=True)
-    from engine.models import build_model
-
-    bundle = load_dataset(spec.dataset, Path(home) / "cache")
-    channels, height, _ = bundle.input_shape
-    model = build_model(spec.student.arch, bundle.num_classes, channels, height, spec.student.arch_params)
-    model.load_state_dict(saved["state_dict"])
+    try:
+        bundle = load_dataset(spec.dataset, Path(home) / "cache")
+        channels, height, _ = bundle.input_shape
+        model = build_model(spec.student.arch, bundle.num_classes, channels, height, spec.student.arch_params)
+        model.load_state_dict(saved["state_dict"])
+    except (ValueError, OSError, RuntimeError) as err:
+        raise ExportError(f"run {run.id} finished before runs wrote student files, and its card cannot be made "
+                          f"now: {err}") from err
     return write_student(path.parent, spec, bundle, model, run.result, run.id)
 
 
@@ -260,10 +263,16 @@ def export_student(home: Path, run_id: str, out: Path | str, fmt: str, store: St
             model = student_model(payload)
             example = _example_input(payload["card"])
             with _quiet_exporters():
-                if fmt == "torchscript":
-                    _write_torchscript(model, example, tmp)
-                else:
-                    summary["batch"] = _write_onnx(model, example, tmp)
+                try:
+                    if fmt == "torchscript":
+                        _write_torchscript(model, example, tmp)
+                    else:
+                        summary["batch"] = _write_onnx(model, example, tmp)
+                except OSError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - tracing/exporting raises many types
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    raise ExportError(f"{fmt}: {payload['card']['arch']} could not be exported ({first})") from err
                 summary.update(_verify(fmt, tmp, model, payload["card"], summary.get("batch", "dynamic")))
         os.replace(tmp, out)
     except OSError as err:
