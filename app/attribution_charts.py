@@ -70,11 +70,20 @@ def row_scale(maps: list[np.ndarray]) -> float:
     return largest if largest > 0 else 1.0
 
 
-def caption(label: int | str, confidence: float) -> str:
-    return f"pred {label} ({confidence * 100:.1f}%)"
+def class_label(label: int, class_names: list[str] | None = None) -> str:
+    """'3 · cat' when the dataset names its classes, else '3' (also for digits, whose names are the numbers)."""
+    label = int(label)
+    if class_names and 0 <= label < len(class_names) and class_names[label] != str(label):
+        return f"{label} · {class_names[label]}"
+    return str(label)
 
 
-def sample_row_figure(sample: int, label: int, image: np.ndarray, cells: list[dict]) -> go.Figure:
+def caption(label: int | str, confidence: float, class_names: list[str] | None = None) -> str:
+    return f"pred {class_label(label, class_names)} ({confidence * 100:.1f}%)"
+
+
+def sample_row_figure(sample: int, label: int, image: np.ndarray, cells: list[dict],
+                      class_names: list[str] | None = None) -> go.Figure:
     """One grid row: the input image, then each model's map over the greyscale image.
 
     ``cells``: dicts with model, map (C, H, W), predicted, confidence, in column order. All maps share one
@@ -91,14 +100,14 @@ def sample_row_figure(sample: int, label: int, image: np.ndarray, cells: list[di
     for n, cell in enumerate(cells, start=2):
         fig.add_trace(go.Heatmap(z=grey, colorscale=grey_scale, zmin=0, zmax=1, showscale=False,
                                  hoverinfo="skip", name=f"image:{cell['model']}"), row=1, col=n)
-        text = caption(cell["predicted"], cell["confidence"])
+        text = caption(cell["predicted"], cell["confidence"], class_names)
         fig.add_trace(go.Heatmap(
             z=plane(cell["map"])[::-1], coloraxis="coloraxis", opacity=OVERLAY_OPACITY, name=cell["model"],
             meta={"sample": sample, "model": cell["model"], "caption": text},
             hovertemplate=f"{model_label(cell['model'])}<br>x %{{x}}, y %{{y}}<br>attribution %{{z:.3g}}"
                           "<extra></extra>"), row=1, col=n)
         fig.update_xaxes(title_text=text, row=1, col=n)
-    fig.update_xaxes(title_text=f"#{sample} · label {label}", row=1, col=1)
+    fig.update_xaxes(title_text=f"#{sample} · label {class_label(label, class_names)}", row=1, col=1)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, scaleanchor="x", constrain="domain")
     for n in range(2, len(titles) + 1):

@@ -95,6 +95,12 @@ def events(home_dir: str, run_id: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def teacher_accuracies(home_dir: str, run_id: str) -> dict[str, dict]:
+    with _reader(home_dir) as store:
+        return queries.teacher_accuracies(store, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def live_worker_count(home_dir: str) -> int:
     if not workspace_exists(home_dir):
         return 0

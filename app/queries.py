@@ -5,8 +5,9 @@ no caching here. Pages wrap them in short-lived caches (see ``app.cached``).
 """
 from __future__ import annotations
 
-import sqlite3
 import copy
+import json
+import sqlite3
 import time
 from datetime import datetime
 from functools import lru_cache
@@ -132,6 +133,16 @@ def run_events(store: Store, run_id: str, limit: int = 50) -> pd.DataFrame:
     rows = store.events(run_id)[-limit:]
     records = [(datetime.fromtimestamp(r["time"]), r["level"], r["message"]) for r in reversed(rows)]
     return pd.DataFrame(records, columns=EVENT_COLUMNS)
+
+
+def teacher_accuracies(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """Each teacher's measured test accuracy ({"test_acc", "test_samples"}), from the run's teacher events."""
+    found = {}
+    for row in store.events(run_id):
+        data = json.loads(row["data_json"]) if row["data_json"] else {}
+        if isinstance(data, dict) and "teacher" in data and isinstance(data.get("test_acc"), (int, float)):
+            found[str(data["teacher"])] = {"test_acc": float(data["test_acc"]), "test_samples": data.get("test_samples")}
+    return found
 
 
 def phases(names: Iterable[str]) -> list[str]:

@@ -21,6 +21,7 @@ CHUNK = 4096
 class SampleImages:
     ids: np.ndarray  # (N,) sorted sample ids
     pixels: np.ndarray  # (N, H, W, C) uint8, row i is sample ids[i]
+    class_names: list[str]  # label -> the dataset's name for it
 
     @classmethod
     def from_bundle(cls, bundle: DataBundle) -> "SampleImages":
@@ -35,7 +36,7 @@ class SampleImages:
             ids.append(split.index.numpy())
         all_ids = np.concatenate(ids)
         order = np.argsort(all_ids, kind="stable")
-        return cls(all_ids[order], np.concatenate(pixels)[order])
+        return cls(all_ids[order], np.concatenate(pixels)[order], list(bundle.class_names))
 
     def image(self, sample_id: int) -> np.ndarray | None:
         """(H, W) or (H, W, 3) floats in [0, 1], enlarged to at least MIN_SIDE_PX; None for an unknown id."""

@@ -20,7 +20,8 @@ from engine.spec import RunSpec
 NAME_MAX = next(m.max_length for m in RunSpec.model_fields["name"].metadata if hasattr(m, "max_length"))
 TEACHER_COLUMNS = ["id", "arch", "source", "epochs", "run_id", "checkpoint"]
 PATH_COLUMNS = ["id", "teacher", "teacher_spot", "student_spot", "distiller", "weight", "enabled"]
-SOURCE_KINDS = ["train", "run", "checkpoint"]
+SOURCE_KINDS = ["train", "run", "checkpoint", "pretrained"]
+STUDENT_SOURCE_KINDS = ["scratch", "pretrained", "checkpoint", "run"]
 # Form sections, and the top-level spec fields whose errors are shown under each.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("name", "epochs", "seed", "optimizer", "schedule", "device", "log_every", "version"),
@@ -66,11 +67,24 @@ def _teacher_source(row: dict[str, Any], previous: dict[str, Any]) -> dict[str, 
         return {"kind": "run", "run_id": row["run_id"]}
     if kind == "checkpoint":
         return {"kind": "checkpoint", "path": row["checkpoint"]}
+    if kind == "pretrained":  # the checkpoint column may name a local copy of the published weights
+        return {"kind": "pretrained", "path": row["checkpoint"]}
     if kind != "train":
         return {"kind": kind}  # left for parse_spec to name as an invalid source
     # Keep the optimizer, schedule and seed a YAML spec gave this teacher's training.
     kept = previous if previous.get("kind") == "train" else {}
     return {**kept, "kind": "train", "epochs": None if row["epochs"] is None else int(row["epochs"])}
+
+
+def student_source(kind: str, path: str | None, run_id: str | None) -> dict[str, Any]:
+    """The student's source dict from the form's choices (what a kind does not use is left out)."""
+    if kind == "checkpoint":
+        return {"kind": "checkpoint", "path": path}
+    if kind == "pretrained":
+        return {"kind": "pretrained", "path": path}
+    if kind == "run":
+        return {"kind": "run", "run_id": run_id}
+    return {"kind": kind}
 
 
 def teachers_from_frame(frame: pd.DataFrame, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -198,3 +212,14 @@ def comparison_variants(spec: dict[str, Any], aggregators: list[str], seeds: lis
             variants.append({**copy.deepcopy(spec), "aggregator": {"name": aggregator, "params": params},
                              "seed": seed, "name": variant_name(spec.get("name") or "run", aggregator, seed)})
     return variants
+
+
+def teacher_check_frame(result: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The teacher check's result, a row per teacher: test accuracy in percent (or why there is none), images."""
+    rows = []
+    for tid, found in result.items():
+        acc = found.get("test_acc")
+        note = found.get("error") or found.get("note") or ("reused from the cache" if found.get("cached") else "")
+        rows.append({"teacher": tid, "accuracy": None if acc is None else 100 * acc,
+                     "images": found.get("test_samples"), "note": note})
+    return pd.DataFrame(rows, columns=["teacher", "accuracy", "images", "note"])

@@ -11,6 +11,7 @@ import streamlit as st
 from app import cached
 from app.nav import page_file
 from app.worker_control import ensure_worker
+from engine.export import student_path
 from engine.spec import RunSpec, SpecError, spec_to_yaml
 from engine.store import FINAL_STATUSES, RunRow, Store, WorkspaceError
 
@@ -105,3 +106,21 @@ def submit_run(home: Path, spec: RunSpec) -> str:
 
 def go_live() -> None:
     st.switch_page(page_file("live"))
+
+
+def download_student(home: str, run: RunRow, key: str) -> None:
+    """*Download student*: the finished run's state dict and model card as one .pt file."""
+    if run.status != "done":
+        return
+    path = student_path(Path(home), run.id)
+    if not path.is_file():
+        st.caption(f"No student file in this run's folder (it finished before PathScope saved one): "
+                   f"`python -m engine export {run.id} --student student.pt` writes it from the final checkpoint.")
+        return
+    safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in run.name)[:60] or "run"
+    st.download_button(
+        "Download student", data=path.read_bytes, file_name=f"{safe_name}-{run.id}-student.pt",
+        mime="application/octet-stream", icon=":material/download:", on_click="ignore", key=key,
+        help="One .pt file: the state dict and a model card (architecture, normalisation, class names, input "
+             "size, the spec, final metrics). Load it with torch.load(path, weights_only=True); TorchScript and "
+             "ONNX: python -m engine export RUN --student FILE --format torchscript|onnx")

@@ -7,7 +7,6 @@ metrics).
 """
 from __future__ import annotations
 
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ from pydantic import ValidationError
 
 from app import attribution_charts as ac
 from app import cached
+from app.jobs import ACTIVE, get_job, job_failed, job_progress, latest_job, submit_job
+from app.samples import SampleImages
 from app.widgets import pick_run, user_errors
-from app.worker_control import ensure_worker
 from engine.data.bundle import DatasetError
 from engine.explain.cache import load_entry
 from engine.explain.job import PHASE, TARGETS
@@ -28,62 +28,15 @@ from engine.explain.methods import METHODS, SMOOTHGRAD_DEFAULTS
 from engine.explain.models import checkpoint_dir, epoch_checkpoints
 from engine.registry import UnknownName
 from engine.spec import DatasetSpec, spec_from_yaml
-from engine.store import JobRow, RunRow, Store, run_dir
+from engine.store import JobRow, RunRow, run_dir
 
 PLOT_CONFIG = {"displaylogo": False}
-ACTIVE = ("queued", "running")
 MAX_OPTIONS = 300  # samples listed in the picker after filtering and sorting
 DEFAULT_PICKS = 4
 AGREEMENT_DEFAULT_METHOD = "occlusion"  # on the planted demo it separates good and harmful teachers best
 MAPS_DEFAULT_METHOD = "integrated_gradients"  # deterministic, and the method most readers know
 EXPLAIN_BUTTON = "Explain the selected samples"
 AGREEMENT_BUTTON = "Compute agreement over checkpoints"
-
-
-# ---------------------------------------------------------------- jobs
-def _reader(home: str) -> closing[Store]:
-    return closing(Store(Path(home), readonly=True))
-
-
-def latest_job(home: str, run_id: str, kind: str, **params: Any) -> JobRow | None:
-    """The newest job of a kind whose params include ``params``."""
-    with _reader(home) as store:
-        for job in store.list_jobs(run_id, kind):
-            if all(job.params.get(name) == value for name, value in params.items()):
-                return job
-    return None
-
-
-def get_job(home: str, job_id: str) -> JobRow | None:
-    with _reader(home) as store:
-        return store.get_job(job_id)
-
-
-def submit_job(home: str, run_id: str, kind: str, params: dict[str, Any]) -> str:
-    with closing(Store(Path(home))) as store:
-        job_id = store.create_job(run_id, kind, params)
-    ensure_worker(Path(home))
-    return job_id
-
-
-def job_progress(home: str, job_id: str, what: str) -> None:
-    """Progress of a queued or running job, polled every two seconds; reruns the page when it ends."""
-
-    @st.fragment(run_every=2)
-    def poll() -> None:
-        job = get_job(home, job_id)
-        if job is None or job.status not in ACTIVE:
-            st.rerun(scope="app")
-            return
-        label = (f"{what}: waiting for a worker…" if job.status == "queued"
-                 else f"{what}: {job.progress:.0%}")
-        st.progress(min(max(float(job.progress), 0.0), 1.0), text=label)
-
-    poll()
-
-
-def job_failed(job: JobRow, what: str) -> None:
-    st.error(f"{what} failed: {job.error or job.status}", icon=":material/error:")
 
 
 # ---------------------------------------------------------------- helpers
@@ -99,16 +52,29 @@ def default_index(names: list[str], wanted: str) -> int:
     return names.index(wanted) if wanted in names else 0
 
 
-def input_shape(run: RunRow) -> tuple[int, int, int] | None:
-    """(C, H, W) of the run's dataset (for method defaults that depend on the image size), None if unknown."""
+def run_images(run: RunRow) -> SampleImages | None:
+    """The pictures and class names of the run's dataset, None when it cannot be loaded here."""
     try:
         data = yaml.safe_load(run.spec_yaml)
         section = data.get("dataset") if isinstance(data, dict) else None
         spec = DatasetSpec.model_validate(section if isinstance(section, dict) else {})
-        pixels = cached.sample_images(spec.model_dump_json()).pixels
+        return cached.sample_images(spec.model_dump_json())
     except (DatasetError, UnknownName, ValidationError, yaml.YAMLError, OSError):
         return None
+
+
+def input_shape(run: RunRow) -> tuple[int, int, int] | None:
+    """(C, H, W) of the run's dataset (for method defaults that depend on the image size), None if unknown."""
+    images = run_images(run)
+    if images is None:
+        return None
+    pixels = images.pixels
     return int(pixels.shape[3]), int(pixels.shape[1]), int(pixels.shape[2])
+
+
+def class_names(run: RunRow) -> list[str] | None:
+    images = run_images(run)
+    return images.class_names if images is not None else None
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -147,11 +113,11 @@ def sample_index(home: str, run: RunRow, checkpoint: str) -> pd.DataFrame | None
     return ac.sample_table(arrays)
 
 
-def sample_picker(table: pd.DataFrame, run_id: str) -> list[int]:
+def sample_picker(table: pd.DataFrame, run_id: str, names: list[str] | None) -> list[int]:
     labels = sorted(int(c) for c in table["label"].unique())
     left, middle, right = st.columns(3)
     label = left.selectbox("Class", [None, *labels], key=f"attr-class-{run_id}",
-                           format_func=lambda c: "all classes" if c is None else f"class {c}")
+                           format_func=lambda c: "all classes" if c is None else f"class {ac.class_label(c, names)}")
     misclassified = middle.checkbox("Misclassified by the student", key=f"attr-miscls-{run_id}")
     sort = right.radio("Order", ac.SORTS, key=f"attr-sort-{run_id}", horizontal=True)
     chosen = ac.filter_samples(table, label, misclassified, sort).head(MAX_OPTIONS)
@@ -164,7 +130,8 @@ def sample_picker(table: pd.DataFrame, run_id: str) -> list[int]:
 
     def describe(sample: int) -> str:
         row = rows.loc[sample]
-        return (f"#{sample} · label {row['label']} · student {row['student_pred']} "
+        return (f"#{sample} · label {ac.class_label(row['label'], names)} · "
+                f"student {ac.class_label(row['student_pred'], names)} "
                 f"({row['student_conf']:.0%}) · JS {row['disagreement']:.3f}")
 
     st.caption(f"{len(chosen)} sample(s) listed ({int(table['misclassified'].sum())} of {len(table)} "
@@ -257,7 +224,7 @@ def grid(home: str, run: RunRow, job: JobRow) -> None:
                "the student; each row shares one colour scale (red positive, blue negative), bounded by the "
                "row's largest |attribution|. Under each map: that model's prediction and confidence.")
     for row in rows:
-        fig = ac.sample_row_figure(row["sample"], row["label"], row["image"], row["cells"])
+        fig = ac.sample_row_figure(row["sample"], row["label"], row["image"], row["cells"], class_names(run))
         st.plotly_chart(fig, key=f"attr-row-{job.id}-{row['sample']}", config=PLOT_CONFIG)
 
 
@@ -314,7 +281,7 @@ def run_view(home: str, run: RunRow) -> None:
                               help="Teachers are frozen: only the student changes between checkpoints")
     st.header("Samples")
     table = sample_index(home, run, checkpoint)
-    samples = sample_picker(table, run.id) if table is not None else []
+    samples = sample_picker(table, run.id, class_names(run)) if table is not None else []
     if table is not None:
         explain_section(home, run, checkpoint, samples)
     agreement_section(home, run, teacher_ids)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from app import cached, charts
 from app.queries import aggregator_summary
-from app.widgets import empty_state, smoothing_picker, user_errors
+from app.widgets import download_student, empty_state, smoothing_picker, user_errors
 
 DEFAULT_OVERLAY = 3
 PREFERRED_METRICS = ("acc/val", "acc/test", "loss/total")
@@ -24,6 +24,21 @@ def runs_table(runs: pd.DataFrame) -> None:
             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
         },
     )
+
+
+def student_downloads(home: str, runs: pd.DataFrame) -> None:
+    """*Download student* for any finished run of the table."""
+    done = runs[runs["status"] == "done"]
+    if done.empty:
+        return
+    labels = dict(zip(done["id"], done["label"]))
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    run_id = left.selectbox("Take a distilled student home", list(done["id"]), key="cmp_student",
+                            format_func=lambda r: labels.get(r, r))
+    run = cached.run(home, run_id)
+    if run is not None:
+        with right:
+            download_student(home, run, key=f"cmp-download-{run_id}")
 
 
 def default_selection(runs: pd.DataFrame) -> list[str]:
@@ -110,6 +125,7 @@ def main() -> None:
         empty_state()
         return
     runs_table(runs)
+    student_downloads(home, runs)
     group_view(runs)
     st.subheader("Overlay a metric")
     labels = dict(zip(runs["id"], runs["label"]))

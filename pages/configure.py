@@ -5,6 +5,7 @@ version number: replacing the whole spec (upload, reset) bumps it so every widge
 again from the new dict. Table edits are committed into the dict as soon as they happen
 and the table is redrawn from the dict under a new key, so an edit is never applied twice.
 """
+import json
 import re
 import secrets
 import time
@@ -17,17 +18,22 @@ import yaml
 from pydantic import ValidationError
 
 from app import cached
+from app.jobs import ACTIVE, get_job, job_failed, job_progress, submit_teacher_check
 from app.nav import page_file
 from app.spec_form import (
-    SECTIONS, SOURCE_KINDS, candidate_paths, comparison_variants, errors_by_section, merge_paths, parse_seeds,
-    paths_frame, paths_from_frame, renamed_teachers, retarget_paths, teachers_frame, teachers_from_frame,
+    SECTIONS, SOURCE_KINDS, STUDENT_SOURCE_KINDS, candidate_paths, comparison_variants, errors_by_section,
+    merge_paths, parse_seeds, paths_frame, paths_from_frame, renamed_teachers, retarget_paths, student_source,
+    teacher_check_frame, teachers_frame, teachers_from_frame,
 )
 from app.widgets import DEMO_SPEC, go_live, submit_run, submit_runs, user_errors
 from engine.aggregators import AGGREGATORS
 from engine.data import DATASETS, dataset_signature, load_dataset
 from engine.data.bundle import DatasetError
+from engine.data.image_folder import describe_image_folder
 from engine.diagnostics.probe import auto_every
 from engine.models import MODELS, model_params
+from engine.models.checkpoint import CHECKPOINT_EXTENSIONS, CheckpointError, CheckpointInfo, describe_checkpoint
+from engine.models.families import FAMILIES, family_models
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.registry import UnknownName
@@ -38,12 +44,15 @@ from engine.spec import (
 from engine.validate import validate_spec
 
 CFG = "cfg_spec"
+CHECK_JOB = "cfg_teacher_check_job"
 VER = "cfg_ver"
 TABLE_VERS = {"teachers": "cfg_teachers_ver", "paths": "cfg_paths_ver"}
 UPLOAD_SEEN = "cfg_upload_seen"
 SAVED_CHECKPOINTS = "cfg_saved_checkpoints"
 OPTIMIZERS = list(get_args(OptimizerSpec.model_fields["name"].annotation))
 AUGMENTS = list(get_args(DatasetSpec.model_fields["augment"].annotation))
+NORMALIZE_MODES = ["dataset", "imagenet", "none", "custom"]
+STREAM_MODES = list(get_args(DatasetSpec.model_fields["stream"].annotation))
 EDIT_FIELDS = ("edited_rows", "added_rows", "deleted_rows")
 
 
@@ -182,12 +191,22 @@ def dataset_section(d: dict[str, Any]) -> tuple[tuple[int, ...], int] | None:
                                  help="Cap on training samples for quick runs; empty = all")
     ds["train_size"] = None if train_size is None else int(train_size)
     with c4:
-        ds["augment"] = choice("Augmentation", AUGMENTS, ds["augment"], "dataset.augment")
+        ds["augment"] = choice("Augmentation", AUGMENTS, ds["augment"], "dataset.augment",
+                               help="crop: random crop of the padded image · flip_crop: the same plus a horizontal "
+                                    "flip · random_resized_crop: a random area and aspect ratio resized back, "
+                                    "plus a flip")
     c1, c2 = st.columns([3, 1])
-    ds["root"] = c1.text_input("Data folder (optional)", ds["root"] or "", key=key("dataset.root"),
-                               help="Where the dataset's files are; empty = the dataset's default place").strip() or None
+    ds["root"] = c1.text_input(
+        "Data folder", ds["root"] or "", key=key("dataset.root"),
+        help="Where the dataset's files are; empty = the dataset's default place. For image_folder: a folder of "
+             "class subfolders, or one holding train/ (and optionally val/ and test/) folders of them",
+    ).strip() or None
     ds["download"] = c2.checkbox("Allow download", ds["download"], key=key("dataset.download"),
                                  help="Let the worker download the files (torchvision datasets)")
+    if ds["name"] == "image_folder":
+        layout_note(ds)
+    with st.expander("Image size, normalisation and splits"):
+        preprocessing_inputs(ds)
     signature = input_signature(ds)
     c1, c2 = st.columns([3, 1], vertical_alignment="center")
     if signature is not None:
@@ -197,6 +216,72 @@ def dataset_section(d: dict[str, Any]) -> tuple[tuple[int, ...], int] | None:
                  help="Reads the dataset here (never downloads); the worker reads it again when a run starts"):
         check_data_files(ds)
     return signature
+
+
+def layout_note(ds: dict[str, Any]) -> None:
+    """What the worker will find under an image folder (train/test folders or one set of classes)."""
+    if not ds["root"]:
+        st.info("Give the folder of your images: class subfolders (`cat/`, `dog/`…), or `train/` and `test/` "
+                "folders of them as torchvision's ImageFolder expects.", icon=":material/folder:")
+        return
+    try:
+        st.caption(describe_image_folder(ds["root"], ds["val_fraction"], ds["test_fraction"]))
+    except DatasetError as err:
+        st.warning(str(err), icon=":material/folder_off:")
+
+
+def preprocessing_inputs(ds: dict[str, Any]) -> None:
+    c1, c2, c3 = st.columns(3)
+    size = c1.number_input("Image size (px)", min_value=1, value=ds["image_size"], step=32, placeholder="as stored",
+                           key=key("dataset.image_size"),
+                           help="Resize the shorter side to this and centre-crop a square (224 for ImageNet models); "
+                                "empty = the images' own size")
+    ds["image_size"] = None if size is None else int(size)
+    ds["val_fraction"] = c2.number_input("Validation share", min_value=0.0, max_value=0.95, step=0.05,
+                                         value=float(ds["val_fraction"]), key=key("dataset.val_fraction"),
+                                         help="Drawn from the training images (seeded) when there is no val/ folder")
+    ds["test_fraction"] = c3.number_input("Test share", min_value=0.01, max_value=0.95, step=0.05,
+                                          value=float(ds["test_fraction"]), key=key("dataset.test_fraction"),
+                                          help="Drawn from the training images when the data has no test split")
+    c1, c2, c3 = st.columns([1, 2, 1])
+    current = ds["normalize"] if isinstance(ds["normalize"], str) else "custom"
+    with c1:
+        mode = choice("Normalisation", NORMALIZE_MODES, current, "dataset.normalize",
+                      help="dataset: the train split's own mean and std · imagenet: the values ImageNet-pretrained "
+                           "models and the akamaster CIFAR checkpoints expect · none: pixels in [0, 1] · custom: "
+                           "your own per-channel mean and std. Stored with the run and the exported student")
+    if mode == "custom":
+        with c2:
+            ds["normalize"] = custom_normalisation(ds["normalize"])
+    else:
+        ds["normalize"] = mode
+    with c3:
+        ds["stream"] = choice("Read images", STREAM_MODES, ds["stream"], "dataset.stream",
+                              help="auto: from memory unless the decoded images exceed the memory limit, then "
+                                   "from disk batch by batch · on: always from disk · off: always in memory")
+    if ds["stream"] != "off":
+        ds["memory_limit_mb"] = int(c3.number_input("Memory limit (MB)", min_value=1, step=256,
+                                                    value=int(ds["memory_limit_mb"]), key=key("dataset.memory_limit_mb")))
+
+
+def custom_normalisation(current: Any) -> dict[str, Any]:
+    values = current if isinstance(current, dict) else {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    text = st.text_input("Mean and std per channel", f"{_numbers(values['mean'])} / {_numbers(values['std'])}",
+                         key=key("dataset.normalize.values"), help="two comma-separated lists, e.g. "
+                         "0.49, 0.48, 0.45 / 0.25, 0.24, 0.26 (pixels in [0, 1])")
+    mean, _, std = text.partition("/")
+    try:
+        return {"mean": _parse_numbers(mean), "std": _parse_numbers(std)}
+    except ValueError:
+        return {"mean": mean.strip(), "std": std.strip()}  # left for parse_spec to name under dataset.normalize
+
+
+def _numbers(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def _parse_numbers(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
 
 
 def finished_runs(home: str) -> dict[str, str]:
@@ -218,28 +303,89 @@ def save_checkpoint(home: str, file: Any) -> Path:
     return target
 
 
-def checkpoint_upload(home: str) -> None:
-    file = st.file_uploader("Import a teacher checkpoint (.pt, .pth)", type=["pt", "pth"], key="cfg_ckpt",
-                            help="Saved in the workspace's uploads folder; loaded with weights_only by the worker")
+def checkpoint_files(home: str, current: list[str]) -> list[str]:
+    """Checkpoint files of the uploads folder (uploaded here or copied there by hand) and those in the spec."""
+    found = [str(f) for f in sorted(uploads_dir(home).glob("*")) if f.suffix.lower() in CHECKPOINT_EXTENSIONS]
+    return list(dict.fromkeys([*found, *current]))
+
+
+def checkpoint_upload(d: dict[str, Any], home: str) -> None:
+    extensions = " ".join(CHECKPOINT_EXTENSIONS)
+    file = st.file_uploader(f"Import a checkpoint ({extensions})", type=[e.lstrip(".") for e in CHECKPOINT_EXTENSIONS],
+                            key="cfg_ckpt",
+                            help="Saved in the workspace's uploads folder, where files copied by hand are offered "
+                                 "too; read as data only (weights_only, or safetensors) by the worker")
     saved = st.session_state.setdefault(SAVED_CHECKPOINTS, {})
     if file is not None and file.file_id not in saved:
         saved[file.file_id] = str(save_checkpoint(home, file))
-    if file is not None:
-        st.success(f"Saved as {saved[file.file_id]}: pick it in a teacher's checkpoint column (source: checkpoint).")
+    if file is None:
+        return
+    path = saved[file.file_id]
+    st.success(f"Saved as {path}: pick it in a teacher's checkpoint column (source: checkpoint) or as the "
+               "student's starting point.")
+    try:
+        info = checkpoint_info(path, Path(path).stat().st_mtime)
+    except (CheckpointError, OSError) as err:
+        st.error(str(err))
+        return
+    st.caption(info.describe())
+    if info.fits:
+        use_as_teacher(d, path, info.fits[0].split(" (")[0])
+
+
+@st.cache_data(max_entries=32, show_spinner="Reading the checkpoint…")
+def checkpoint_info(path: str, mtime: float) -> CheckpointInfo:
+    return describe_checkpoint(path)
+
+
+def use_as_teacher(d: dict[str, Any], path: str, arch: str) -> None:
+    """One click from an uploaded file to a teacher: added beside the others, or replacing them (and their paths)."""
+    teacher = {"id": unique_teacher_id(arch, d["teachers"]), "arch": arch, "arch_params": {},
+               "source": {"kind": "checkpoint", "path": path}}
+    c1, c2 = st.columns(2)
+    if c1.button(f"Add it as a {arch} teacher", icon=":material/person_add:", key=key("ckpt.add")):
+        d["teachers"] = [*d["teachers"], teacher]
+        commit_tables("teachers", "paths")
+    if c2.button(f"Replace the teachers with it", icon=":material/swap_horiz:", key=key("ckpt.replace"),
+                 help="Removes the other teachers and their paths; add paths to the new teacher below"):
+        d["teachers"] = [teacher]
+        d["paths"] = []
+        commit_tables("teachers", "paths")
+
+
+def unique_teacher_id(arch: str, teachers: list[dict[str, Any]]) -> str:
+    """The architecture's name as a teacher id, numbered when another teacher has it already."""
+    base = re.sub(r"[^A-Za-z0-9_\-]", "_", arch)[:32]
+    taken = {t.get("id") for t in teachers}
+    return next(c for c in [base, *(f"{base}-{n}" for n in range(2, len(taken) + 3))] if c not in taken)
+
+
+@st.cache_resource(show_spinner=False)
+def family_model_names() -> list[str]:
+    """Every torchvision and timm model (about 1,400 names, listed once per server)."""
+    return [name for family in FAMILIES for name in family_models(family)]
+
+
+def arch_options(*current: str | None) -> list[str]:
+    """PathScope's own architectures, the torchvision and timm families, and any name the spec already holds."""
+    return list(dict.fromkeys([*MODELS.names(), *family_model_names(), *(c for c in current if c)]))
 
 
 def teacher_columns(d: dict[str, Any], home: str) -> dict[str, Any]:
     runs = finished_runs(home)
     current = [t["source"].get("path") for t in d["teachers"] if t["source"].get("path")]
-    files = sorted({*map(str, uploads_dir(home).glob("*.pt*")), *current})
+    files = checkpoint_files(home, current)
     col = st.column_config
     return {
         "id": col.TextColumn("id", required=True, validate=r"^[A-Za-z0-9_\-]+$",
                              help="letters, digits, _ and -; paths refer to teachers by it"),
-        "arch": col.SelectboxColumn("architecture", options=MODELS.names(), required=True),
+        "arch": col.SelectboxColumn("architecture", options=arch_options(*(t.get("arch") for t in d["teachers"])),
+                                    required=True, help="PathScope's models, torchvision:NAME or timm:NAME"),
         "source": col.SelectboxColumn("source", options=SOURCE_KINDS, required=True, default="train",
                                       help="train: inside this run · run: a finished run of this workspace · "
-                                           "checkpoint: an imported file"),
+                                           "checkpoint: an imported file · pretrained: the published weights of "
+                                           "a torchvision:/timm: model (a file in the checkpoint column stands in "
+                                           "for the download)"),
         "epochs": col.NumberColumn("epochs (train)", min_value=1, step=1, default=10),
         "run_id": col.SelectboxColumn("run (source: run)", options=list(runs), format_func=lambda r: runs.get(r, r)),
         "checkpoint": col.SelectboxColumn("checkpoint (source: checkpoint)", options=files,
@@ -255,14 +401,15 @@ def teachers_section(d: dict[str, Any], home: str) -> None:
         d["paths"] = retarget_paths(d["paths"], renamed_teachers(d["teachers"], teachers))
         d["teachers"] = teachers
         commit_tables("teachers", "paths")
-    checkpoint_upload(home)
+    checkpoint_upload(d, home)
 
 
-def student_section(d: dict[str, Any], problems: list[str]) -> None:
+def student_section(d: dict[str, Any], home: str, problems: list[str]) -> None:
     student = d["student"]
     c1, c2 = st.columns([1, 2])
     with c1:
-        arch = choice("Student architecture", MODELS.names(), student["arch"], "student.arch")
+        arch = choice("Student architecture", arch_options(student["arch"]), student["arch"], "student.arch",
+                      accept_new_options=True, help="PathScope's models, or any torchvision:NAME or timm:NAME")
     if arch != student["arch"]:
         student["arch_params"] = {}  # params of one architecture mean nothing to another
     student["arch"] = arch
@@ -274,6 +421,27 @@ def student_section(d: dict[str, Any], problems: list[str]) -> None:
             "student.arch_params", problems,
         )
         st.caption("Accepted: " + (", ".join(f"{k} (default {v})" for k, v in accepted.items()) or "none"))
+    student["source"] = student_source_inputs(student.get("source") or {"kind": "scratch"}, home)
+
+
+def student_source_inputs(source: dict[str, Any], home: str) -> dict[str, Any]:
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        kind = choice("Start from", STUDENT_SOURCE_KINDS, source.get("kind", "scratch"), "student.source.kind",
+                      help="scratch: random weights (seeded) · pretrained: the published weights of a "
+                           "torchvision:/timm: model · checkpoint: an imported file · run: a finished run's model. "
+                           "A head of the wrong size is replaced by a fresh one")
+    path, run_id = source.get("path"), source.get("run_id")
+    with c2:
+        if kind in ("checkpoint", "pretrained"):
+            files = checkpoint_files(home, [path] if path else [])
+            label = "Checkpoint file" if kind == "checkpoint" else "Local copy of the weights (optional)"
+            path = choice(label, files, path, f"student.source.path.{kind}", format_func=lambda p: Path(p).name,
+                          placeholder="the library's download cache" if kind == "pretrained" else "upload one above")
+        elif kind == "run":
+            runs = finished_runs(home)
+            run_id = choice("Run", list(runs), run_id, "student.source.run_id", format_func=lambda r: runs.get(r, r))
+    return student_source(kind, path, run_id)
 
 
 def model_spots(arch: str, params: Any, signature: tuple[tuple[int, ...], int] | None) -> list[SpotInfo]:
@@ -395,16 +563,54 @@ def actions(d: dict[str, Any], spec: RunSpec | None, errors: list[str], home: st
         st.error(f"{len(errors)} problem(s) to fix before launching; each is listed under its section above.")
     else:
         st.success("The spec is valid.")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     if c1.button("Launch run", type="primary", icon=":material/rocket_launch:", disabled=bool(errors) or spec is None):
         submit_run(Path(home), spec)
         go_live()
+    if c2.button("Check teachers", icon=":material/fact_check:", disabled=bool(errors) or spec is None or not d["teachers"],
+                 help="A worker measures each teacher's accuracy on the test split (once: the result is cached "
+                      "with the teacher's outputs and reused by the run)"):
+        st.session_state[CHECK_JOB] = (submit_teacher_check(home, spec_to_yaml(spec)), teacher_setup(spec))
     text = spec_to_yaml(spec) if spec is not None else yaml.safe_dump(d, sort_keys=False)
-    c2.download_button("Download spec (YAML)", text, file_name=f"{d.get('name') or 'run'}.yaml",
+    c3.download_button("Download spec (YAML)", text, file_name=f"{d.get('name') or 'run'}.yaml",
                        mime="application/x-yaml", icon=":material/download:", on_click="ignore")
-    if c3.button("Reset to the demo spec", icon=":material/restart_alt:"):
+    if c4.button("Reset to the demo spec", icon=":material/restart_alt:"):
         replace_spec(load_spec(DEMO_SPEC))
         st.rerun()
+    teacher_check_result(spec)
+
+
+def teacher_setup(spec: RunSpec) -> str:
+    """What a teacher check depends on: the data and the teachers (a change makes an old result stale)."""
+    return json.dumps([spec.dataset.model_dump(mode="json"), [t.model_dump(mode="json") for t in spec.teachers]],
+                      sort_keys=True)
+
+
+def teacher_check_result(spec: RunSpec | None) -> None:
+    if CHECK_JOB not in st.session_state:
+        return
+    job_id, setup = st.session_state[CHECK_JOB]
+    job = get_job(cached.home(), job_id)
+    if job is None:
+        return
+    if job.status in ACTIVE:
+        job_progress(cached.home(), job.id, "Checking teachers")
+        return
+    if job.status != "done":
+        job_failed(job, "The teacher check")
+        return
+    stale = spec is None or teacher_setup(spec) != setup
+    st.markdown("**Teachers on the test split**" + (" (for an earlier version of the teachers or data: check "
+                                                     "again)" if stale else ""))
+    frame = teacher_check_frame(job.result)
+    cols = st.columns(min(len(frame), 4) or 1)
+    for n, row in enumerate(frame.itertuples(index=False)):
+        with cols[n % len(cols)]:
+            value = "—" if pd.isna(row.accuracy) else f"{row.accuracy:.2f} %"
+            st.metric(f"teacher {row.teacher} · test acc", value,
+                      help=f"{row.images:,} test images" if not pd.isna(row.images) else None)
+            if row.note:
+                st.caption(row.note)
 
 
 def launch_comparison(d: dict[str, Any], aggregators: list[str], seeds: list[int], home: str) -> None:
@@ -467,7 +673,7 @@ def main() -> None:
     teachers_section(d, home)
     slots["teachers"] = st.empty()
     st.subheader("Student")
-    student_section(d, problems)
+    student_section(d, home, problems)
     slots["student"] = st.empty()
     st.subheader("Paths")
     paths_section(d, signature)

@@ -8,7 +8,7 @@ import streamlit as st
 from app import cached, charts
 from app.queries import spec_summary
 from app.run_series import RunSeries
-from app.widgets import empty_state, run_picker, smoothing_picker, status_badge, user_errors
+from app.widgets import download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
 from app.worker_control import autostart_disabled, ensure_worker
 from engine.store import FINAL_STATUSES, RunRow, Store
 
@@ -56,14 +56,28 @@ def worker_notice(home: str, run: RunRow) -> None:
         st.toast("Worker starting; it picks up the run in a few seconds.")
 
 
-def result_metrics(run: RunRow) -> None:
+def result_metrics(home: str, run: RunRow) -> None:
     result = run.result
-    cols = st.columns(4)
+    cols = st.columns(5)
     for col, key, label in zip(cols, ("test_acc", "val_acc", "train_acc"), ("test acc", "val acc", "train acc")):
         if isinstance(result.get(key), (int, float)):
             col.metric(label, f"{100 * result[key]:.2f} %")
     if isinstance(result.get("seconds"), (int, float)):
         cols[3].metric("duration", f"{result['seconds']:.0f} s")
+    with cols[4]:
+        download_student(home, run, key=f"live-download-{run.id}")
+
+
+def teacher_metrics(home: str, run: RunRow) -> None:
+    """Each teacher's test accuracy, as soon as the worker has measured it (before the student trains)."""
+    accuracies = cached.teacher_accuracies(home, run.id)
+    if not accuracies:
+        return
+    cols = st.columns(min(len(accuracies), 5))
+    for n, (tid, found) in enumerate(accuracies.items()):
+        samples = found.get("test_samples")
+        cols[n % len(cols)].metric(f"teacher {tid} · test acc", f"{100 * found['test_acc']:.2f} %",
+                                   help=f"measured on {samples:,} test images" if samples else None)
 
 
 def throughput_panel(series: RunSeries, phase: str, figure: go.Figure | None, key: str) -> None:
@@ -132,7 +146,8 @@ def run_view(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bo
         st.rerun()  # redraw the page so this fragment is rebuilt without polling
     run_header(home, run)
     worker_notice(home, run)
-    result_metrics(run)
+    result_metrics(home, run)
+    teacher_metrics(home, run)
     curves(home, run, log_y, smoothing)
     with st.expander("Recent events"):
         events = cached.events(home, run_id)
