@@ -223,27 +223,12 @@ def _export_student(args: argparse.Namespace) -> int:
 
 def cmd_check_teachers(args: argparse.Namespace) -> int:
     """Create a teacher_check job and execute it in this process, as a worker would."""
-    from engine.jobs import execute_job
     from engine.teacher_check import CHECK_RUN_ID, JOB_KIND
-    from engine.train import resolve_device
-    from engine.worker import Heartbeat
 
     spec = _load_valid_spec(args)
     store = Store(init_workspace())
-    worker_id = f"cli-{os.getpid()}"
-    store.register_worker(worker_id, str(resolve_device("auto")))
-    job_id = store.create_job(CHECK_RUN_ID, JOB_KIND, {"spec_yaml": spec_to_yaml(spec)})
-    heartbeat = Heartbeat(store.home, worker_id)  # a live heartbeat keeps workers from requeueing the job
-    heartbeat.start()
-    try:
-        result = execute_job(store, store.claim_job(worker_id, job_id))
-    finally:
-        heartbeat.stop()
-        store.stop_worker(worker_id)
+    job_id, result = _run_job_here(store, CHECK_RUN_ID, JOB_KIND, {"spec_yaml": spec_to_yaml(spec)})
     if result is None:
-        error = store.get_job(job_id).error
-        print(f"error: {error}", file=sys.stderr)
-        print(json.dumps({"job_id": job_id, "status": "failed", "error": error}))
         return 1
     print(f"{'teacher':<20} {'test acc':>9} {'samples':>8}  note")
     for tid, entry in result.items():
@@ -344,19 +329,15 @@ def _explain_params(args: argparse.Namespace) -> tuple[str, dict]:
     return "explain", {**params, "checkpoint": args.checkpoint, "samples": samples}
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    """Create the job and execute it in this process, as a worker would."""
+def _run_job_here(store: Store, run_id: str, kind: str, params: dict) -> tuple[str, dict | None]:
+    """Create a job and execute it in this process, as a worker would; on failure print why (result None)."""
     from engine.jobs import execute_job
-    from engine.store import run_dir
     from engine.train import resolve_device
     from engine.worker import Heartbeat
 
-    kind, params = _explain_params(args)
-    store = Store(init_workspace())
-    _get_run(store, args.run)
     worker_id = f"cli-{os.getpid()}"
     store.register_worker(worker_id, str(resolve_device("auto")))
-    job_id = store.create_job(args.run, kind, params)
+    job_id = store.create_job(run_id, kind, params)
     heartbeat = Heartbeat(store.home, worker_id)  # a live heartbeat keeps workers from requeueing the job
     heartbeat.start()
     try:
@@ -368,6 +349,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
         error = store.get_job(job_id).error
         print(f"error: {error}", file=sys.stderr)
         print(json.dumps({"job_id": job_id, "status": "failed", "error": error}))
+    return job_id, result
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Create the job and execute it in this process, as a worker would."""
+    from engine.store import run_dir
+
+    kind, params = _explain_params(args)
+    store = Store(init_workspace())
+    _get_run(store, args.run)
+    job_id, result = _run_job_here(store, args.run, kind, params)
+    if result is None:
         return 1
     folder = run_dir(store.home, args.run)
     for item in result.get("items", []):
