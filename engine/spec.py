@@ -55,8 +55,10 @@ class DatasetSpec(_Strict):
     normalize: Normalize = Field("dataset", description="dataset: the train split's statistics; imagenet; none; "
                                                         "or {mean: [...], std: [...]}")
     stream: Literal["auto", "on", "off"] = Field(
-        "auto", description="read images from disk batch by batch (auto: when they exceed memory_limit_mb)")
-    memory_limit_mb: int = Field(2048, gt=0, description="decoded images above this size stream from disk")
+        "auto", description="image_folder: read images from disk batch by batch (auto: when their decoded "
+                            "float32 size exceeds memory_limit_mb)")
+    memory_limit_mb: int = Field(2048, gt=0, description="image_folder: decoded images above this size (float32) "
+                                                         "stream from disk")
     loader_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes when streaming")
     batch_size: int = Field(64, gt=0)
     split_seed: int = Field(0, description="fixes the train/val/test split independently of the run seed")
