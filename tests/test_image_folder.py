@@ -105,6 +105,10 @@ def test_mismatched_class_sets_name_both_sets(tmp_path: Path) -> None:
     assert "train/ has [cat, dog, fox]" in message and "test/ has [cat, dog, owl]" in message
     assert "only in train/: fox" in message and "only in test/: owl" in message
     assert not (tmp_path / "cache").exists()  # nothing decoded, nothing written
+    # validation (Configure, `engine validate`, submit) says the same before any run exists
+    errors = validate_spec(parse_spec(tiny_spec_dict(dataset={"name": "image_folder", "root": str(root)})))
+    assert len(errors) == 1 and errors[0].startswith("dataset: image_folder:")
+    assert "test/ has [cat, dog, owl]" in errors[0]
 
 
 def test_empty_class_folder_is_named(tmp_path: Path) -> None:
