@@ -251,11 +251,15 @@ def prepare_teacher(tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home:
     return model, accuracy
 
 
+#: dataset fields that change how images are read, not which: streamed and in-memory runs train alike
+READING_FIELDS = {"download", "stream", "memory_limit_mb", "loader_workers"}
+
+
 def teacher_cache_path(tspec: TeacherSpec, spec: RunSpec, home: Path) -> Path:
     """Inline teachers are cached by everything that determines their weights."""
     recipe = {"version": TEACHER_RECIPE_VERSION, "arch": tspec.arch, "arch_params": tspec.arch_params,
               "source": tspec.source.model_dump(mode="json"),
-              "dataset": spec.dataset.model_dump(mode="json", exclude={"download"}),
+              "dataset": spec.dataset.model_dump(mode="json", exclude=READING_FIELDS),
               "device": resolve_device(spec.device).type}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     return home / "teachers" / f"{tspec.arch}-{digest}.pt"

@@ -34,7 +34,8 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
     try:
         input_shape, num_classes = dataset_signature(spec.dataset)
     except DatasetError as err:
-        return [f"dataset: {err}"]
+        message = str(err)  # a problem of one field already starts with its name
+        return [message if message.startswith("dataset.") else f"dataset: {message}"]
     spots: dict[str, dict[str, SpotInfo]] = {}
     student_spots = _spots_of("student", spec.student.arch, spec.student.arch_params, input_shape, num_classes, errors)
     if student_spots is not None:  # a source can only be checked against an architecture that builds
