@@ -1,8 +1,8 @@
 """Aggregators: one file each, registered in AGGREGATORS by the import list below."""
-from engine.registry import Registry
+from engine.aggregators.registry import AGGREGATORS
 
-AGGREGATORS: Registry = Registry("aggregator")
-
-from engine.aggregators import (  # noqa: E402,F401  (registers)
+from engine.aggregators import (  # noqa: F401  (registers)
     adaptive_distillation, amtml, dfa, dwa, equal, fixed, gradnorm, lookahead, mgda, pcgrad, sakd, uncertainty,
 )
+
+__all__ = ["AGGREGATORS"]

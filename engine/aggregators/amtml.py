@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.aggregators import AGGREGATORS
+from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.paths.at import resize_to
 from engine.paths.base import StepContext

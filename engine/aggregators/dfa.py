@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from engine.aggregators import AGGREGATORS
+from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
 from engine.data.bundle import Split, iterate_batches
 from engine.models.segments import Segments, cut_at_spots

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.aggregators import AGGREGATORS
+from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator
 
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from engine.aggregators import AGGREGATORS
+from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator
 
 if TYPE_CHECKING:

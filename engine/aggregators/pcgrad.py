@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from engine.aggregators import AGGREGATORS
+from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.aggregators.mgda import flat_grads, flatten_grads, record_grad_cosines
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.aggregators import AGGREGATORS
+from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.models.segments import Segments, cut_at_spots
 from engine.paths.at import resize_to

@@ -4,15 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from engine.registry import Registry
 from engine.spec import DatasetSpec
 
 from engine.data.bundle import DataBundle, DatasetError, Split, iterate_batches, normalization
+from engine.data.registry import DATASETS
 
-DATASETS: Registry = Registry("dataset")
-
-# Imported for their registration side effect; they need DATASETS defined above.
-from engine.data import digits, idx, image_folder, torchvision_sets  # noqa: E402,F401
+# Imported for their registration side effect: each registers its loader in engine/data/registry.py.
+from engine.data import digits, idx, image_folder, torchvision_sets  # noqa: F401
 
 
 def dataset_signature(spec: DatasetSpec) -> tuple[tuple[int, int, int], int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.data import DATASETS
+from engine.data.registry import DATASETS
 from engine.data.bundle import DataBundle, RawSet, make_bundle
 from engine.spec import DatasetSpec
 

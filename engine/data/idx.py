@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.data import DATASETS
+from engine.data.registry import DATASETS
 from engine.data.bundle import DataBundle, DatasetError, RawSet, make_bundle
 from engine.spec import DatasetSpec
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from engine.data import DATASETS
+from engine.data.registry import DATASETS
 from engine.data.bundle import DataBundle, DatasetError, Split, describe_normalization, normalization, plan_splits
 from engine.data.disk import DiskImages
 from engine.spec import DatasetSpec

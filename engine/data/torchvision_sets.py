@@ -7,7 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.data import DATASETS
+from engine.data.registry import DATASETS
 from engine.data.bundle import DataBundle, DatasetError, RawSet, make_bundle
 from engine.spec import DatasetSpec
 

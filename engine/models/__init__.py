@@ -11,14 +11,11 @@ from typing import Any
 
 from torch import nn
 
-from engine.registry import Registry
-
-MODELS: Registry = Registry("model")
-
-# Imported for their registration side effect; they need MODELS defined above.
-from engine.models import cifar_resnet, mlp, small_cnn, torchvision_models  # noqa: E402,F401
-from engine.models import cifar_resnet_wide, mobilenetv2, shufflenet, vgg, wrn  # noqa: E402,F401
-from engine.models import families  # noqa: E402
+# Imported for their registration side effect: each registers its builders in engine/models/registry.py.
+from engine.models import cifar_resnet, mlp, small_cnn, torchvision_models  # noqa: F401
+from engine.models import cifar_resnet_wide, mobilenetv2, shufflenet, vgg, wrn  # noqa: F401
+from engine.models import families
+from engine.models.registry import MODELS
 
 for _family in families.FAMILIES:  # torchvision:<name>, timm:<name>: resolved on first use
     MODELS.add_family(_family, families.resolve)

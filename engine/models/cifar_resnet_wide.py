@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 WIDTHS = (32, 64, 128, 256)  # stem, then the three stages
 SPOTS = {"conv1": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "pool": "flatten", "fc": "fc"}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 
 class MLP(nn.Module):

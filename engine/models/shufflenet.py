@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 STEM = 24
 SPOTS = {"conv1": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "pool": "flatten", "fc": "linear"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 
 def _stage(c_in: int, c_out: int, downsample: bool) -> nn.Sequential:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 RESNET18_SPOTS = {
     "conv1": "relu", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 CONFIGS = {
     "vgg8": [[64], [128], [256], [512], [512]],

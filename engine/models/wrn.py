@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from engine.models import MODELS
+from engine.models.registry import MODELS
 
 SPOTS = {"conv1": "conv1", "layer1": "block1", "layer2": "block2", "layer3": "block3", "pool": "flatten", "fc": "fc"}
 

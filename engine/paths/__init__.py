@@ -1,6 +1,6 @@
 """Distillers: one file each, registered in DISTILLERS by the import list below."""
-from engine.registry import Registry
+from engine.paths.registry import DISTILLERS
 
-DISTILLERS: Registry = Registry("distiller")
+from engine.paths import at, cc, crd, dkd, fitnet, fsp, kd, logits, nst, pkt, rkd, sp, vid  # noqa: F401  (registers)
 
-from engine.paths import at, cc, crd, dkd, fitnet, fsp, kd, logits, nst, pkt, rkd, sp, vid  # noqa: E402,F401  (registers)
+__all__ = ["DISTILLERS"]

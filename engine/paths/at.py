@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.paths import DISTILLERS
+from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
 

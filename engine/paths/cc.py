@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from engine.paths import DISTILLERS
+from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.paths import DISTILLERS
+from engine.paths.registry import DISTILLERS
 from engine.paths.base import DataInfo, Distiller, Shape, StepContext
 
 

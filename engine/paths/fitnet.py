@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.paths import DISTILLERS
+from engine.paths.registry import DISTILLERS
 from engine.paths.at import resize_to
 from engine.paths.base import Distiller, Shape, StepContext
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.paths import DISTILLERS
+from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
 EPS = 1e-7  # the reference's guard against zero norms and log(0)

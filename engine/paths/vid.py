@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.paths import DISTILLERS
+from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 from engine.paths.fitnet import as_map, refuse_bad_shapes, same_rank_problem, student_on_teacher_grid
 
