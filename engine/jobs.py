@@ -1,6 +1,6 @@
 """Jobs: short work on an existing run (attribution maps, ...), queued in the store and run by workers.
 
-A job kind is one handler registered in JOBS: ``handler(store, job, progress) -> result dict``.
+A job kind is one handler registered in JOBS (engine/job_registry.py): ``handler(store, job, progress) -> result dict``.
 Handlers must be idempotent (a job whose worker died is simply run again) and cache what
 they compute as artifacts of the run.
 """
@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any, Callable
+from typing import Any
 
-from engine.registry import Registry
+from engine.job_registry import JOBS, JobHandler
 from engine.store import JobRow, Store
-
-JobHandler = Callable[[Store, JobRow, Callable[[float], None]], dict[str, Any]]
-JOBS: Registry = Registry("job kind")
 
 log = logging.getLogger("pathscope.jobs")
 

@@ -20,7 +20,7 @@ from engine.explain.cache import explain_dir, load_entry, relative_name, save_en
 from engine.explain.maps import Entry, MapRequest, RunModels, explain_samples
 from engine.explain.models import (STUDENT, arch_of, checkpoint_path, default_spot, epoch_checkpoints, epoch_of,
                                    model_ids, teacher_model_id)
-from engine.jobs import JOBS
+from engine.job_registry import JOBS
 from engine.spec import spec_from_yaml
 from engine.store import JobRow, Store
 
