@@ -1,7 +1,8 @@
 """Jobs from the pages: short work a worker does on request (attribution maps, teacher checks).
 
-The write side submits a job and makes sure a worker is alive to take it; the read side opens
-the store read-only; ``job_progress`` polls a job in a fragment and reruns the page when it ends.
+Submitting a job is a write (``app.writes.submit_job``, ``submit_teacher_check``); this module is
+the read side: it opens the store read-only, and ``job_progress`` polls a job in a fragment and
+reruns the page when it ends.
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from app.worker_control import ensure_worker
 from engine.store import JobRow, Store
-from engine.teacher_check import submit_teacher_check as queue_teacher_check
 
 ACTIVE = ("queued", "running")
 
@@ -36,13 +35,6 @@ def get_job(home: str, job_id: str) -> JobRow | None:
         return store.get_job(job_id)
 
 
-def submit_job(home: str, run_id: str, kind: str, params: dict[str, Any]) -> str:
-    with closing(Store(Path(home))) as store:
-        job_id = store.create_job(run_id, kind, params)
-    ensure_worker(Path(home))
-    return job_id
-
-
 def job_progress(home: str, job_id: str, what: str) -> None:
     """Progress of a queued or running job, polled every two seconds; reruns the page when it ends."""
 
@@ -61,11 +53,3 @@ def job_progress(home: str, job_id: str, what: str) -> None:
 
 def job_failed(job: JobRow, what: str) -> None:
     st.error(f"{what} failed: {job.error or job.status}", icon=":material/error:")
-
-
-def submit_teacher_check(home: str, spec_yaml: str) -> str:
-    """Queue a measurement of the spec's teachers on its test split; a worker takes it before any run."""
-    with closing(Store(Path(home))) as store:
-        job_id = queue_teacher_check(store, spec_yaml)
-    ensure_worker(Path(home))
-    return job_id

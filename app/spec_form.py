@@ -6,13 +6,13 @@ teacher's optimizer, a path's distiller params) from the row the edit started fr
 """
 from __future__ import annotations
 
-import copy
 import re
 from numbers import Integral
 from typing import Any
 
 import pandas as pd
 
+from engine.comparison import comparison_variants, variant_name  # noqa: F401  (Configure and tests use them)
 from engine.models.spots import SpotInfo
 from engine.paths.candidates import propose_candidates
 from engine.spec import RunSpec
@@ -191,27 +191,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise ValueError("no seed given; write seeds like 0,1,2")
     return seeds
-
-
-def variant_name(base: str, aggregator: str, seed: int) -> str:
-    """'<spec name> · <aggregator> · seed <s>', the spec name shortened to fit the name limit."""
-    suffix = f" · {aggregator} · seed {seed}"
-    return base[: max(NAME_MAX - len(suffix), 0)] + suffix
-
-
-def comparison_variants(spec: dict[str, Any], aggregators: list[str], seeds: list[int]) -> list[dict[str, Any]]:
-    """One spec dict per (aggregator, seed), differing from ``spec`` only in aggregator, seed and name.
-
-    Aggregator params are kept only for the spec's own aggregator: each aggregator has its own params.
-    """
-    variants = []
-    for aggregator in aggregators:
-        own = spec["aggregator"]["name"] == aggregator
-        params = copy.deepcopy(spec["aggregator"]["params"]) if own else {}
-        for seed in seeds:
-            variants.append({**copy.deepcopy(spec), "aggregator": {"name": aggregator, "params": params},
-                             "seed": seed, "name": variant_name(spec.get("name") or "run", aggregator, seed)})
-    return variants
 
 
 def teacher_check_frame(result: dict[str, dict[str, Any]]) -> pd.DataFrame:

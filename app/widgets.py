@@ -1,7 +1,7 @@
 """Widgets and small page helpers shared by the pages."""
 from __future__ import annotations
 
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -10,10 +10,9 @@ import streamlit as st
 
 from app import cached
 from app.nav import page_file
-from app.worker_control import ensure_worker
 from engine.export import student_path
-from engine.spec import RunSpec, SpecError, spec_to_yaml
-from engine.store import FINAL_STATUSES, RunRow, Store, WorkspaceError
+from engine.spec import SpecError
+from engine.store import FINAL_STATUSES, RunRow, WorkspaceError
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_kd.yaml"
 SELECTED_RUN = "selected_run"
@@ -84,24 +83,6 @@ def smoothing_picker(key: str) -> int:
         help="A moving average over this many steps, computed on a fixed grid of steps: "
              "the curve does not change with how often a run logged or how the chart was downsampled.",
     )
-
-
-def submit_runs(home: Path, specs: list[RunSpec], group_id: str | None = None) -> list[str]:
-    """Queue ``specs`` (in one group when given), make sure a worker will pick them up, select the last."""
-    with closing(Store(home)) as store:
-        run_ids = [store.create_run(spec_to_yaml(spec), name=spec.name, group_id=group_id) for spec in specs]
-    # The next page (often Live, within the cache's second) must list the new runs, or it would show
-    # "No runs yet" and, with nothing active, never poll again.
-    cached.runs.clear()
-    ensure_worker(home)
-    if run_ids:
-        st.session_state[SELECTED_RUN] = run_ids[-1]
-    return run_ids
-
-
-def submit_run(home: Path, spec: RunSpec) -> str:
-    """Queue ``spec``, make sure a worker will pick it up, and select it for the Live page."""
-    return submit_runs(home, [spec])[0]
 
 
 def go_live() -> None:

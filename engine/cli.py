@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
                                       "(without it, it alone, no paths); prints the group id")
     p.add_argument("run")
     p.add_argument("--wait", action="store_true", help="train them here, then print the table")
+    p = command("compare", cmd_compare, "queue a spec under several aggregators x seeds in one comparison group "
+                                        "(Compare summarises it by aggregator); prints the group id and the runs")
+    _spec_options(p)
+    p.add_argument("--aggregators", required=True, metavar="A,B",
+                   help="comma-separated aggregator names (python -m engine aggregators lists them)")
+    p.add_argument("--seeds", default="1", metavar="N|S,S",
+                   help="a count N (the spec's seed and the N-1 after it) or a comma-separated list of seeds "
+                        "such as 0,1,2 (default 1: the spec's own seed)")
     p = command("ablation", cmd_ablation, "each path's verdict next to its measured effect on test accuracy")
     p.add_argument("run")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
@@ -256,6 +264,48 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return cmd_ablation(argparse.Namespace(run=args.run, tolerance=DEFAULT_TOLERANCE))
 
 
+def _comparison_seeds(text: str, spec_seed: int) -> list[int]:
+    """'3' -> three seeds from the spec's; '0,4' -> those seeds."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        numbers = [int(item) for item in items]
+    except ValueError:
+        raise SpecError([f"--seeds: {text!r} is not a count or a comma-separated list of whole numbers"]) from None
+    if len(numbers) == 1 and "," not in text:
+        if numbers[0] < 1:
+            raise SpecError([f"--seeds: a count must be at least 1, got {numbers[0]}"])
+        return [spec_seed + n for n in range(numbers[0])]
+    if not numbers:
+        raise SpecError(["--seeds: no seed given"])
+    return list(dict.fromkeys(numbers))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from engine.comparison import plan_comparison, submit_comparison
+    from engine.spec import spec_to_dict
+
+    data = load_spec_data(args.spec)
+    if args.overrides:
+        data = apply_overrides(data, args.overrides)
+    base = spec_to_dict(parse_spec(data))  # every field present, defaults filled in
+    aggregators = list(dict.fromkeys(a.strip() for a in args.aggregators.split(",") if a.strip()))
+    if not aggregators:
+        raise SpecError(["--aggregators: no aggregator given"])
+    plan = plan_comparison(base, aggregators, _comparison_seeds(args.seeds, base["seed"]), workspace_home())
+    for name, errors in plan.invalid:
+        print(f"error: not queued: {name}", file=sys.stderr)
+        for line in errors:
+            print(f"error:   {line}", file=sys.stderr)
+    if not plan.valid:
+        return EXIT_INVALID
+    store = Store(init_workspace())
+    group_id, run_ids = submit_comparison(store, plan)
+    print(group_id)
+    for run_id, spec in zip(run_ids, plan.valid):
+        print(f"{run_id}\t{spec.name}")
+    return 0
+
+
 def _cell(value: float | None, status: str, signed: bool = False) -> str:
     """A number of accuracy points, or what it waits on."""
     if value is None:
@@ -388,10 +438,29 @@ def _registry(name: str) -> Registry:
     return registry
 
 
+def _params_lines(model) -> list[str]:
+    """One line per parameter: name, type, default, bounds and what it does (indented under the plugin)."""
+    from engine.params import describe_params, format_default
+
+    rows = describe_params(model)
+    if not rows:
+        return ["(no parameters)"]
+    width = max(len(r["name"]) for r in rows)
+    lines = []
+    for r in rows:
+        bounds = f" ({r['bounds']})" if r["bounds"] else ""
+        lines.append(f"{r['name']:<{width}}  {r['type']} = {format_default(r['default'])}{bounds}: {r['description']}")
+    return lines
+
+
 def _lister(name: str) -> Callable[[argparse.Namespace], int]:
     def list_entries(_args: argparse.Namespace) -> int:
         for entry in _registry(name):
             print(f"{entry.name:<20} {entry.description}")
+            model = getattr(entry.obj, "params_model", None)  # distillers and aggregators declare params
+            if model is not None:
+                for line in _params_lines(model):
+                    print(f"    {line}")
         return 0
 
     return list_entries

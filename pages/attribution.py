@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from app import attribution_charts as ac
 from app import cached
-from app.jobs import ACTIVE, get_job, job_failed, job_progress, latest_job, submit_job
+from app.jobs import ACTIVE, get_job, job_failed, job_progress, latest_job
+from app.writes import submit_job
 from app.samples import SampleImages
 from app.widgets import pick_run, user_errors
 from engine.data.bundle import DatasetError
@@ -29,6 +30,7 @@ from engine.explain.models import checkpoint_dir, epoch_checkpoints
 from engine.registry import UnknownName
 from engine.spec import DatasetSpec, spec_from_yaml
 from engine.store import JobRow, RunRow, run_dir
+from engine.vocabulary import AGREE_PREFIX
 
 PLOT_CONFIG = {"displaylogo": False}
 MAX_OPTIONS = 300  # samples listed in the picker after filtering and sorting
@@ -253,7 +255,7 @@ def agreement_section(home: str, run: RunRow, teacher_ids: list[str]) -> None:
         job_failed(job, "Agreement")
     version = "" if job is None else f"{job.id}:{job.status}"
     metrics = cached.phase_metrics(home, run.id, PHASE, version)
-    metrics = metrics[metrics["key"].str.startswith("agree/")]
+    metrics = metrics[metrics["key"].str.startswith(AGREE_PREFIX)]
     if metrics.empty:
         if job is None:
             st.info(f"Press **{AGREEMENT_BUTTON}** to measure it.", icon=":material/timeline:")

@@ -5,9 +5,10 @@ import streamlit as st
 from app import cached, charts
 from app.queries import aggregator_summary
 from app.widgets import download_student, empty_state, smoothing_picker, user_errors
+from engine.vocabulary import MAIN_PHASE, TEST_ACC, TOTAL_LOSS, VAL_ACC
 
 DEFAULT_OVERLAY = 3
-PREFERRED_METRICS = ("acc/val", "acc/test", "loss/total")
+PREFERRED_METRICS = (VAL_ACC, TEST_ACC, TOTAL_LOSS)
 TABLE_COLUMNS = ["name", "id", "status", "dataset", "student", "aggregator", "n_paths",
                  "test_acc_pct", "val_acc_pct", "duration_s"]
 ALL_RUNS = "(all runs)"
@@ -54,7 +55,7 @@ def pick_metric(keys: list[str]) -> str:
 
 def overlay(home: str, runs: pd.DataFrame, selected: list[str]) -> None:
     metrics = cached.metrics_of_runs(home, tuple(selected))
-    own = metrics[metrics["phase"] == "main"]
+    own = metrics[metrics["phase"] == MAIN_PHASE]
     if own.empty:
         st.info("The selected runs have no metrics yet: wait for them to start, or pick finished runs.")
         return

@@ -7,8 +7,6 @@ and the table is redrawn from the dict under a new key, so an edit is never appl
 """
 import json
 import re
-import secrets
-import time
 from pathlib import Path
 from typing import Any, get_args
 
@@ -18,15 +16,17 @@ import yaml
 from pydantic import ValidationError
 
 from app import cached
-from app.jobs import ACTIVE, get_job, job_failed, job_progress, submit_teacher_check
+from app.jobs import ACTIVE, get_job, job_failed, job_progress
 from app.nav import page_file
 from app.spec_form import (
-    SECTIONS, SOURCE_KINDS, STUDENT_SOURCE_KINDS, candidate_paths, comparison_variants, errors_by_section,
+    SECTIONS, SOURCE_KINDS, STUDENT_SOURCE_KINDS, candidate_paths, errors_by_section,
     merge_paths, parse_seeds, paths_frame, paths_from_frame, renamed_teachers, retarget_paths, student_source,
     teacher_check_frame, teachers_frame, teachers_from_frame,
 )
-from app.widgets import DEMO_SPEC, go_live, submit_run, submit_runs, user_errors
+from app.widgets import DEMO_SPEC, go_live, user_errors
+from app.writes import plan, save_checkpoint, submit_comparison, submit_run, submit_teacher_check, uploads_dir
 from engine.aggregators import AGGREGATORS
+from engine.comparison import check_variant
 from engine.data import DATASETS, dataset_signature, load_dataset
 from engine.data.bundle import DatasetError
 from engine.data.image_folder import describe_image_folder
@@ -38,10 +38,9 @@ from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.registry import UnknownName
 from engine.spec import (
-    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, parse_spec, spec_from_yaml,
+    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, spec_from_yaml,
     spec_to_dict, spec_to_yaml,
 )
-from engine.validate import validate_spec
 
 CFG = "cfg_spec"
 CHECK_JOB = "cfg_teacher_check_job"
@@ -290,19 +289,6 @@ def finished_runs(home: str) -> dict[str, str]:
     return dict(zip(done["id"], done["label"]))
 
 
-def uploads_dir(home: str) -> Path:
-    return Path(home) / "uploads"
-
-
-def save_checkpoint(home: str, file: Any) -> Path:
-    folder = uploads_dir(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Only the base name, made filesystem-safe: an uploaded name must not pick the folder.
-    target = folder / re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(file.name).name)
-    target.write_bytes(file.getvalue())
-    return target
-
-
 def checkpoint_files(home: str, current: list[str]) -> list[str]:
     """Checkpoint files of the uploads folder (uploaded here or copied there by hand) and those in the spec."""
     found = [str(f) for f in sorted(uploads_dir(home).glob("*")) if f.suffix.lower() in CHECKPOINT_EXTENSIONS]
@@ -548,14 +534,7 @@ def diagnostics_section(d: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- validation and actions
 def check(d: dict[str, Any], home: str) -> tuple[RunSpec | None, list[str]]:
-    try:
-        spec = parse_spec(d)
-    except SpecError as err:
-        return None, err.errors
-    try:
-        return spec, validate_spec(spec, Path(home))
-    except SpecError as err:  # e.g. a teacher run whose stored spec no longer parses
-        return spec, err.errors
+    return check_variant(d, Path(home))
 
 
 def actions(d: dict[str, Any], spec: RunSpec | None, errors: list[str], home: str) -> None:
@@ -615,21 +594,13 @@ def teacher_check_result(spec: RunSpec | None) -> None:
 
 def launch_comparison(d: dict[str, Any], aggregators: list[str], seeds: list[int], home: str) -> None:
     """Queue every valid (aggregator, seed) variant in one new group; list the invalid ones with their errors."""
-    valid: list[RunSpec] = []
-    invalid: list[tuple[str, list[str]]] = []
     with st.spinner(f"Checking {len(aggregators) * len(seeds)} variants…"):
-        for variant in comparison_variants(d, aggregators, seeds):
-            spec, errors = check(variant, home)
-            if errors or spec is None:
-                invalid.append((variant["name"], errors))
-            else:
-                valid.append(spec)
-    if valid:
-        group_id = f"cmp-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        submit_runs(Path(home), valid, group_id)
-        st.success(f"Queued {len(valid)} run(s) in group `{group_id}`.")
+        comparison = plan(d, aggregators, seeds, home)
+    group_id, run_ids = submit_comparison(home, comparison)
+    if run_ids:
+        st.success(f"Queued {len(run_ids)} run(s) in group `{group_id}`.")
         st.page_link(page_file("compare"), label="Compare them by aggregator", icon=":material/compare_arrows:")
-    for name, errors in invalid:
+    for name, errors in comparison.invalid:
         st.error(f"Not launched: **{name}**\n\n" + "\n".join(f"- `{line}`" for line in errors))
 
 

@@ -5,7 +5,8 @@ import streamlit as st
 
 from app import cached
 from app.nav import page_file
-from app.widgets import DEMO_SPEC, empty_state, go_live, submit_run, user_errors
+from app.widgets import DEMO_SPEC, empty_state, go_live, user_errors
+from app.writes import submit_run
 from engine.spec import SpecError, load_spec
 from engine.validate import validate_spec
 

@@ -19,7 +19,8 @@ import torch
 
 from app import cached, learn_charts
 from app.nav import has_page, page_file
-from app.widgets import DEMO_SPEC, submit_run, user_errors
+from app.widgets import DEMO_SPEC, user_errors
+from app.writes import submit_run
 from engine.data import dataset_signature, load_dataset
 from engine.models import MODELS, build_model
 from engine.models.spots import list_spots

@@ -1,6 +1,4 @@
 """Live: follow one run while it trains (status, progress, loss and accuracy curves, throughput, events)."""
-from contextlib import closing
-from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -9,8 +7,10 @@ from app import cached, charts
 from app.queries import spec_summary
 from app.run_series import RunSeries
 from app.widgets import download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
-from app.worker_control import autostart_disabled, ensure_worker
-from engine.store import FINAL_STATUSES, RunRow, Store
+from app.worker_control import autostart_disabled
+from app.writes import cancel_run, start_worker
+from engine.store import FINAL_STATUSES, RunRow
+from engine.vocabulary import MAIN_PHASE, is_teacher_phase, teacher_of_phase
 
 POLL_S = 2.0
 PLOT_CONFIG = {"displaylogo": False}
@@ -23,8 +23,7 @@ def show_chart(fig, key: str) -> None:
 
 
 def cancel(home: str, run_id: str) -> None:
-    with closing(Store(Path(home))) as store:
-        store.request_cancel(run_id)
+    cancel_run(home, run_id)
     st.rerun()
 
 
@@ -52,7 +51,7 @@ def worker_notice(home: str, run: RunRow) -> None:
     st.warning("No worker is running, so this run waits in the queue. "
                "Start one here or with `python -m engine worker`.")
     if not autostart_disabled() and st.button("Start a worker", icon=":material/play_arrow:"):
-        ensure_worker(Path(home))
+        start_worker(home)
         st.toast("Worker starting; it picks up the run in a few seconds.")
 
 
@@ -122,12 +121,12 @@ def curves(home: str, run: RunRow, log_y: bool, smoothing: int) -> None:
         st.info("No metrics yet: the first losses appear a few steps after the worker starts the run.")
         return
     path_ids = spec_summary(run.spec_yaml)["path_ids"]
-    if "main" in found:
-        phase_charts(series, "main", path_ids, log_y, smoothing, run.id)
+    if MAIN_PHASE in found:
+        phase_charts(series, MAIN_PHASE, path_ids, log_y, smoothing, run.id)
     for phase in found:
-        if phase.startswith("teacher:"):
+        if is_teacher_phase(phase):
             # Open while the teacher is what is training; folded away once the student starts.
-            with st.expander(f"Teacher {phase.split(':', 1)[1]} (trained inline)", expanded="main" not in found):
+            with st.expander(f"Teacher {teacher_of_phase(phase)} (trained inline)", expanded=MAIN_PHASE not in found):
                 phase_charts(series, phase, [], log_y, smoothing, run.id)
 
 

@@ -2,7 +2,6 @@
 what the aggregator did with the flagged paths, and an ablation that measures each path's real effect."""
 from __future__ import annotations
 
-from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -13,11 +12,11 @@ from app import diagnostics_charts as dc
 from app.colors import VERDICT_COLORS
 from app.nav import page_file
 from app.queries import spec_summary
-from app.widgets import pick_run, submit_run, user_errors
-from app.worker_control import ensure_worker
-from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError, submit_ablation
+from app.widgets import pick_run, user_errors
+from app.writes import submit_ablation, submit_run
+from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError
 from engine.spec import DiagnosticsSpec, SpecError, load_spec, spec_from_yaml
-from engine.store import FINAL_STATUSES, RunRow, Store
+from engine.store import FINAL_STATUSES, RunRow
 from engine.validate import check_spec
 
 PLANTED_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_planted.yaml"
@@ -121,14 +120,10 @@ def weight_section(metrics: pd.DataFrame, flagged: dict[str, int], path_ids: lis
 def queue_ablation(home: str, run_id: str) -> None:
     """Button callback: runs before the page redraws, so the new group shows at once."""
     try:
-        with closing(Store(Path(home))) as store:
-            group_id = submit_ablation(store, run_id)
-            queued = sum(r.status == "queued" for r in store.list_runs(group_id=group_id))
+        group_id, queued = submit_ablation(home, run_id)
     except AblationError as err:
         st.session_state[ABLATION_MESSAGE] = ("error", str(err))
         return
-    ensure_worker(Path(home))
-    cached.ablation.clear()
     st.session_state[ABLATION_MESSAGE] = ("success", f"Queued {queued} runs in group `{group_id}`.")
 
 

@@ -1,0 +1,115 @@
+"""The UI's write side, beside ``app/cached.py`` (the read side).
+
+Every write the pages make goes through here: queue runs, cancel a run, queue a job (attribution
+maps, teacher checks), queue an ablation or a comparison, save an uploaded checkpoint, start a
+worker. This is the only module of ``app/`` and ``pages/`` that opens a writable store or starts a
+worker (tests/test_write_side.py checks it); everything else reads through ``app.cached``.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from app import cached
+from app.widgets import SELECTED_RUN
+from app.worker_control import ensure_worker
+from engine.ablation import submit_ablation as queue_ablation
+from engine.comparison import ComparisonPlan, plan_comparison, queue_group
+from engine.comparison import submit_comparison as queue_comparison
+from engine.spec import RunSpec
+from engine.store import Store
+from engine.teacher_check import submit_teacher_check as queue_teacher_check
+
+def _writer(home: str | Path) -> closing[Store]:
+    return closing(Store(Path(home)))
+
+
+def start_worker(home: str | Path) -> int | None:
+    """Spawn a worker for the workspace unless one is alive or starting; the new pid, if any."""
+    return ensure_worker(Path(home))
+
+
+def _queued(home: str | Path, run_ids: list[str]) -> list[str]:
+    # The next page (often Live, within the cache's second) must list the new runs, or it would show
+    # "No runs yet" and, with nothing active, never poll again.
+    cached.runs.clear()
+    start_worker(home)
+    if run_ids:
+        st.session_state[SELECTED_RUN] = run_ids[-1]
+    return run_ids
+
+
+def submit_runs(home: str | Path, specs: list[RunSpec], group_id: str | None = None) -> list[str]:
+    """Queue ``specs`` (in one group when given), make sure a worker will pick them up, select the last."""
+    with _writer(home) as store:
+        run_ids = queue_group(store, specs, group_id)
+    return _queued(home, run_ids)
+
+
+def submit_run(home: str | Path, spec: RunSpec) -> str:
+    """Queue ``spec``, make sure a worker will pick it up, and select it for the Live page."""
+    return submit_runs(home, [spec])[0]
+
+
+def cancel_run(home: str | Path, run_id: str) -> None:
+    """Ask the run's worker to stop it at the next step (a queued run ends at once)."""
+    with _writer(home) as store:
+        store.request_cancel(run_id)
+
+
+def submit_job(home: str | Path, run_id: str, kind: str, params: dict[str, Any]) -> str:
+    """Queue a job of a run (attribution maps, sample index, agreement) for a worker; the job id."""
+    with _writer(home) as store:
+        job_id = store.create_job(run_id, kind, params)
+    start_worker(home)
+    return job_id
+
+
+def submit_teacher_check(home: str | Path, spec_yaml: str) -> str:
+    """Queue a measurement of the spec's teachers on its test split; a worker takes it before any run."""
+    with _writer(home) as store:
+        job_id = queue_teacher_check(store, spec_yaml)
+    start_worker(home)
+    return job_id
+
+
+def submit_ablation(home: str | Path, run_id: str) -> tuple[str, int]:
+    """Queue the run's ablation variants; (group id, runs queued in it). Raises AblationError."""
+    with _writer(home) as store:
+        group_id = queue_ablation(store, run_id)
+        queued = sum(r.status == "queued" for r in store.list_runs(group_id=group_id))
+    start_worker(home)
+    cached.ablation.clear()
+    return group_id, queued
+
+
+def plan(spec: dict[str, Any], aggregators: list[str], seeds: list[int], home: str | Path) -> ComparisonPlan:
+    """The comparison's variants checked one by one (no write): those that can run and those that cannot."""
+    return plan_comparison(spec, aggregators, seeds, Path(home))
+
+
+def submit_comparison(home: str | Path, comparison: ComparisonPlan) -> tuple[str | None, list[str]]:
+    """Queue a planned comparison's valid variants in one new group; (group id or None, run ids)."""
+    if not comparison.valid:
+        return None, []
+    with _writer(home) as store:
+        group_id, run_ids = queue_comparison(store, comparison)
+    return group_id, _queued(home, run_ids)
+
+
+def uploads_dir(home: str | Path) -> Path:
+    return Path(home) / "uploads"
+
+
+def save_checkpoint(home: str | Path, file: Any) -> Path:
+    """Write an uploaded checkpoint into the workspace's uploads folder under its (made safe) base name."""
+    folder = uploads_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Only the base name, made filesystem-safe: an uploaded name must not pick the folder.
+    target = folder / re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(file.name).name)
+    target.write_bytes(file.getvalue())
+    return target
