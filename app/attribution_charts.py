@@ -11,11 +11,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.colors import TEACHER_PALETTE
+from engine.vocabulary import STUDENT_MODEL, TEACHER_MODEL_PREFIX, agree_key
 
-STUDENT = "student"
-TEACHER_PREFIX = "teacher:"
-SPEARMAN_PREFIX = "agree/spearman:"
-TOPK_PREFIX = "agree/topk:"
+STUDENT = STUDENT_MODEL
+TEACHER_PREFIX = TEACHER_MODEL_PREFIX
+SPEARMAN_PREFIX = agree_key("spearman", "")
+TOPK_PREFIX = agree_key("topk", "")
 MAP_COLORSCALE = "RdBu_r"
 OVERLAY_OPACITY = 0.6
 SORTS = ("sample id", "highest teacher disagreement")

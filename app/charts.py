@@ -17,6 +17,10 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from app.colors import SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color, series_color
+from engine.vocabulary import (  # noqa: F401  (pages and tests read these names from here too)
+    ACC_KEYS, ACC_PREFIX, LR_KEY, PATH_LOSS_PREFIX, PATH_WEIGHT_PREFIX, TASK_LOSS, THROUGHPUT_KEY, TIME_PREFIX,
+    TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
+)
 
 MAX_POINTS = 2000
 TEMPLATE = "plotly_white"
@@ -24,19 +28,12 @@ TEMPLATE = "plotly_white"
 # unvalidated; naming it per figure validates and deep-copies it each time (about 35 ms a figure).
 pio.templates.default = TEMPLATE
 AGGREGATOR_OFFSET = 0.1  # x offset of a run's points (left) and its aggregator's mean (right)
-PATH_LOSS_PREFIX = "loss/path:"
-PATH_WEIGHT_PREFIX = "weight/path:"
 # Weight x raw loss of a path: derived from the two logged series (see ``weighted_loss``), never logged.
 WEIGHTED_PREFIX = "weighted/path:"
-TIME_PREFIX = "time/"
-THROUGHPUT_KEY = "throughput/samples_per_s"
-# Step-time sections in the order a step runs them; the engine logs each as "time/<section>" (ms per step).
-TIME_SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
 SMOOTHING_CELLS = 5  # grid cells per smoothing window: the centred mean runs over this many cells
 SHARE_CELLS = 200  # about this many grid cells across a run in the step-time chart
-ACC_KEYS = ("acc/train", "acc/val", "acc/test")
 # Keys logged once per epoch: drawn against epochs, since steps per epoch differ between runs.
-EPOCH_KEYS = frozenset({*ACC_KEYS, "loss/val"})
+EPOCH_KEYS = frozenset({*ACC_KEYS, VAL_LOSS})
 
 
 def minmax_indices(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
@@ -127,22 +124,22 @@ def weighted_loss(loss_steps: np.ndarray, losses: np.ndarray, weight_steps: np.n
 
 def axis_title(key: str) -> str:
     """The y-axis title, with units, for a metric key."""
-    if key.startswith("acc/"):
+    if key.startswith(ACC_PREFIX):
         return "accuracy (%)"
-    if key.startswith("weight/"):
+    if key.startswith(WEIGHT_PREFIX):
         return "path weight"
     if key.startswith(TIME_PREFIX):
         return "ms per step"
     if key == THROUGHPUT_KEY:
         return "samples/s"
-    if key == "lr":
+    if key == LR_KEY:
         return "learning rate"
     return "loss"
 
 
 def display_values(key: str, values: np.ndarray) -> np.ndarray:
     """Values as shown: accuracies are stored as fractions and shown as percentages."""
-    scale = 100.0 if key.startswith("acc/") else 1.0
+    scale = 100.0 if key.startswith(ACC_PREFIX) else 1.0
     return np.asarray(values, dtype=float) * scale
 
 
@@ -197,7 +194,7 @@ def loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
                 title: str = "Training loss") -> go.Figure:
     """Total, task and per-path losses against the step; path colours follow ``path_ids``."""
     fig = base_figure("step", "loss", title, log_y)
-    fixed = (("loss/total", "total", TOTAL_LOSS_COLOR), ("loss/task", "task (CE)", TASK_LOSS_COLOR))
+    fixed = ((TOTAL_LOSS, "total", TOTAL_LOSS_COLOR), (TASK_LOSS, "task (CE)", TASK_LOSS_COLOR))
     for key, name, color in fixed:
         series = metrics[metrics["key"] == key]
         if not series.empty:

@@ -19,12 +19,9 @@ import plotly.graph_objects as go
 from app.charts import PATH_WEIGHT_PREFIX, base_figure, minmax_indices
 from app.colors import DIVERGING_SCALE, path_color, verdict_color
 from engine.ablation import AblationRow
-from engine.diagnostics.verdicts import HELPS, HURTS, NEUTRAL
+from engine.vocabulary import DIAG_PREFIX, HELPS, HURTS, MAIN_PHASE, NEUTRAL, VERDICT_OF_CODE  # noqa: F401
 
-DIAG_PREFIX = "diag/"
-MAIN_PHASE = "main"
 VERDICTS = (HURTS, NEUTRAL, HELPS)
-VERDICT_OF_CODE = {-1: HURTS, 0: NEUTRAL, 1: HELPS}  # the "diag/verdict:<path>" metric's values
 VERDICT_COLUMNS = ["path", "verdict", "confidence", "first_flag_step", "probes", "mean_score",
                    "mean_cos_task", "mean_cos_val", "mean_lookahead"]
 

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from engine.store import FINAL_STATUSES, RunRow, Store
+from engine.vocabulary import LABELS_KEY, MAIN_PHASE  # noqa: F401  (pages read them from here too)
 
 METRIC_COLUMNS = ["phase", "step", "epoch", "key", "value"]
 EVENT_COLUMNS = ["time", "level", "message"]
@@ -26,8 +27,6 @@ RUN_COLUMNS = [
     "id", "name", "group_id", "status", "phase", "progress", "error", "label", "created", "duration_s",
     "dataset", "student", "aggregator", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct",
 ]
-MAIN_PHASE = "main"
-LABELS_KEY = "labels"
 # Index levels of an array frame: one row per recorded sample (sample -1: a row of no sample).
 ARRAY_LEVELS = ["step", "epoch", "sample"]
 # (phase, key) -> (steps, epochs, values) in step order, as ``metric_series_since`` returns them.
@@ -146,9 +145,9 @@ def teacher_accuracies(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def phases(names: Iterable[str]) -> list[str]:
-    """The distinct phases among ``names``: "main" first, then the inline teachers in name order."""
+    """The distinct phases among ``names``: the main phase first, then the inline teachers in name order."""
     found = set(names)
-    return [p for p in ["main"] if p in found] + sorted(found - {"main"})
+    return [p for p in [MAIN_PHASE] if p in found] + sorted(found - {MAIN_PHASE})
 
 
 def metric_series_since(store: Store, run_id: str, after_rowid: int) -> tuple[SeriesArrays, int]:

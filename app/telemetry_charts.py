@@ -22,9 +22,6 @@ MARKERS_UP_TO = 60  # shorter series also show their points: telemetry is sparse
 BAR_ROW_PX = 16
 MAX_LABELLED_CELLS = 120
 GALLERY_ORDERS = ("most decisive first", "most even first", "batch order")
-DFA_ENTROPY_PREFIX = "dfa/entropy:"
-DFA_LOSS_TS = "dfa/loss_ts"
-DFA_LOSS_ST = "dfa/loss_st"
 
 
 def class_name(label: int) -> str:
@@ -59,7 +56,7 @@ def _by_label(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_index(level=["label", "sample"])
 
 
-# ---------------------------------------------------------------- AMTML: per-instance teacher weights
+# ---------------------------------------------------------------- teacher_weights view: per-sample shares over teachers
 def teacher_simplex_figure(weights: pd.DataFrame, teacher_ids: list[str], step: int) -> go.Figure:
     """Three teachers: every sample as a point on the simplex (corner = all weight on that teacher).
 
@@ -163,7 +160,7 @@ def sample_weight_figure(row: pd.Series, teacher_ids: list[str]) -> go.Figure:
     return fig
 
 
-# ---------------------------------------------------------------- SAKD: routing decisions per spot
+# ---------------------------------------------------------------- routing view: per-sample decisions per spot
 def spot_fractions(decisions: pd.DataFrame) -> pd.DataFrame:
     """Share of the batch distilled at each spot, per recorded step (mean of the 0/1 decisions)."""
     return decisions.groupby(level="step").mean()
@@ -220,7 +217,7 @@ def agent_loss_figure(losses: pd.DataFrame) -> go.Figure:
     return fig
 
 
-# ---------------------------------------------------------------- DFA: feature aggregation search
+# ---------------------------------------------------------------- group_heatmaps view: per-group weights over steps
 def alpha_heatmap_figure(alphas: pd.DataFrame, group: str) -> go.Figure:
     """One layer group's alpha over the search: rows = teacher blocks, columns = search steps."""
     per_step = alphas.groupby(level="step").last()
@@ -239,21 +236,23 @@ def alpha_heatmap_figure(alphas: pd.DataFrame, group: str) -> go.Figure:
     return fig
 
 
-def alpha_entropy_figure(search_metrics: pd.DataFrame, groups: list[str]) -> go.Figure:
-    """Entropy of each group's alpha over search steps; log(N) means uniform, 0 means one block."""
+def alpha_entropy_figure(search_metrics: pd.DataFrame, groups: list[str], prefix: str) -> go.Figure:
+    """Entropy of each group's alpha over search steps (keys ``prefix + group``); log(N) means uniform,
+    0 means one block."""
     fig = base_figure("search step", "entropy of α (nats)", "α entropy per layer group")
     for group, color in zip(groups, depth_colors(len(groups))):
-        series = search_metrics[search_metrics["key"] == DFA_ENTROPY_PREFIX + group].sort_values("step")
+        series = search_metrics[search_metrics["key"] == prefix + group].sort_values("step")
         if not series.empty:
             _line(fig, series["step"].to_numpy(), series["value"].to_numpy(dtype=float), group, color)
     return fig
 
 
-def bridge_loss_figure(search_metrics: pd.DataFrame) -> go.Figure:
-    """L_TS (CE, left axis) and L_ST (MSE, right axis): different units, so each has its own axis."""
+def bridge_loss_figure(search_metrics: pd.DataFrame, ts_key: str, st_key: str) -> go.Figure:
+    """L_TS (CE, left axis; key ``ts_key``) and L_ST (MSE, right axis; ``st_key``): different units, so each
+    has its own axis."""
     fig = styled(make_subplots(specs=[[{"secondary_y": True}]]), "Bridge losses: L_TS vs L_ST")
-    for key, name, color, right in ((DFA_LOSS_TS, "L_TS (teacher → student)", TOTAL_LOSS_COLOR, False),
-                                    (DFA_LOSS_ST, "L_ST (student → teacher)", TASK_LOSS_COLOR, True)):
+    for key, name, color, right in ((ts_key, "L_TS (teacher → student)", TOTAL_LOSS_COLOR, False),
+                                    (st_key, "L_ST (student → teacher)", TASK_LOSS_COLOR, True)):
         series = search_metrics[search_metrics["key"] == key].sort_values("step")
         mode = "lines+markers" if len(series) <= MARKERS_UP_TO else "lines"
         fig.add_trace(go.Scatter(x=series["step"].to_numpy(), y=series["value"].to_numpy(dtype=float), name=name,

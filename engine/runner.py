@@ -32,6 +32,7 @@ from engine.spec import RunSpec, TeacherSpec, TrainSource
 from engine.store import run_dir
 from engine.export import write_student
 from engine.teacher_check import report_teacher_accuracy
+from engine.vocabulary import teacher_phase
 from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit,
                           resolve_device, save_atomic)
 
@@ -54,7 +55,7 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
     plan = _ProgressPlan(spec, home, reporter)
     teachers, teacher_acc = {}, {}
     for tspec in spec.teachers:
-        model, acc = prepare_teacher(tspec, spec, bundle, home, device, reporter, plan.callback(f"teacher:{tspec.id}"))
+        model, acc = prepare_teacher(tspec, spec, bundle, home, device, reporter, plan.callback(teacher_phase(tspec.id)))
         teachers[tspec.id] = model
         teacher_acc[tspec.id] = acc
     learner = build_learner(spec, bundle, teachers, device, home, reporter)
@@ -295,7 +296,7 @@ def _train_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle,
         bundle = dataclasses.replace(bundle, train=defective_train_split(bundle, source.defect, source.noise,
                                                                           source.seed))
     learner = Learner(TappedModel(model, tspec.arch, ()), {}, {}, AGGREGATORS.get("equal")([], {}), {}).to(device)
-    cfg = FitConfig(phase=f"teacher:{tspec.id}", epochs=epochs, seed=source.seed,
+    cfg = FitConfig(phase=teacher_phase(tspec.id), epochs=epochs, seed=source.seed,
                     optimizer=source.optimizer, schedule=source.schedule, augment=spec.dataset.augment,
                     batch_size=spec.dataset.batch_size, log_every=spec.log_every,
                     telemetry_every=spec.telemetry_every, checkpoint_dir=None, progress=progress)
@@ -310,7 +311,7 @@ class _ProgressPlan:
         self.spans: dict[str, float] = {}
         for t in spec.teachers:
             trains = isinstance(t.source, TrainSource) and not teacher_cache_path(t, spec, home).exists()
-            self.spans[f"teacher:{t.id}"] = float(t.source.epochs) if trains else 0.0
+            self.spans[teacher_phase(t.id)] = float(t.source.epochs) if trains else 0.0
         # Caching is about one forward pass per view through each teacher: a fraction of an epoch.
         caching = spec.teacher_cache.enabled and spec.active_paths
         views = spec.teacher_cache.views if spec.dataset.augment != "none" else 1

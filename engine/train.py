@@ -27,8 +27,11 @@ from engine.models.spots import TappedModel
 from engine.paths.base import StepContext, split_spot
 from engine.spec import OptimizerSpec, ScheduleSpec
 from engine.telemetry import Recorded, Telemetry
+from engine.vocabulary import (
+    HURTS, LABELS_KEY, LOGITS_SPOT, LR_KEY, MAIN_PHASE, TEST_ACC, THROUGHPUT_KEY, TIME_SECTIONS, TOTAL_LOSS,
+    TRAIN_ACC, VAL_ACC, VAL_LOSS, loss_key, time_key, weight_key,
+)
 
-MAIN_PHASE = "main"
 EVAL_BATCH = 512
 EVAL_BATCH_BYTES = 64 << 20  # large images (224 px) are evaluated in smaller batches: 106 instead of 512
 
@@ -163,7 +166,7 @@ class Learner(nn.Module):
         ctx.mark("teachers")
         ctx.student_taps = self.student(x)
         ctx.mark("student")
-        logits = ctx.student_taps["fc"]
+        logits = ctx.student_taps[LOGITS_SPOT]
         losses = {TASK: F.cross_entropy(logits, y), **self.aggregator.path_losses(self, ctx)}
         ctx.mark("paths")
         return losses, logits
@@ -226,7 +229,7 @@ def evaluate(model: nn.Module, split: Split, device: torch.device) -> tuple[floa
     for x, y, _ in iterate_batches(split, eval_batch_size(split), shuffle=False, generator=None):
         x, y = x.to(device), y.to(device)
         out = model(x)
-        logits = out["fc"] if isinstance(out, dict) else out
+        logits = out[LOGITS_SPOT] if isinstance(out, dict) else out
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     model.train(was_training)
@@ -343,12 +346,12 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
 def _probe(learner: Learner, losses: dict[str, torch.Tensor], ctx: StepContext, cfg: FitConfig,
            optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor], reporter: Reporter, epoch: int) -> None:
     probe = cfg.probe
-    flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == "hurts"}
+    flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == HURTS}
     values = probe.measure(learner, losses, ctx, optimizer.param_groups[0]["lr"], weights)
     reporter.log(cfg.phase, ctx.step, epoch, values)
     learner.aggregator.on_probe(probe)
     for pid, details in probe.details().items():
-        if details["verdict"] == "hurts" and pid not in flagged:
+        if details["verdict"] == HURTS and pid not in flagged:
             reporter.event("warning", f"path {pid} flagged as hurting at step {ctx.step}: its gradient points "
                                       f"against the task's (mean cosine {details['mean_cos_task']:.2f} on the batch, "
                                       f"{details['mean_cos_val']:.2f} on validation; confidence "
@@ -365,7 +368,7 @@ def _record_arrays(ctx: StepContext, y: torch.Tensor, index: torch.Tensor, phase
                    reporter: Reporter) -> None:
     if not ctx.telemetry.arrays:
         return
-    ctx.telemetry.record("labels", y, index)  # per-class views of the arrays need the labels
+    ctx.telemetry.record(LABELS_KEY, y, index)  # per-class views of the arrays need the labels
     for key, recorded in ctx.telemetry.arrays.items():
         reporter.log_array(phase, step, epoch, key, recorded)
 
@@ -381,7 +384,7 @@ class StepTimer:
     logged steps are measured there.
     """
 
-    SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
+    SECTIONS = TIME_SECTIONS  # logged as "time/<section>"; the Live page draws them in this order
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -417,8 +420,8 @@ class StepTimer:
 
     def report(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self.window_start
-        values = {f"time/{s}": 1000 * t / max(self.measured, 1) for s, t in self.totals.items()}
-        values["throughput/samples_per_s"] = self.samples / elapsed if elapsed > 0 else 0.0
+        values = {time_key(s): 1000 * t / max(self.measured, 1) for s, t in self.totals.items()}
+        values[THROUGHPUT_KEY] = self.samples / elapsed if elapsed > 0 else 0.0
         self.totals = dict.fromkeys(self.SECTIONS, 0.0)
         self.measured = self.samples = 0
         self.window_start = time.perf_counter()
@@ -427,21 +430,21 @@ class StepTimer:
 
 def _step_values(total: torch.Tensor, losses: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
                  optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    values = {"loss/total": total.item(), "lr": optimizer.param_groups[0]["lr"]}
-    values.update({f"loss/{name}": v.item() for name, v in losses.items()})
-    values.update({f"weight/{path_key(pid)}": float(w) for pid, w in weights.items()})
+    values = {TOTAL_LOSS: total.item(), LR_KEY: optimizer.param_groups[0]["lr"]}
+    values.update({loss_key(name): v.item() for name, v in losses.items()})
+    values.update({weight_key(path_key(pid)): float(w) for pid, w in weights.items()})
     return values
 
 
 def _final_metrics(learner: Learner, bundle: DataBundle, device: torch.device) -> dict[str, float]:
     val_acc, val_loss = evaluate(learner.student, bundle.val, device)
     test_acc, _ = evaluate(learner.student, bundle.test, device)
-    return {"acc/val": val_acc, "loss/val": val_loss, "acc/test": test_acc}
+    return {VAL_ACC: val_acc, VAL_LOSS: val_loss, TEST_ACC: test_acc}
 
 
 def _end_of_epoch(learner: Learner, bundle: DataBundle, cfg: FitConfig, epoch: int, step: int, train_acc: float,
                   device: torch.device, reporter: Reporter) -> dict[str, float]:
-    metrics = {"acc/train": train_acc, **_final_metrics(learner, bundle, device)}
+    metrics = {TRAIN_ACC: train_acc, **_final_metrics(learner, bundle, device)}
     reporter.log(cfg.phase, step, epoch, metrics)
     return metrics
 

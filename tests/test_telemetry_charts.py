@@ -232,11 +232,11 @@ def test_search_curves_put_l_st_on_its_own_axis() -> None:
     rows = [("search", s, e, key, v) for e, s in enumerate([0, 4])
             for key, v in (("dfa/loss_ts", 2.0 - e), ("dfa/loss_st", 0.5), ("dfa/entropy:g1", 1.0 - 0.1 * e))]
     search = pd.DataFrame(rows, columns=queries.METRIC_COLUMNS)
-    bridge = tc.bridge_loss_figure(search)
+    bridge = tc.bridge_loss_figure(search, "dfa/loss_ts", "dfa/loss_st")
     ts, st_ = bridge.data
     assert list(ts.y) == [2.0, 1.0] and ts.yaxis == "y" and st_.yaxis == "y2"
     assert bridge.layout.yaxis2.title.text == "L_ST (mean squared error)"
-    entropy = tc.alpha_entropy_figure(search, ["g1", "g2"])
+    entropy = tc.alpha_entropy_figure(search, ["g1", "g2"], "dfa/entropy:")
     assert [t.name for t in entropy.data] == ["g1"]  # a group without entropy values draws nothing
     assert list(entropy.data[0].y) == pytest.approx([1.0, 0.9])
 

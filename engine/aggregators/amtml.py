@@ -38,11 +38,26 @@ from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.paths.at import resize_to
 from engine.paths.base import StepContext
 from engine.paths.rkd import triplet_angles
+from engine.vocabulary import (
+    LOGITS_SPOT, POOL_SPOT, TEACHER_WEIGHTS_VIEW, TelemetryArray, TelemetryPanel,
+)
 
-POOL_SPOT = "pool"
-LOGITS_SPOT = "fc"
 #: the reference's hint regressors start at uniform(-0.005, 0.005): the hint begins as ||n(F_t)||^2
 REGRESSOR_INIT = 0.005
+#: what the Teacher importance page draws from this aggregator (engine.vocabulary)
+TELEMETRY = TelemetryPanel(
+    title="AMTML-KD · per-instance teacher weights",
+    caption="For each sample the aggregator splits a weight of 1 among the teachers "
+            "(w(x) = softmax over teachers); the student learns from that mix of their soft targets.",
+    view=TEACHER_WEIGHTS_VIEW,
+    when="every `telemetry_every` steps while the student trains",
+    arrays=(
+        TelemetryArray("weights", "amtml/teacher_weights", ("sample", "teacher"),
+                       "the sample's share of weight on each teacher's soft targets (rows sum to 1)"),
+        TelemetryArray("norms", "amtml/theta_norm", ("step", "teacher"),
+                       "the norm of each teacher's latent vector theta_m (one row per logged step)"),
+    ),
+)
 
 
 # ------------------------------------------------------------------ the method's terms, as functions
@@ -91,6 +106,8 @@ class _StepTerms:
 @AGGREGATORS.register("amtml", "AMTML-KD: per-sample teacher weights from learnt latents fuse the teachers' "
                                "soft targets; + angle loss and multi-group hints")
 class AMTML(Aggregator):
+    telemetry = TELEMETRY
+
     def __init__(self, path_ids: list[str], path_weights: dict[str, float], alpha: float = 0.7,
                  temperature: float = 5.0, angle_weight: float = 1.0, hint_weight: float = 1.0,
                  reg_weight: float = 0.1, stage_a_epochs: int = 0, init_std: float = 0.1, init_seed: int = 1,
@@ -180,8 +197,8 @@ class AMTML(Aggregator):
         return hint_loss(regressor, ctx.student_taps[s_spot], ctx.teacher_taps[tid][t_spot])
 
     def _record(self, weights: torch.Tensor, ctx: StepContext) -> None:
-        ctx.telemetry.record("amtml/teacher_weights", weights, ctx.index, columns=self.teacher_ids)
-        ctx.telemetry.record("amtml/theta_norm", self.theta.detach().norm(dim=1)[None, :], torch.tensor([-1]),
+        ctx.telemetry.record(TELEMETRY.array("weights").key, weights, ctx.index, columns=self.teacher_ids)
+        ctx.telemetry.record(TELEMETRY.array("norms").key, self.theta.detach().norm(dim=1)[None, :], torch.tensor([-1]),
                              columns=self.teacher_ids)
 
     def weights(self, losses, ctx) -> dict[str, torch.Tensor]:

@@ -23,17 +23,12 @@ import torch
 from torch import nn
 
 from engine.paths.base import StepContext
+from engine.vocabulary import TASK, TelemetryPanel, path_key  # noqa: F401  (aggregators import them from here)
 
 if TYPE_CHECKING:  # only for type hints: train.py imports this module
     from engine.data.bundle import DataBundle
     from engine.diagnostics.probe import GradientProbe
     from engine.train import Learner, Reporter
-
-TASK = "task"
-
-
-def path_key(path_id: str) -> str:
-    return f"path:{path_id}"
 
 
 class Aggregator(nn.Module):
@@ -41,6 +36,8 @@ class Aggregator(nn.Module):
     needs_live_teachers: bool = False
     #: True when the aggregator is driven by the negative-transfer probe (diagnostics must be on)
     needs_probe: bool = False
+    #: the per-sample arrays it records and how the Teacher importance page draws them (None: records none)
+    telemetry: TelemetryPanel | None = None
 
     def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
         """path_weights: each path's configured weight (the spec's, or its distiller's conventional one)."""

@@ -40,12 +40,32 @@ from engine.models.spots import TappedModel
 from engine.paths.at import resize_to
 from engine.paths.base import StepContext
 from engine.telemetry import Recorded
+from engine.vocabulary import (
+    GROUP_HEATMAPS_VIEW, SEARCH_PHASE, TelemetryArray, TelemetryMetric, TelemetryPanel,
+)
 
 if TYPE_CHECKING:
     from engine.data.bundle import DataBundle
     from engine.train import Learner, Reporter
 
-SEARCH_PHASE = "search"
+#: what the Teacher importance page draws from this aggregator (engine.vocabulary)
+TELEMETRY = TelemetryPanel(
+    title="DFA · feature aggregation search",
+    caption="Within each layer group the student learns from a mix of all teacher blocks, "
+            "weighted by α = softmax(b); the search tunes b on the bridge loss.",
+    view=GROUP_HEATMAPS_VIEW,
+    when="once per search epoch, before the student trains",
+    arrays=(
+        TelemetryArray("alpha", "dfa/alpha:", ("step", "teacher block"),
+                       "α of each teacher block in the layer group (a row sums to 1)",
+                       phase=SEARCH_PHASE, per_group=True),
+    ),
+    metrics=(
+        TelemetryMetric("entropy", "dfa/entropy:", "entropy of the group's α (nats)", SEARCH_PHASE, per_group=True),
+        TelemetryMetric("loss_ts", "dfa/loss_ts", "bridge loss teacher → student", SEARCH_PHASE),
+        TelemetryMetric("loss_st", "dfa/loss_st", "bridge loss student → teacher", SEARCH_PHASE),
+    ),
+)
 
 # ================================================================== UNCONFIRMED (METHODS.md section 3)
 # DFA has no public code. Every choice below is a reconstruction; correct them here.
@@ -135,6 +155,8 @@ def _integer(name: str, value: Any, minimum: int) -> int:
 
 @AGGREGATORS.register("dfa", "DFA: distil a searched softmax mix of each teacher stage's block outputs (2 stages)")
 class DFA(Aggregator):
+    telemetry = TELEMETRY
+
     # Block outputs are not spots, so no tap cache holds them: the mix needs the teacher's live forward.
     needs_live_teachers = True
 
@@ -293,14 +315,14 @@ class BridgeSearch:
                 reporter.check_stop()
                 self._step(w_opt, (w_opt, b_opt), x, y)
                 loss_ts, loss_st = self._step(b_opt, (w_opt, b_opt), *next(held_out))
-                values = {"dfa/loss_ts": loss_ts, "dfa/loss_st": loss_st}
-                values.update({f"dfa/entropy:{g.label}": entropy(dfa.alpha(i).detach())
+                values = {TELEMETRY.metric("loss_ts").key: loss_ts, TELEMETRY.metric("loss_st").key: loss_st}
+                values.update({TELEMETRY.metric("entropy").key + g.label: entropy(dfa.alpha(i).detach())
                                for i, g in enumerate(dfa.groups)})
                 reporter.log(SEARCH_PHASE, step, epoch, values)
                 step += 1
             for i, g in enumerate(dfa.groups):
                 alpha = dfa.alpha(i).detach().cpu().numpy().astype(np.float32)[None, :]
-                reporter.log_array(SEARCH_PHASE, step, epoch, f"dfa/alpha:{g.label}",
+                reporter.log_array(SEARCH_PHASE, step, epoch, TELEMETRY.array("alpha").key + g.label,
                                    Recorded(values=alpha, index=np.array([-1]), columns=list(g.maps)))
             reporter.flush()
 

@@ -22,12 +22,27 @@ from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.models.segments import Segments, cut_at_spots
 from engine.paths.at import resize_to
 from engine.paths.base import StepContext, split_spot
+from engine.vocabulary import LOGITS_SPOT, POOL_SPOT, ROUTING_VIEW, TelemetryArray, TelemetryPanel
 
 if TYPE_CHECKING:
     from engine.train import Learner
 
-OUTPUT = "fc"
-POOL = "pool"
+OUTPUT = LOGITS_SPOT
+#: what the Teacher importance page draws from this aggregator (engine.vocabulary)
+TELEMETRY = TelemetryPanel(
+    title="SAKD · where each sample is distilled",
+    caption="Per sample and spot, the policy routes the sample through the teacher's block (distilled) "
+            "or the student's own block.",
+    view=ROUTING_VIEW,
+    when="every `telemetry_every` steps while the student trains",
+    arrays=(
+        TelemetryArray("decisions", "sakd/decisions", ("sample", "spot"),
+                       "1 where the sample is routed through the teacher's block at that spot (distilled), else 0"),
+        TelemetryArray("losses", "sakd/agent_losses", ("step", "loss"),
+                       "the routed network's CE (l_route) and the student's own CE (l_student)"),
+    ),
+)
+POOL = POOL_SPOT
 DISTIL = 1  # index of the "distil" decision on the policy's last axis
 SAME_FAMILY_BIAS = 10.0  # the reference's start for homogeneous pairs: distil nearly everywhere
 MIN_SUBSET = 2  # relational distillers (rkd, sp, pkt, cc) and BN layers need two samples
@@ -134,6 +149,8 @@ def _cut(learner: "Learner", tid: str, student_spot: dict[str, str], teacher_spo
 
 @AGGREGATORS.register("sakd", "spot-adaptive KD: a Gumbel policy picks per sample the spots to distil")
 class SpotAdaptive(Aggregator):
+    telemetry = TELEMETRY
+
     """L = CE(z_s, y) + sum_k w_k (n_l(k) / B) D_k(f_s[S_l], f_t[S_l]), S_l = samples routed to the teacher at l.
 
     w_k is path k's configured weight (the paper's alpha for the output spot, beta for the others).
@@ -234,7 +251,7 @@ class SpotAdaptive(Aggregator):
         chosen = routed.detach() > 0.5  # the student loss must not reach the policy
         batch = chosen.shape[0]
         self.decisions = _Decisions(ctx.step, routed, (chosen.sum(0).float() / batch).tolist())
-        ctx.telemetry.record("sakd/decisions", routed.detach(), ctx.index, columns=routing.spots)
+        ctx.telemetry.record(TELEMETRY.array("decisions").key, routed.detach(), ctx.index, columns=routing.spots)
         losses = {}
         for pid in self.path_ids:
             if pid not in routing.spot_of_path:  # another teacher's path at a spot nobody routes
@@ -287,7 +304,7 @@ class SpotAdaptive(Aggregator):
     def agent_loss(self, ctx: StepContext, routed: torch.Tensor, student_ce: torch.Tensor) -> torch.Tensor:
         """gamma-scaled CE of the routed logits plus max(0, B/2 - sum_b a_bL); records both CEs."""
         route_ce = F.cross_entropy(self.route(ctx.x, routed), ctx.labels)
-        ctx.telemetry.record("sakd/agent_losses", torch.stack([route_ce.detach(), student_ce]).view(1, 2),
+        ctx.telemetry.record(TELEMETRY.array("losses").key, torch.stack([route_ce.detach(), student_ce]).view(1, 2),
                              torch.tensor([-1]), columns=["l_route", "l_student"])
         if route_ce > student_ce:
             scaled = route_ce * self.gamma

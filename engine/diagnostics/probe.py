@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from engine.aggregators.base import TASK, path_key
 from engine.data.bundle import Split, iterate_batches
 from engine.diagnostics.verdicts import VERDICT_CODE, PathEvidence, VerdictRule, update
+from engine.vocabulary import diag_key
 
 if TYPE_CHECKING:
     from engine.paths.base import StepContext
@@ -49,7 +50,7 @@ class GradientProbe:
         params = [p for p in learner.student.parameters() if p.requires_grad]
         task = _flat_grad(losses[TASK], params)
         val = self._validation_gradient(learner, params, losses[TASK].device)
-        metrics = {"diag/norm:task": float(task.norm()), "diag/norm:val": float(val.norm())}
+        metrics = {diag_key("norm", TASK): float(task.norm()), diag_key("norm", "val"): float(val.norm())}
         for pid in self.path_ids:
             g = _flat_grad(losses[path_key(pid)], params)
             weight = float(weights.get(pid, 1.0))
@@ -58,10 +59,10 @@ class GradientProbe:
             self.latest[pid] = measured
             evidence = self.evidence[pid]
             update(evidence, ctx.step, measured["cos_val"], measured["cos_task"], measured["lookahead"], self.rule)
-            metrics.update({f"diag/{name}:{pid}": value for name, value in measured.items()})
-            metrics[f"diag/score:{pid}"] = evidence.score[-1]
-            metrics[f"diag/verdict:{pid}"] = VERDICT_CODE[evidence.verdict]
-            metrics[f"diag/confidence:{pid}"] = evidence.confidence
+            metrics.update({diag_key(name, pid): value for name, value in measured.items()})
+            metrics[diag_key("score", pid)] = evidence.score[-1]
+            metrics[diag_key("verdict", pid)] = VERDICT_CODE[evidence.verdict]
+            metrics[diag_key("confidence", pid)] = evidence.confidence
         return metrics
 
     def _validation_gradient(self, learner: "Learner", params: list[torch.nn.Parameter],

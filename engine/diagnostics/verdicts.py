@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-HELPS, NEUTRAL, HURTS = "helps", "neutral", "hurts"
-VERDICT_CODE = {HURTS: -1.0, NEUTRAL: 0.0, HELPS: 1.0}
+from engine.vocabulary import HELPS, HURTS, NEUTRAL, VERDICT_CODE  # noqa: F401  (ablation and the pages read them here)
 
 
 @dataclass(frozen=True)

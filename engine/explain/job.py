@@ -23,8 +23,9 @@ from engine.explain.models import (STUDENT, arch_of, checkpoint_path, default_sp
 from engine.job_registry import JOBS
 from engine.spec import spec_from_yaml
 from engine.store import JobRow, Store
+from engine.vocabulary import EXPLAIN_PHASE, agree_key
 
-PHASE = "explain"
+PHASE = EXPLAIN_PHASE
 TARGETS = ("label", "predicted")
 PROBE_SEED = 0  # the probe set is the same for every agreement job of a dataset
 DEFAULT_PROBE_SIZE = 32
@@ -174,7 +175,7 @@ def _finite(value: float) -> float | None:
 
 def _store_curves(store: Store, run_id: str, epochs: list[int], curves: dict[str, dict[str, list[float]]]) -> None:
     """Replace the run's agreement metrics, so a rerun (or another method) leaves one value per epoch."""
-    rows = [(PHASE, epoch, epoch, f"agree/{name}:{tid}", value)
+    rows = [(PHASE, epoch, epoch, agree_key(name, tid), value)
             for tid, curve in curves.items() for name, values in curve.items()
             for epoch, value in zip(epochs, values)]
     store.delete_metrics_after(run_id, PHASE, -1)

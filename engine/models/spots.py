@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from engine.models import MODELS, build_model
+from engine.vocabulary import LOGITS_SPOT
 
 SpotKind = Literal["feature_map", "embedding", "logits"]
 
@@ -39,7 +40,7 @@ def tracer_kwargs(arch: str) -> dict[str, Any] | None:
 
 
 def _kind(name: str, shape: tuple[int, ...]) -> SpotKind:
-    if name == "fc":
+    if name == LOGITS_SPOT:
         return "logits"
     return "feature_map" if len(shape) == 3 else "embedding"
 
@@ -78,7 +79,7 @@ class TappedModel(nn.Module):
     def __init__(self, model: nn.Module, arch: str, spots: Iterable[str]) -> None:
         super().__init__()
         nodes = spot_nodes(arch, model)
-        requested = list(dict.fromkeys([*spots, "fc"]))
+        requested = list(dict.fromkeys([*spots, LOGITS_SPOT]))
         for spot in requested:
             if spot not in nodes:
                 raise ValueError(f"{arch} has no spot {spot!r} (valid spots: {', '.join(nodes)})")
