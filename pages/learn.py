@@ -1,9 +1,9 @@
 """Learn: distillation concepts shown live on the engine's own pieces.
 
-Temperature uses a teacher this workspace trained (one forward pass on ten digits, cached by the
-file's mtime: the page never trains); paths come from the model zoo's spots and the candidate
-proposer; the aggregator toy runs the engine's PCGrad and MGDA code; the negative-transfer lesson
-queues the planted-teacher demo for the worker.
+Temperature uses a teacher this workspace trained (one forward pass on ten digits by
+``engine.lessons``, cached by the file's mtime: the page never trains nor imports torch); paths
+come from the model zoo's spots and the candidate proposer; the aggregator toy runs the engine's
+PCGrad and MGDA code; the negative-transfer lesson queues the planted-teacher demo for the worker.
 """
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from app import cached, learn_charts
 from app.nav import has_page, page_file
 from app.widgets import DEMO_SPEC, user_errors
 from app.writes import submit_run
-from engine.data import dataset_signature, load_dataset
-from engine.models import MODELS, build_model
+from engine.lessons import LessonSamples, teacher_file_header
+from engine.lessons import lesson_samples as engine_lesson_samples
+from engine.lessons import teacher_logits as engine_teacher_logits
+from engine.models import MODELS
 from engine.models.spots import list_spots
 from engine.paths.candidates import propose_candidates
 from engine.runner import teacher_cache_path
@@ -67,15 +68,6 @@ class TeacherFile:
     test_acc: float | None
 
 
-@dataclass(frozen=True)
-class Samples:
-    x: np.ndarray  # (N, C, H, W) normalised, as the teacher sees them
-    labels: np.ndarray  # (N,)
-    ids: np.ndarray  # (N,) sample ids
-    images: np.ndarray  # (N, H, W) de-normalised to [0, 1]
-    class_names: list[str]
-
-
 def _run_teachers(home: Path) -> dict[Path, tuple[str, str, DatasetSpec]]:
     """Cache file -> (label, arch_params JSON, dataset) for every inline teacher a stored run names.
 
@@ -107,8 +99,7 @@ def _run_teachers(home: Path) -> dict[Path, tuple[str, str, DatasetSpec]]:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _file_header(path: str, mtime: float) -> tuple[str, float | None]:
     """(arch, test accuracy) saved in a teacher file; keyed by mtime so a rewritten file is read again."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return str(saved["arch"]), saved.get("test_acc")
+    return teacher_file_header(path)
 
 
 # cache_resource, not cache_data: classes defined in a page script cannot be pickled.
@@ -134,26 +125,16 @@ def teacher_files(home_dir: str) -> tuple[list[TeacherFile], int]:
 
 
 @st.cache_resource(show_spinner="Loading the digits…", max_entries=4)
-def lesson_samples(dataset_json: str) -> Samples:
+def lesson_samples(dataset_json: str) -> LessonSamples:
     """The first test sample of each class, in the split and normalisation the teacher was trained with."""
-    bundle = load_dataset(DatasetSpec.model_validate_json(dataset_json))
-    labels = bundle.test.y.numpy()
-    picks = [int(np.flatnonzero(labels == c)[0]) for c in range(bundle.num_classes) if (labels == c).any()]
-    x = bundle.test.x[picks]
-    raw = x * torch.tensor(bundle.std)[:, None, None] + torch.tensor(bundle.mean)[:, None, None]  # undo normalising
-    return Samples(x=x.numpy(), labels=labels[picks], ids=bundle.test.index[picks].numpy(),
-                   images=raw.clamp(0, 1)[:, 0].numpy(), class_names=bundle.class_names)
+    return engine_lesson_samples(DatasetSpec.model_validate_json(dataset_json))
 
 
 @st.cache_data(show_spinner="Running the teacher on ten digits…", max_entries=8)
 def teacher_logits(path: str, mtime: float, arch: str, params_json: str, dataset_json: str) -> np.ndarray:
     """One forward pass of the saved teacher over the lesson samples: logits (N, classes)."""
-    spec = DatasetSpec.model_validate_json(dataset_json)
-    (channels, size, _), classes = dataset_signature(spec)
-    model = build_model(arch, classes, channels, size, json.loads(params_json))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    with torch.no_grad():
-        return model.eval()(torch.from_numpy(lesson_samples(dataset_json).x)).numpy()
+    return engine_teacher_logits(path, arch, json.loads(params_json), DatasetSpec.model_validate_json(dataset_json),
+                                 lesson_samples(dataset_json).x)
 
 
 # ---------------------------------------------------------------- actions
