@@ -9,12 +9,12 @@ from torch import nn
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
 from engine.paths.base import StepContext
+from engine.vocabulary import LOGITS_SPOT
 
 if TYPE_CHECKING:
     from engine.train import Learner
 
 SPACES = ("params", "logits")
-LOGITS_SPOT = "fc"
 
 
 def flatten_grads(grads: tuple[torch.Tensor | None, ...], inputs: list[torch.Tensor]) -> torch.Tensor:

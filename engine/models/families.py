@@ -26,6 +26,7 @@ import torch
 from torch import fx, nn
 
 from engine.registry import Entry, UnknownName
+from engine.vocabulary import LOGITS_SPOT
 
 FAMILIES = ("torchvision", "timm")
 #: constructor arguments PathScope sets itself (from the dataset and the source), never taken from arch_params
@@ -247,7 +248,7 @@ def head_modules(model: nn.Module, arch: str) -> list[str]:
         return [n for n in names if _is_module(model, n)]
     from engine.models.spots import spot_nodes
 
-    node = spot_nodes(arch, model).get("fc")
+    node = spot_nodes(arch, model).get(LOGITS_SPOT)
     if node and _is_module(model, node) and _has_weight(model.get_submodule(node)):
         return [node]
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -326,7 +327,7 @@ def _derive_spots(model: nn.Module, key: tuple) -> tuple[tuple[str, str], ...]:
     in_train = set(train_tracer.node_to_qualname.values())
     spots = _choose_spots(model, list(graph.nodes), names)
     missing = [s for s, n in spots.items() if n not in in_train]
-    if "fc" in missing:
+    if LOGITS_SPOT in missing:
         raise ValueError(f"{arch}: the logits node {spots['fc']!r} differs between train and eval mode; "
                          f"its spots cannot be tapped")
     return tuple((s, n) for s, n in spots.items() if s not in missing)
@@ -397,7 +398,7 @@ def _choose_spots(model: nn.Module, nodes: list[fx.Node], names: dict[fx.Node, s
     spots = {f"stage{i + 1}": names[n] for i, n in enumerate(stages)}
     if pool is not None and pool is not logits:
         spots["pool"] = names[pool]
-    spots["fc"] = names[logits]
+    spots[LOGITS_SPOT] = names[logits]
     return spots
 
 

@@ -17,6 +17,7 @@ from torchvision.models.feature_extraction import NodePathTracer
 
 from engine.models.families import is_family, node_tracer_kwargs
 from engine.models.spots import spot_nodes
+from engine.vocabulary import LOGITS_SPOT
 
 
 class SegmentError(ValueError):
@@ -48,7 +49,7 @@ def cut_at_spots(model: nn.Module, arch: str, spots: list[str]) -> Segments:
     if unknown:
         raise SegmentError(f"{arch} has no spot(s) {unknown} (spots: {', '.join(nodes)})")
     order = list(nodes)
-    spots = sorted(set(spots) - {"fc"}, key=order.index)
+    spots = sorted(set(spots) - {LOGITS_SPOT}, key=order.index)
     # The same tracer as the spots' extractor, so spot node names mean the same nodes here.
     tracer = NodePathTracer(**node_tracer_kwargs(arch)) if is_family(arch) else NodePathTracer()
     graph = tracer.trace(model)
@@ -58,7 +59,7 @@ def cut_at_spots(model: nn.Module, arch: str, spots: list[str]) -> Segments:
     split = split_module(graph_module, model, lambda node: part_of[node.name])
     pieces = [getattr(split, f"submod_{i}") for i in range(len(boundaries) + 1)]
     _check_chain(split, arch, spots)
-    return Segments([*spots, "fc"], pieces)
+    return Segments([*spots, LOGITS_SPOT], pieces)
 
 
 def _last_node_of(qualnames: dict[fx.Node, str], query: str) -> str:

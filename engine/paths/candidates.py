@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from engine.models.spots import SpotInfo
 from engine.paths import DISTILLERS
+from engine.vocabulary import LOGITS_SPOT, POOL_SPOT
 
 #: preferred distillers per spot kind, best-known first (others that fit follow)
 PREFERRED = {
@@ -54,7 +55,7 @@ def _matched_pairs(teacher: list[SpotInfo], student: list[SpotInfo]) -> list[tup
             if any(later.kind == "feature_map" and later.shape[1:] == s.shape[1:] for later in student[i + 1:]):
                 continue  # a stem at a stage's resolution: only the deepest stage per resolution pairs up
             matches = [t for t in teacher if t.kind == "feature_map" and t.shape[1:] == s.shape[1:]]
-        elif s.name in ("pool", "fc"):
+        elif s.name in (POOL_SPOT, LOGITS_SPOT):
             matches = [t for t in teacher if t.name == s.name]
         else:
             continue  # intermediate embeddings (an MLP's hidden layers) are not natural candidates
