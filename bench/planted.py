@@ -149,7 +149,8 @@ def train_teacher(setup: Setup, teacher_id: str) -> tuple[str, str, float]:
     from engine.data import load_dataset
     from engine.runner import prepare_teacher
     from engine.spec import parse_spec
-    from engine.train import NullReporter, resolve_device
+    from engine.runtime import resolve_device
+    from engine.train import NullReporter
 
     spec = parse_spec(spec_dict(setup, DETECT_AGGREGATOR, 0))
     tspec = next(t for t in spec.teachers if t.id == teacher_id)

@@ -382,7 +382,7 @@ def _explain_params(args: argparse.Namespace) -> tuple[str, dict]:
 def _run_job_here(store: Store, run_id: str, kind: str, params: dict) -> tuple[str, dict | None]:
     """Create a job and execute it in this process, as a worker would; on failure print why (result None)."""
     from engine.jobs import execute_job
-    from engine.train import resolve_device
+    from engine.runtime import resolve_device
     from engine.worker import Heartbeat
 
     worker_id = f"cli-{os.getpid()}"

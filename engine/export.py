@@ -33,7 +33,7 @@ from torch import nn
 from engine.data.bundle import DataBundle
 from engine.spec import RunSpec, spec_from_yaml, spec_to_yaml
 from engine.store import JobRow, RunRow, Store, run_dir
-from engine.train import save_atomic
+from engine.workspace import cache_dir, save_atomic
 
 STUDENT_FILE = "student.pt"
 STUDENT_FORMAT = "pathscope-student"
@@ -167,7 +167,7 @@ def ensure_student_file(home: Path, run: RunRow) -> Path:
     spec = spec_from_yaml(run.spec_yaml)
     saved = torch.load(final, map_location="cpu", weights_only=True)
     try:
-        bundle = load_dataset(spec.dataset, Path(home) / "cache")
+        bundle = load_dataset(spec.dataset, cache_dir(Path(home)))
         channels, height, _ = bundle.input_shape
         model = build_model(spec.student.arch, bundle.num_classes, channels, height, spec.student.arch_params)
         model.load_state_dict(saved["state_dict"])

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from engine.store import Store
 from engine.telemetry import Recorded
-from engine.train import RunCancelled, RunInterrupted
+from engine.runtime import RunCancelled, RunInterrupted
 
 FLUSH_ROWS = 500
 FLUSH_SECONDS = 1.0

@@ -29,12 +29,13 @@ from engine.models.spots import TappedModel, list_spots
 from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
 from engine.spec import RunSpec, TeacherSpec, TrainSource
-from engine.store import run_dir
+from engine.step import PathRoute
+from engine.workspace import cache_dir, run_dir, run_final_checkpoint, save_atomic, teacher_file
 from engine.export import write_student
 from engine.teacher_check import report_teacher_accuracy
 from engine.vocabulary import teacher_phase
-from engine.train import (MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit,
-                          resolve_device, save_atomic)
+from engine.runtime import resolve_device
+from engine.train import MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit
 
 #: bump when inline teacher training changes, so cached teachers are retrained
 TEACHER_RECIPE_VERSION = 1
@@ -49,7 +50,7 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> d
     started = time.time()
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(spec.device)
-    bundle = load_dataset(spec.dataset, home / "cache", report=lambda note: reporter.event("info", note))
+    bundle = load_dataset(spec.dataset, cache_dir(home), report=lambda note: reporter.event("info", note))
     reporter.event("info", f"data: {spec.dataset.name}, {len(bundle.train.y)} train / {len(bundle.val.y)} val / "
                            f"{len(bundle.test.y)} test samples, device {device}")
     plan = _ProgressPlan(spec, home, reporter)
@@ -171,7 +172,7 @@ def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.n
         cls = DISTILLERS.get(p.distiller)
         distillers[p.id] = cls(tap_shape(all_spots["student"], p.student_spot),
                                tap_shape(all_spots[p.teacher], p.teacher_spot), info, **p.params)
-        path_spots[p.id] = (p.teacher, p.teacher_spot, p.student_spot)
+        path_spots[p.id] = PathRoute(p.teacher, p.teacher_spot, p.student_spot)
         path_weights[p.id] = p.weight if p.weight is not None else cls.default_weight
     aggregator = AGGREGATORS.get(spec.aggregator.name)(list(path_spots), path_weights, **spec.aggregator.params)
     extra_student, extra_teacher = aggregator.wanted_spots([t.id for t in spec.teachers], path_spots)
@@ -210,13 +211,6 @@ def _tap_teacher(model: torch.nn.Module, arch: str, spots: set[str]) -> TappedMo
     for param in tapped.parameters():
         param.requires_grad_(False)
     return tapped
-
-
-def run_final_checkpoint(home: Path | None, run_id: str) -> Path:
-    """The final model of a finished run of the workspace (a teacher's or a student's source: run)."""
-    if home is None:
-        raise ValueError(f"source.run_id: run {run_id} needs a workspace to be read from")
-    return run_dir(home, run_id) / "checkpoints" / "final.pt"
 
 
 def init_student(model: torch.nn.Module, spec: RunSpec, home: Path | None, reporter: Reporter | None) -> None:
@@ -263,7 +257,7 @@ def teacher_cache_path(tspec: TeacherSpec, spec: RunSpec, home: Path) -> Path:
               "dataset": spec.dataset.model_dump(mode="json", exclude=READING_FIELDS),
               "device": resolve_device(spec.device).type}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    return home / "teachers" / f"{tspec.arch}-{digest}.pt"
+    return teacher_file(home, tspec.arch, digest)
 
 
 def _inline_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle, home: Path, device: torch.device,

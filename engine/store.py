@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from engine.telemetry import Recorded
+from engine.workspace import run_dir, workspace_home  # noqa: F401  (the store's callers import them from here)
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
@@ -115,16 +116,8 @@ class WorkspaceError(RuntimeError):
     """The workspace folder or its database cannot be used; the message says why."""
 
 
-def workspace_home() -> Path:
-    return Path(os.environ.get("PATHSCOPE_HOME", "workspace")).resolve()
-
-
 def db_path(home: Path) -> Path:
     return home / "pathscope.db"
-
-
-def run_dir(home: Path, run_id: str) -> Path:
-    return home / "runs" / run_id
 
 
 def init_workspace(home: Path | None = None) -> Path:

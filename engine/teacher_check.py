@@ -31,6 +31,7 @@ from engine.data.bundle import DataBundle
 from engine.data.teacher_cache import data_fingerprint, teacher_fingerprint
 from engine.spec import DatasetSpec, RunSpec, TeacherSpec, TrainSource, spec_from_yaml
 from engine.store import JobRow, Store
+from engine.workspace import cache_dir
 from engine.train import Reporter, evaluate
 
 #: the run_id of jobs that belong to no run (a check before launch)
@@ -60,7 +61,7 @@ def eval_data_fingerprint(dataset: DatasetSpec, content: str = "") -> str:
 
 def accuracy_cache_file(home: Path, model: nn.Module, dataset: DatasetSpec, content: str = "") -> Path:
     data = eval_data_fingerprint(dataset, content)
-    return Path(home) / "cache" / ACC_FOLDER / f"{teacher_fingerprint(model)}-{data}.json"
+    return cache_dir(Path(home)) / ACC_FOLDER / f"{teacher_fingerprint(model)}-{data}.json"
 
 
 def _read_cached(path: Path) -> TeacherAccuracy | None:
@@ -146,10 +147,10 @@ def check_teachers(spec: RunSpec, home: Path, progress: Callable[[float], None] 
     """
     from engine.data import load_dataset
     from engine.runner import prepare_teacher, teacher_cache_path
-    from engine.train import resolve_device
+    from engine.runtime import resolve_device
 
     device = resolve_device(spec.device)
-    bundle = load_dataset(spec.dataset, Path(home) / "cache")
+    bundle = load_dataset(spec.dataset, cache_dir(Path(home)))
     progress(0.2)
     results: dict[str, dict[str, Any]] = {}
     for n, tspec in enumerate(spec.teachers):

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,12 @@ from engine.data.stream import Batch, live_batches, view_batches
 from engine.data.teacher_cache import CachedTaps
 from engine.diagnostics.probe import GradientProbe
 from engine.models.spots import TappedModel
-from engine.paths.base import StepContext, split_spot
+from engine.paths.base import split_spot
+from engine.step import PathRoute, Reporter, StepContext, TappedShapes
+from engine.runtime import NonFiniteLoss
 from engine.spec import OptimizerSpec, ScheduleSpec
 from engine.telemetry import Recorded, Telemetry
+from engine.workspace import save_atomic
 from engine.vocabulary import (
     HURTS, LABELS_KEY, LOGITS_SPOT, LR_KEY, MAIN_PHASE, TEST_ACC, THROUGHPUT_KEY, TIME_SECTIONS, TOTAL_LOSS,
     TRAIN_ACC, VAL_ACC, VAL_LOSS, loss_key, time_key, weight_key,
@@ -42,31 +44,7 @@ def eval_batch_size(split: Split) -> int:
     return max(1, min(EVAL_BATCH, EVAL_BATCH_BYTES // max(per_image, 1)))
 
 
-# ------------------------------------------------------------------ outcomes and reporting
-class RunCancelled(Exception):
-    """The user asked to stop; the run ends `cancelled` with its last checkpoint."""
-
-
-class RunInterrupted(Exception):
-    """The worker is shutting down; the run goes back to the queue and resumes later."""
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, phase: str, step: int, term: str, value: float) -> None:
-        self.phase, self.step, self.term = phase, step, term
-        super().__init__(f"loss term '{term}' became {value} at step {step} ({phase})")
-
-
-class Reporter(Protocol):
-    def log(self, phase: str, step: int, epoch: int, values: dict[str, float]) -> None: ...
-    def log_array(self, phase: str, step: int, epoch: int, key: str, recorded: Recorded) -> None: ...
-    def event(self, level: str, message: str, data: dict[str, Any] | None = None) -> None: ...
-    def progress(self, fraction: float, phase: str) -> None: ...
-    def check_stop(self) -> None: ...
-    def truncate(self, phase: str, epoch: int) -> None: ...
-    def flush(self) -> None: ...
-
-
+# ------------------------------------------------------------------ reporting
 class NullReporter:
     """Keeps everything in memory; for tests and library use."""
 
@@ -102,15 +80,7 @@ class NullReporter:
         return [r[4] for r in self.rows if r[0] == phase and r[3] == key]
 
 
-# ------------------------------------------------------------------ devices and seeds
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {name!r} was asked for but CUDA is not available on this machine")
-    return torch.device(name)
-
-
+# ------------------------------------------------------------------ seeds
 def epoch_generator(seed: int, phase: str, epoch: int) -> torch.Generator:
     """Shuffling and augmentation depend only on (seed, phase, epoch): resuming is exact."""
     phase_salt = sum(ord(c) * 31**i for i, c in enumerate(phase)) % 1_000_003
@@ -135,23 +105,15 @@ def read_tap(taps: dict[str, torch.Tensor], spot: str) -> torch.Tensor | tuple[t
     return taps[spot] if len(names) == 1 else tuple(taps[name] for name in names)
 
 
-@dataclass
-class TappedShapes:
-    """Shapes (without batch) of every tapped spot: what aggregators size their parts by."""
-
-    student: dict[str, tuple[int, ...]]
-    teachers: dict[str, dict[str, tuple[int, ...]]]
-
-
 class Learner(nn.Module):
     """The student, its paths' distillers and the aggregator: everything a step trains."""
 
-    def __init__(self, student: TappedModel, distillers: dict[str, nn.Module], path_spots: dict[str, tuple[str, str, str]],
+    def __init__(self, student: TappedModel, distillers: dict[str, nn.Module], path_spots: dict[str, PathRoute],
                  aggregator: Aggregator, teachers: dict[str, TeacherTaps], shapes: TappedShapes | None = None) -> None:
         super().__init__()
         self.student = student
         self.distillers = nn.ModuleDict(distillers)
-        self.path_spots = path_spots  # path id -> (teacher id, teacher spot, student spot)
+        self.path_spots = path_spots  # path id -> PathRoute(teacher id, teacher spot, student spot)
         self.teachers = teachers  # plain dict: frozen teachers are neither trained nor saved here
         self.shapes = shapes or TappedShapes({}, {})
         self.cached: dict[str, CachedTaps] = {}  # teacher id -> its cached taps (see runner.attach_teacher_cache)
@@ -263,12 +225,6 @@ def _check_finite(phase: str, step: int, total: torch.Tensor, losses: dict[str, 
         if not torch.isfinite(value):
             raise NonFiniteLoss(phase, step, name, value.item())
     raise NonFiniteLoss(phase, step, "total", total.item())
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.device, reporter: Reporter

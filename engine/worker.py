@@ -21,7 +21,7 @@ from engine.runner import execute_run
 from engine.spec import SpecError, spec_from_yaml
 from engine.store import STALE_AFTER_SECONDS, RunRow, Store, init_workspace
 from engine.reporting import StoreReporter
-from engine.train import NonFiniteLoss, RunCancelled, RunInterrupted, resolve_device
+from engine.runtime import NonFiniteLoss, RunCancelled, RunInterrupted, resolve_device
 
 HEARTBEAT_SECONDS = 2.0
 MAX_ATTEMPTS = 3

@@ -11,7 +11,7 @@ from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.paths import DISTILLERS
 
 if TYPE_CHECKING:
-    from engine.train import Learner
+    from engine.step import LearnerView as Learner
 
 VARIANTS = ("layer_wise", "per_loss")
 

@@ -35,8 +35,8 @@ from torch import nn
 
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
-from engine.paths.at import resize_to
-from engine.paths.base import StepContext
+from engine.ops import resize_to
+from engine.step import StepContext
 from engine.paths.rkd import triplet_angles
 from engine.vocabulary import (
     LOGITS_SPOT, POOL_SPOT, TEACHER_WEIGHTS_VIEW, TelemetryArray, TelemetryPanel,

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
-from engine.paths.base import StepContext
+from engine.step import PathRoute, StepContext
 from engine.vocabulary import TASK, TelemetryPanel, path_key  # noqa: F401  (aggregators import them from here)
 
 if TYPE_CHECKING:  # only for type hints: train.py imports this module
     from engine.data.bundle import DataBundle
     from engine.diagnostics.probe import GradientProbe
-    from engine.train import Learner, Reporter
+    from engine.step import LearnerView as Learner, Reporter
 
 
 class Aggregator(nn.Module):
@@ -49,7 +49,7 @@ class Aggregator(nn.Module):
         self.task_weight = 1.0  # the task CE keeps weight 1 unless an aggregator says otherwise
 
     # ------------------------------------------------------------ set-up hooks
-    def wanted_spots(self, teacher_ids: list[str], path_spots: dict[str, tuple[str, str, str]]
+    def wanted_spots(self, teacher_ids: list[str], path_spots: dict[str, PathRoute]
                      ) -> tuple[set[str], dict[str, set[str]]]:
         """Spots to tap beyond the paths' own: (student spots, {teacher id: spots})."""
         return set(), {}

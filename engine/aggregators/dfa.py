@@ -37,8 +37,8 @@ from engine.aggregators.base import Aggregator, path_key
 from engine.data.bundle import Split, iterate_batches
 from engine.models.segments import Segments, cut_at_spots
 from engine.models.spots import TappedModel
-from engine.paths.at import resize_to
-from engine.paths.base import StepContext
+from engine.ops import resize_to
+from engine.step import StepContext
 from engine.telemetry import Recorded
 from engine.vocabulary import (
     GROUP_HEATMAPS_VIEW, SEARCH_PHASE, TelemetryArray, TelemetryMetric, TelemetryPanel,
@@ -46,7 +46,7 @@ from engine.vocabulary import (
 
 if TYPE_CHECKING:
     from engine.data.bundle import DataBundle
-    from engine.train import Learner, Reporter
+    from engine.step import LearnerView as Learner, Reporter
 
 #: what the Teacher importance page draws from this aggregator (engine.vocabulary)
 TELEMETRY = TelemetryPanel(

@@ -10,7 +10,7 @@ from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
 
 if TYPE_CHECKING:
-    from engine.train import Learner
+    from engine.step import LearnerView as Learner
 
 #: a weight never drops below this before renormalising: a negative weight would ascend its path's loss
 MIN_WEIGHT = 1e-3

@@ -8,31 +8,13 @@ from torch import nn
 
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
-from engine.paths.base import StepContext
+from engine.gradients import flat_grads, record_grad_cosines
 from engine.vocabulary import LOGITS_SPOT
 
 if TYPE_CHECKING:
-    from engine.train import Learner
+    from engine.step import LearnerView as Learner
 
 SPACES = ("params", "logits")
-
-
-def flatten_grads(grads: tuple[torch.Tensor | None, ...], inputs: list[torch.Tensor]) -> torch.Tensor:
-    """Gradients as one flat vector, with zeros for the inputs a loss does not reach (None)."""
-    return torch.cat([(g if g is not None else torch.zeros_like(x)).reshape(-1) for g, x in zip(grads, inputs)])
-
-
-def flat_grads(loss: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """d loss / d inputs as one flat vector; keeps the graph for the step's other backward passes."""
-    return flatten_grads(torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True), inputs)
-
-
-def record_grad_cosines(ctx: StepContext, key: str, gram: torch.Tensor, path_ids: list[str]) -> None:
-    """Telemetry `key`: the K x K cosines between path gradients (rows belong to no sample: index -1)."""
-    if ctx.telemetry.due:
-        norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(1e-30)
-        cosine = gram / (norms[:, None] * norms[None, :])
-        ctx.telemetry.record(key, cosine, torch.full((len(path_ids),), -1), columns=path_ids)
 
 
 def _best_pair(gram: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,10 @@ from torch import nn
 
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
-from engine.aggregators.mgda import flat_grads, flatten_grads, record_grad_cosines
+from engine.gradients import flat_grads, flatten_grads, record_grad_cosines
 
 if TYPE_CHECKING:
-    from engine.train import Learner
+    from engine.step import LearnerView as Learner
 
 
 def project_conflicting(grads: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -20,12 +20,13 @@ from torch import nn
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.models.segments import Segments, cut_at_spots
-from engine.paths.at import resize_to
-from engine.paths.base import StepContext, split_spot
+from engine.ops import resize_to
+from engine.paths.base import split_spot
+from engine.step import PathRoute, StepContext
 from engine.vocabulary import LOGITS_SPOT, POOL_SPOT, ROUTING_VIEW, TelemetryArray, TelemetryPanel
 
 if TYPE_CHECKING:
-    from engine.train import Learner
+    from engine.step import LearnerView as Learner
 
 OUTPUT = LOGITS_SPOT
 #: what the Teacher importance page draws from this aggregator (engine.vocabulary)
@@ -116,7 +117,7 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def routing_teacher(path_spots: dict[str, tuple[str, str, str]], chosen: str | None) -> str:
+def routing_teacher(path_spots: dict[str, PathRoute], chosen: str | None) -> str:
     """The teacher whose blocks the routed network uses: `chosen`, else the one distilled at the output."""
     teachers = list(dict.fromkeys(tid for tid, _, _ in path_spots.values()))
     if not teachers:
@@ -187,7 +188,7 @@ class SpotAdaptive(Aggregator):
         self.decisions: _Decisions | None = None
 
     # ------------------------------------------------------------ set-up
-    def wanted_spots(self, teacher_ids: list[str], path_spots: dict[str, tuple[str, str, str]]
+    def wanted_spots(self, teacher_ids: list[str], path_spots: dict[str, PathRoute]
                      ) -> tuple[set[str], dict[str, set[str]]]:
         """The policy reads both pooled embeddings; raising here stops an unroutable run before any work."""
         tid = routing_teacher(path_spots, self.route_teacher)
@@ -216,7 +217,7 @@ class SpotAdaptive(Aggregator):
                 self.policy.bias.view(len(spots), 2)[:, DISTIL] += SAME_FAMILY_BIAS
         self.agent_optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
-    def _spot_pairs(self, path_spots: dict[str, tuple[str, str, str]], tid: str
+    def _spot_pairs(self, path_spots: dict[str, PathRoute], tid: str
                     ) -> tuple[dict[str, str], dict[str, str]]:
         """The routing teacher's (path id -> student spot, intermediate student spot -> its teacher spot)."""
         student_spot, teacher_spot = {}, {}

@@ -34,6 +34,7 @@ from engine.data.registry import DATASETS
 from engine.data.bundle import DataBundle, DatasetError, Split, describe_normalization, normalization, plan_splits
 from engine.data.disk import DiskImages
 from engine.spec import DatasetSpec
+from engine.workspace import cache_dir, workspace_home
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DEFAULT_SIZE = 32  # when the images do not all share one square size and dataset.image_size is not set
@@ -217,7 +218,7 @@ def decode_image(path: str, size: int) -> np.ndarray:
 
 def default_cache_root() -> Path:
     """The workspace's cache folder (PATHSCOPE_HOME, default ./workspace), or a temporary folder if not writable."""
-    root = Path(os.environ.get("PATHSCOPE_HOME", "workspace")).resolve() / "cache"
+    root = cache_dir(workspace_home())
     try:
         root.mkdir(parents=True, exist_ok=True)
         if os.access(root, os.W_OK):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from engine.spec import DatasetSpec
+from engine.workspace import cache_dir
 
 BUILD_BATCH = 256
 IN_MEMORY_LIMIT = 1 << 30  # bytes; larger caches stay memory-mapped and are read batch by batch
@@ -71,7 +72,7 @@ class CachedTaps:
 def cache_folder(home: Path, model: nn.Module, dataset: DatasetSpec, views: int, view_seed: int, fp16: bool,
                  content: str = "") -> Path:
     data = data_fingerprint(dataset, views, view_seed, fp16, content)
-    return home / "cache" / f"{teacher_fingerprint(model)}-{data}"
+    return cache_dir(home) / f"{teacher_fingerprint(model)}-{data}"
 
 
 def load_or_build(folder: Path, spots: list[str], forward: Callable[[Tensor], dict[str, Tensor]], images: Tensor,

@@ -9,20 +9,18 @@ of the step (positive = the path raises validation loss). The cosines feed the v
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.nn.functional as F
 
-from engine.aggregators.base import TASK, path_key
 from engine.data.bundle import Split, iterate_batches
+from engine.gradients import cosine, flat_grads
 from engine.diagnostics.verdicts import VERDICT_CODE, PathEvidence, VerdictRule, update
-from engine.vocabulary import diag_key
+from engine.vocabulary import TASK, diag_key, path_key
 
 if TYPE_CHECKING:
-    from engine.paths.base import StepContext
-    from engine.train import Learner
+    from engine.step import LearnerView as Learner, StepContext
 
 
 class GradientProbe:
@@ -48,13 +46,13 @@ class GradientProbe:
                 weights: dict[str, float]) -> dict[str, float]:
         """Probe this step (its graph must still be alive); returns the metrics to log."""
         params = [p for p in learner.student.parameters() if p.requires_grad]
-        task = _flat_grad(losses[TASK], params)
+        task = flat_grads(losses[TASK], params).float()
         val = self._validation_gradient(learner, params, losses[TASK].device)
         metrics = {diag_key("norm", TASK): float(task.norm()), diag_key("norm", "val"): float(val.norm())}
         for pid in self.path_ids:
-            g = _flat_grad(losses[path_key(pid)], params)
+            g = flat_grads(losses[path_key(pid)], params).float()
             weight = float(weights.get(pid, 1.0))
-            measured = {"cos_val": _cosine(g, val), "cos_task": _cosine(g, task), "norm": float(g.norm()),
+            measured = {"cos_val": cosine(g, val), "cos_task": cosine(g, task), "norm": float(g.norm()),
                         "lookahead": -lr * weight * float(g @ val)}
             self.latest[pid] = measured
             evidence = self.evidence[pid]
@@ -73,7 +71,7 @@ class GradientProbe:
         student.eval()  # BN running statistics must not learn from validation data
         try:
             logits = student(x.to(device))["fc"]
-            return _flat_grad(F.cross_entropy(logits, y.to(device)), params, retain_graph=False)
+            return flat_grads(F.cross_entropy(logits, y.to(device)), params, retain_graph=False).float()
         finally:
             student.train(was_training)
 
@@ -103,16 +101,6 @@ class GradientProbe:
         self.evidence = {pid: PathEvidence(**fields) for pid, fields in state["evidence"].items()}
         self._val_epoch = state["val_epoch"]
         self._val_batches = None
-
-
-def _flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter], retain_graph: bool = True) -> torch.Tensor:
-    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)])
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    denominator = float(a.norm()) * float(b.norm())
-    return float(a @ b) / denominator if denominator > 0 and math.isfinite(denominator) else 0.0
 
 
 def auto_every(num_paths: int) -> int:

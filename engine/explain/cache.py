@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.store import run_dir
+from engine.workspace import run_dir
 
 #: bump when what a map means changes (a method's definition, the entry layout), so old files are not served
 CACHE_VERSION = 1

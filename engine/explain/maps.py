@@ -19,7 +19,7 @@ from engine.explain import methods
 from engine.explain.cache import entry_key, explain_dir, load_entry, relative_name, save_entry
 from engine.explain.models import STUDENT, arch_of, load_model, spot_layer
 from engine.spec import RunSpec
-from engine.train import resolve_device
+from engine.runtime import resolve_device
 
 #: samples attributed together (integrated gradients multiplies the batch by its steps)
 MAP_BATCH = 32

@@ -16,9 +16,9 @@ from engine.models import build_model
 from engine.models.checkpoint import load_weights
 from engine.models.spots import list_spots, spot_nodes, tracer_kwargs
 from engine.models.weights import load_source, weights_file
-from engine.runner import run_final_checkpoint, teacher_cache_path
+from engine.runner import teacher_cache_path
 from engine.spec import RunSpec, TeacherSpec, TrainSource
-from engine.store import run_dir
+from engine.workspace import run_dir, run_final_checkpoint
 
 STUDENT = "student"
 TEACHER_PREFIX = "teacher:"

@@ -1,12 +1,13 @@
 """Zagoruyko & Komodakis 2017, attention transfer: mean (a_s - a_t)^2 with a = normalise(mean_c F^2).
 
-Also home of the spatial helpers the other feature-map distillers (fitnet, vid, nst) share.
+Also home of feature_map_problem, the shape check nst shares; resize_to lives in engine/ops.py.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from engine.ops import resize_to
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -17,17 +18,6 @@ def feature_map_problem(student_shape: Shape, teacher_shape: Shape) -> str | Non
         return (f"needs feature maps (C, H, W) on both sides but student tap is {tuple(student_shape)} "
                 f"and teacher tap is {tuple(teacher_shape)}")
     return None
-
-
-def resize_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, *size): averaging when shrinking (the references' adaptive pooling),
-    bilinear interpolation when any side grows."""
-    size = tuple(size)
-    if tuple(x.shape[-2:]) == size:
-        return x
-    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(x, size)
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:

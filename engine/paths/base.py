@@ -7,13 +7,13 @@ saved in its checkpoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from engine.telemetry import Telemetry
+from engine.step import StepContext  # noqa: F401  (distillers import it from here)
 
 SpotKind = str  # "feature_map" | "embedding" | "logits"
 Shape = Any  # tuple[int, ...], or a tuple of two shapes when spots_per_side is 2
@@ -33,23 +33,6 @@ class DataInfo:
 
     num_classes: int
     num_samples: int  # every sample id is below this
-
-
-@dataclass
-class StepContext:
-    """What a loss term or an aggregator may need beyond the two taps."""
-
-    labels: torch.Tensor
-    epoch: int
-    step: int
-    index: torch.Tensor  # stable sample ids of the batch
-    x: torch.Tensor | None = None  # the (augmented) input batch
-    student_taps: dict[str, torch.Tensor] = field(default_factory=dict)
-    teacher_taps: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # teacher id -> spot -> tap
-    telemetry: Telemetry = field(default_factory=Telemetry)
-    # Closes a section of the step timer ("aggregator" once the weights and combination are done); a no-op
-    # when nothing is timing the step.
-    mark: Callable[[str], None] = lambda _section: None
 
 
 class Distiller(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.paths.registry import DISTILLERS
-from engine.paths.at import resize_to
+from engine.ops import resize_to
 from engine.paths.base import Distiller, Shape, StepContext
 
 

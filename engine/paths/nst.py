@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.paths.registry import DISTILLERS
-from engine.paths.at import feature_map_problem, resize_to
+from engine.ops import resize_to
+from engine.paths.at import feature_map_problem
 from engine.paths.base import Distiller, Shape, StepContext
 
 
