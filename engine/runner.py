@@ -28,11 +28,12 @@ from engine.models.weights import load_source
 from engine.models.spots import TappedModel, list_spots
 from engine.paths import DISTILLERS
 from engine.paths.base import DataInfo, split_spot
-from engine.spec import RunSpec, TeacherSpec, TrainSource
+from engine.spec import RunSpec, SpecError, TeacherSpec, TrainSource
 from engine.step import PathRoute
 from engine.workspace import cache_dir, run_dir, run_final_checkpoint, save_atomic, teacher_file
 from engine.export import write_student
 from engine.teacher_check import report_teacher_accuracy
+from engine.validate import params_errors
 from engine.vocabulary import teacher_phase
 from engine.runtime import resolve_device
 from engine.train import MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit
@@ -158,6 +159,9 @@ def _place_data(bundle: DataBundle, views: torch.Tensor | None, device: torch.de
 def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.nn.Module], device: torch.device,
                   home: Path | None = None, reporter: Reporter | None = None) -> Learner:
     """Student and teachers tapped at the spots the paths and the aggregator read, one distiller per path."""
+    bad_params = params_errors(spec)  # a spec that skipped validation fails as validation would name it
+    if bad_params:
+        raise SpecError(bad_params)
     torch.manual_seed(spec.seed)  # the student's initial weights depend on the seed only
     arch_of = {t.id: t for t in spec.teachers}
     shape, classes = bundle.input_shape, bundle.num_classes

@@ -18,6 +18,7 @@ from engine.models import MODELS, build_model
 from engine.models.weights import load_source, weights_file
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
+from engine.params import ParamsError, parse_params
 from engine.paths.base import DataInfo, split_spot
 from engine.spec import CheckpointSource, PretrainedSource, RunSource, RunSpec, SpecError, spec_from_yaml
 from engine.store import Store, WorkspaceError, run_dir
@@ -49,6 +50,23 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
     for i, path in enumerate(spec.paths):
         errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
     errors += _aggregator_errors(spec)
+    return errors
+
+
+def params_errors(spec: RunSpec) -> list[str]:
+    """Every path's and the aggregator's ``params`` against the plugin's params model, as
+    'paths[2].params.temperature: Input should be greater than 0' (unknown plugin names are skipped:
+    validate_spec names them). Needs only the registries, so the runner checks a spec with it too."""
+    errors: list[str] = []
+    plugins = [(f"paths[{i}].params", DISTILLERS, p.distiller, p.params) for i, p in enumerate(spec.paths)]
+    plugins.append(("aggregator.params", AGGREGATORS, spec.aggregator.name, spec.aggregator.params))
+    for where, registry, name, params in plugins:
+        if name not in registry:
+            continue
+        try:
+            parse_params(registry.get(name).params_model, params)
+        except ParamsError as err:
+            errors += err.lines(where)
     return errors
 
 
@@ -152,18 +170,25 @@ def _path_errors(i: int, path, spec: RunSpec, spots: dict[str, dict[str, SpotInf
         return [f"{where}.distiller: {_unknown('distiller', path.distiller, DISTILLERS.names())}"]
     distiller = DISTILLERS.get(path.distiller)
     teacher_arch = next(t.arch for t in spec.teachers if t.id == path.teacher)
+    try:
+        parse_params(distiller.params_model, path.params)
+        bad_params: list[str] = []
+    except ParamsError as err:
+        bad_params = err.lines(f"{where}.params")
     errors: list[str] = []
     t_taps = _resolve_spot(errors, f"{where}.teacher_spot", path.teacher_spot, teacher_arch,
                            spots.get(path.teacher), distiller, path.distiller)
     s_taps = _resolve_spot(errors, f"{where}.student_spot", path.student_spot, spec.student.arch,
                            student_spots, distiller, path.distiller)
     if errors or t_taps is None or s_taps is None:
-        return errors
+        return errors + bad_params
     s_shape, t_shape = _shape_of(s_taps), _shape_of(t_taps)
     problem = distiller.shape_problem(s_shape, t_shape)
     if problem:
         return [f"{where} ({path.id}): {path.distiller} {problem} "
-                f"(student {path.student_spot} {s_shape}, teacher {path.teacher_spot} {t_shape})"]
+                f"(student {path.student_spot} {s_shape}, teacher {path.teacher_spot} {t_shape})"] + bad_params
+    if bad_params:
+        return bad_params
     try:
         distiller(s_shape, t_shape, DataInfo(num_classes=num_classes, num_samples=1), **path.params)
     except (TypeError, ValueError) as err:
@@ -209,6 +234,8 @@ def _aggregator_errors(spec: RunSpec) -> list[str]:
         return [f"aggregator: {name} is driven by the negative-transfer probe: set diagnostics.enabled: true"]
     try:
         aggregator = AGGREGATORS.get(name)([p.id for p in paths], {p.id: 1.0 for p in paths}, **spec.aggregator.params)
+    except ParamsError as err:
+        return err.lines("aggregator.params")
     except (TypeError, ValueError) as err:
         return [f"aggregator.params: {err}"]
     try:  # what an aggregator needs of the paths (SAKD's routable spots) is checked here, before any work

@@ -460,6 +460,7 @@ def test_unknown_params_are_refused():
 def test_cli_lists_exactly_the_thirteen_distillers():
     out = subprocess.run([sys.executable, "-m", "engine", "distillers"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=True).stdout
-    lines = [line for line in out.splitlines() if line.strip()]
+    # plugin lines start at column 0; their parameters follow, indented
+    lines = [line for line in out.splitlines() if line.strip() and not line[0].isspace()]
     assert {line.split()[0] for line in lines} == NAMES
     assert len(lines) == 13

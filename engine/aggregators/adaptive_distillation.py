@@ -1,19 +1,19 @@
 """Chennupati, Kamani, Cheng & Chen, BMVC 2021: Adaptive Distillation (each path is a task)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.paths import DISTILLERS
 
 if TYPE_CHECKING:
     from engine.step import LearnerView as Learner
-
-VARIANTS = ("layer_wise", "per_loss")
 
 
 def distiller_name(distiller: nn.Module) -> str:
@@ -22,6 +22,13 @@ def distiller_name(distiller: nn.Module) -> str:
         if type(distiller) is entry.obj:
             return entry.name
     return type(distiller).__name__
+
+
+class AdaptiveDistillationParams(Params):
+    a_d: float = Field(1.0, gt=0, description="scale a_d of the weighted path losses and of the regulariser")
+    use_path_weights: bool = Field(False, description="lambda_k: each path's configured weight instead of 1")
+    variant: Literal["layer_wise", "per_loss"] = Field(
+        "layer_wise", description="one learnt s per path (layer_wise) or per distiller type (per_loss)")
 
 
 @AGGREGATORS.register("adaptive_distillation",
@@ -37,17 +44,13 @@ class AdaptiveDistillation(Aggregator):
     exp(-s_g) = 1 / sum_{k in g} lambda_k L_k; the reported weight is w_k = exp(-s_g(k)).
     """
 
-    def __init__(self, path_ids, path_weights, a_d: float = 1.0, use_path_weights: bool = False,
-                 variant: str = "layer_wise", **unknown) -> None:
-        super().__init__(path_ids, path_weights, **unknown)  # unknown parameters raise ValueError
-        if not isinstance(a_d, (int, float)) or isinstance(a_d, bool) or a_d <= 0:
-            raise ValueError(f"a_d must be a positive number, got {a_d!r}")
-        if not isinstance(use_path_weights, bool):
-            raise ValueError(f"use_path_weights must be true or false, got {use_path_weights!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        self.a_d = float(a_d)
-        self.variant = variant
+    params_model = AdaptiveDistillationParams
+
+    def __init__(self, path_ids, path_weights, **params) -> None:
+        super().__init__(path_ids, path_weights, **params)
+        self.a_d = float(self.params.a_d)
+        self.variant = variant = self.params.variant
+        use_path_weights = self.params.use_path_weights
         lambdas = [self.path_weights[pid] if use_path_weights else 1.0 for pid in self.path_ids]
         self.register_buffer("lambdas", torch.tensor(lambdas, dtype=torch.float32), persistent=False)
         self._rebuild(list(self.path_ids))  # per_loss regroups in attach, once the distillers are known

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
+from engine.params import NoParams, Params, parse_params
 from engine.step import PathRoute, StepContext
 from engine.vocabulary import TASK, TelemetryPanel, path_key  # noqa: F401  (aggregators import them from here)
 
@@ -38,12 +39,14 @@ class Aggregator(nn.Module):
     needs_probe: bool = False
     #: the per-sample arrays it records and how the Teacher importance page draws them (None: records none)
     telemetry: TelemetryPanel | None = None
+    #: the parameters ``aggregator.params`` may set (defaults, bounds, descriptions); see engine.params
+    params_model: type[Params] = NoParams
 
     def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
-        """path_weights: each path's configured weight (the spec's, or its distiller's conventional one)."""
+        """path_weights: each path's configured weight (the spec's, or its distiller's conventional one).
+        ``params`` are validated by ``params_model`` and kept as ``self.params``."""
         super().__init__()
-        if params:
-            raise ValueError(f"unknown parameter(s) {sorted(params)}")
+        self.params = parse_params(type(self).params_model, params)
         self.path_ids = list(path_ids)
         self.path_weights = dict(path_weights)
         self.task_weight = 1.0  # the task CE keeps weight 1 unless an aggregator says otherwise

@@ -21,7 +21,6 @@ so it finds the same b, which the checkpoint then overwrites with identical valu
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
@@ -31,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
 from engine.data.bundle import Split, iterate_batches
@@ -140,17 +141,16 @@ def entropy(alpha: Tensor) -> float:
     return float(-(alpha * alpha.clamp_min(1e-12).log()).sum())
 
 
-def _number(name: str, value: Any, positive: bool = False) -> float:
-    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not valid or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
-    return float(value)
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+class DFAParams(Params):
+    search_epochs: int = Field(DEFAULT_SEARCH_EPOCHS, ge=0, description="epochs of the alpha search (0: uniform mix, no search)")
+    b_lr: float = Field(DEFAULT_B_LR, gt=0, description="learning rate of the search's Adam on the mix logits b")
+    b_weight_decay: float = Field(DEFAULT_B_WEIGHT_DECAY, ge=0, description="weight decay of that Adam")
+    w_lr: float = Field(DEFAULT_W_LR, gt=0, description="learning rate of the search's SGD on the student copy")
+    g_ts: float = Field(DEFAULT_G_TS, ge=0, description="gain of the teacher-to-student bridge loss")
+    g_st: float = Field(DEFAULT_G_ST, ge=0, description="gain of the student-to-teacher bridge loss")
+    lam: float = Field(DEFAULT_LAM, ge=0, description="lambda: multiplies each path's configured weight in training")
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="batch size of the search")
+    seed: int = Field(0, ge=0, description="seed of the search's batches and connectors")
 
 
 @AGGREGATORS.register("dfa", "DFA: distil a searched softmax mix of each teacher stage's block outputs (2 stages)")
@@ -160,22 +160,17 @@ class DFA(Aggregator):
     # Block outputs are not spots, so no tap cache holds them: the mix needs the teacher's live forward.
     needs_live_teachers = True
 
-    def __init__(self, path_ids: list[str], path_weights: dict[str, float],
-                 search_epochs: int = DEFAULT_SEARCH_EPOCHS, b_lr: float = DEFAULT_B_LR,
-                 b_weight_decay: float = DEFAULT_B_WEIGHT_DECAY, w_lr: float = DEFAULT_W_LR,
-                 g_ts: float = DEFAULT_G_TS, g_st: float = DEFAULT_G_ST, lam: float = DEFAULT_LAM,
-                 batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, **unknown: Any) -> None:
+    params_model = DFAParams
+
+    def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
         """search_epochs 0 keeps alpha uniform (the plain mix, no search)."""
-        super().__init__(path_ids, path_weights, **unknown)
-        self.search_epochs = _integer("search_epochs", search_epochs, 0)
-        self.b_lr = _number("b_lr", b_lr, positive=True)
-        self.b_weight_decay = _number("b_weight_decay", b_weight_decay)
-        self.w_lr = _number("w_lr", w_lr, positive=True)
-        self.g_ts = _number("g_ts", g_ts)
-        self.g_st = _number("g_st", g_st)
-        self.lam = _number("lam", lam)
-        self.batch_size = _integer("batch_size", batch_size, 1)
-        self.seed = _integer("seed", seed, 0)
+        super().__init__(path_ids, path_weights, **params)
+        p = self.params
+        self.search_epochs = p.search_epochs
+        self.b_lr, self.b_weight_decay, self.w_lr = float(p.b_lr), float(p.b_weight_decay), float(p.w_lr)
+        self.g_ts, self.g_st, self.lam = float(p.g_ts), float(p.g_st), float(p.lam)
+        self.batch_size = p.batch_size
+        self.seed = p.seed
         self.b = nn.ParameterList()  # one logit vector per group, sized in prepare(); trained by the search only
         self.register_buffer("searched", torch.zeros((), dtype=torch.bool))
         self.groups: list[LayerGroup] = []

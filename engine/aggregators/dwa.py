@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
+
+
+class DWAParams(Params):
+    temperature: float = Field(2.0, gt=0, description="softmax temperature T over the loss ratios (larger: flatter)")
 
 
 @AGGREGATORS.register("dwa", "Dynamic Weight Average: w_k = K softmax(L_k(t-1) / L_k(t-2) / T) of epoch-mean losses")
@@ -18,11 +24,11 @@ class DWA(Aggregator):
     carry it and a resumed run continues with the same weights.
     """
 
-    def __init__(self, path_ids, path_weights, temperature: float = 2.0, **unknown) -> None:
-        super().__init__(path_ids, path_weights, **unknown)  # unknown parameters raise ValueError
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        self.temperature = float(temperature)
+    params_model = DWAParams
+
+    def __init__(self, path_ids, path_weights, **params) -> None:
+        super().__init__(path_ids, path_weights, **params)
+        self.temperature = float(self.params.temperature)
         k = len(self.path_ids)
         self.register_buffer("epoch_means", torch.zeros(2, k, dtype=torch.float64))  # rows: epochs t-2, t-1
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))

@@ -5,7 +5,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
 
@@ -14,10 +16,6 @@ if TYPE_CHECKING:
 
 #: a weight never drops below this before renormalising: a negative weight would ascend its path's loss
 MIN_WEIGHT = 1e-3
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def last_shared_parameter(losses: list[torch.Tensor], params: list[nn.Parameter]) -> nn.Parameter:
@@ -29,6 +27,11 @@ def last_shared_parameter(losses: list[torch.Tensor], params: list[nn.Parameter]
     if not any(reached):
         raise ValueError("gradnorm: the path losses share no student parameter")
     return params[max(i for i, r in enumerate(reached) if r)]
+
+
+class GradNormParams(Params):
+    alpha: float = Field(1.5, ge=0, description="asymmetry: how hard slow-training paths are pushed (0: equal norms)")
+    lr: float = Field(0.025, gt=0, description="learning rate of the weights' own Adam optimizer")
 
 
 @AGGREGATORS.register("gradnorm", "GradNorm: learn path weights so their gradient norms train at equal rates")
@@ -47,13 +50,11 @@ class GradNorm(Aggregator):
     that belongs to no sample (index -1, columns: path ids).
     """
 
-    def __init__(self, path_ids, path_weights, alpha: float = 1.5, lr: float = 0.025, **unknown) -> None:
-        super().__init__(path_ids, path_weights, **unknown)  # unknown parameters raise ValueError
-        if not _is_number(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
-        if not _is_number(lr) or lr <= 0:
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
-        self.alpha = float(alpha)
+    params_model = GradNormParams
+
+    def __init__(self, path_ids, path_weights, **params) -> None:
+        super().__init__(path_ids, path_weights, **params)
+        self.alpha, lr = float(self.params.alpha), self.params.lr
         self.weight = nn.Parameter(torch.ones(len(self.path_ids)))
         self.register_buffer("initial_losses", torch.ones(len(self.path_ids)))
         self.register_buffer("has_initial", torch.zeros((), dtype=torch.bool))

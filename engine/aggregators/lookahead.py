@@ -4,12 +4,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator
 
 if TYPE_CHECKING:
     from engine.diagnostics.probe import GradientProbe
+
+
+class LookaheadParams(Params):
+    beta: float = Field(0.7, ge=0, lt=1, description="EMA factor of a path's agreement score per probe")
+    margin: float = Field(0.15, ge=0, lt=1, description="the neutral band around 0 (the verdicts' default)")
+    rate: float = Field(4.0, gt=0, description="gate change per probe per unit of smoothed score beyond the band")
 
 
 @AGGREGATORS.register("lookahead", "configured weights gated by the probe's measured agreement: a path that "
@@ -47,18 +55,12 @@ class Lookahead(Aggregator):
 
     needs_probe = True  # validation refuses it without diagnostics.enabled
 
-    def __init__(self, path_ids, path_weights, beta: float = 0.7, margin: float = 0.15, rate: float = 4.0,
-                 **unknown) -> None:
-        """beta: EMA factor of the score per probe; margin: the neutral band (the verdicts' default);
-        rate: gate change per probe per unit of smoothed score beyond the band."""
-        super().__init__(path_ids, path_weights, **unknown)  # unknown parameters: ValueError
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        if not 0.0 <= margin < 1.0:
-            raise ValueError(f"margin must be in [0, 1), got {margin}")
-        if not rate > 0.0:
-            raise ValueError(f"rate must be > 0, got {rate}")
-        self.beta, self.margin, self.rate = float(beta), float(margin), float(rate)
+    params_model = LookaheadParams
+
+    def __init__(self, path_ids, path_weights, **params) -> None:
+        super().__init__(path_ids, path_weights, **params)
+        p = self.params
+        self.beta, self.margin, self.rate = float(p.beta), float(p.margin), float(p.rate)
         count = len(self.path_ids)
         self.register_buffer("signal", torch.zeros(count, dtype=torch.float64))  # smoothed agreement score
         self.register_buffer("gate", torch.ones(count, dtype=torch.float64))

@@ -1,11 +1,13 @@
 """Sener & Koltun 2018: multiple-gradient descent (MGDA / MGDA-UB) over the path losses."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import Aggregator, path_key
 from engine.gradients import flat_grads, record_grad_cosines
@@ -13,8 +15,6 @@ from engine.vocabulary import LOGITS_SPOT
 
 if TYPE_CHECKING:
     from engine.step import LearnerView as Learner
-
-SPACES = ("params", "logits")
 
 
 def _best_pair(gram: torch.Tensor) -> torch.Tensor:
@@ -73,6 +73,12 @@ def min_norm_point(gram: torch.Tensor, iterations: int = 50, tolerance: float = 
     return alpha / alpha.sum()
 
 
+class MGDAParams(Params):
+    space: Literal["params", "logits"] = Field(
+        "params", description="gradients w.r.t. every student parameter (exact) or the student's logits (cheap)")
+    iterations: int = Field(50, ge=1, description="Frank-Wolfe iterations of the min-norm solver")
+
+
 @AGGREGATORS.register("mgda", "MGDA: path weights from the min-norm point of the path gradients (Pareto descent)")
 class MGDA(Aggregator):
     """alpha = argmin_{alpha in simplex} || sum_k alpha_k g_k ||^2;  L = CE + sum_k (K alpha_k) L_k.
@@ -91,14 +97,12 @@ class MGDA(Aggregator):
     Telemetry: "mgda/grad_cosine", the K x K cosines between the path gradients (index -1, columns: path ids).
     """
 
-    def __init__(self, path_ids, path_weights, space: str = "params", iterations: int = 50, **unknown) -> None:
-        super().__init__(path_ids, path_weights, **unknown)  # unknown parameters raise ValueError
-        if space not in SPACES:
-            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        self.space = space
-        self.iterations = iterations
+    params_model = MGDAParams
+
+    def __init__(self, path_ids, path_weights, **params) -> None:
+        super().__init__(path_ids, path_weights, **params)
+        self.space = self.params.space
+        self.iterations = self.params.iterations
         self._shared: list[nn.Parameter] = []  # plain list: the student's weights are not the aggregator's
 
     def attach(self, learner: "Learner") -> None:

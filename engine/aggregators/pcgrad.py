@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from engine.params import NoParams
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.gradients import flat_grads, flatten_grads, record_grad_cosines
@@ -47,6 +48,8 @@ def _accumulate(param: nn.Parameter, grad: torch.Tensor | None) -> None:
 
 @AGGREGATORS.register("pcgrad", "PCGrad: project away the conflicting parts of the path gradients")
 class PCGrad(Aggregator):
+    params_model = NoParams
+
     """g_k = grad_theta (lambda_k L_k) over the student's parameters theta, lambda_k = path_weights[k];
     for each k, over the other j in random order: if g_k . g_j < 0 then g_k -= (g_k . g_j / ||g_j||^2) g_j;
     the student's gradient is grad_theta CE + sum_k g_k (projected).

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.models.segments import Segments, cut_at_spots
@@ -148,6 +150,15 @@ def _cut(learner: "Learner", tid: str, student_spot: dict[str, str], teacher_spo
     return _Routing(tid, order, spot_of_path, s_segments, t_segments, student.model)
 
 
+class SpotAdaptiveParams(Params):
+    gamma: float = Field(2.0, ge=1, description="scale of the agent's routing loss when worse or better than the student's CE")
+    lr: float = Field(1e-3, gt=0, description="learning rate of the agent's Adam (policy and adapters)")
+    weight_decay: float = Field(1e-3, ge=0, description="weight decay of the agent's Adam")
+    tau: float = Field(5.0, gt=0, description="temperature of the Gumbel-softmax routing")
+    same_family: bool | None = Field(None, description="teacher and student share a family (null: guessed from the names)")
+    route_teacher: str | None = Field(None, description="teacher id whose blocks route (null: the one distilled at the output)")
+
+
 @AGGREGATORS.register("sakd", "spot-adaptive KD: a Gumbel policy picks per sample the spots to distil")
 class SpotAdaptive(Aggregator):
     telemetry = TELEMETRY
@@ -168,21 +179,14 @@ class SpotAdaptive(Aggregator):
 
     needs_live_teachers = True
 
-    def __init__(self, path_ids, path_weights, gamma: float = 2.0, lr: float = 1e-3, weight_decay: float = 1e-3,
-                 tau: float = 5.0, same_family: bool | None = None, route_teacher: str | None = None,
-                 **unknown: Any) -> None:
-        super().__init__(path_ids, path_weights, **unknown)  # unknown params: a ValueError naming them
-        for name, value, low in (("gamma", gamma, 1.0), ("lr", lr, None), ("weight_decay", weight_decay, 0.0),
-                                 ("tau", tau, None)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if (low is None and value <= 0) or (low is not None and value < low):
-                raise ValueError(f"{name} must be {'> 0' if low is None else f'>= {low:g}'}, got {value!r}")
-        if same_family is not None and not isinstance(same_family, bool):
-            raise ValueError(f"same_family must be true, false or null (auto), got {same_family!r}")
-        self.gamma, self.lr, self.weight_decay, self.tau = float(gamma), float(lr), float(weight_decay), float(tau)
-        self.same_family = same_family
-        self.route_teacher = route_teacher
+    params_model = SpotAdaptiveParams
+
+    def __init__(self, path_ids, path_weights, **params: Any) -> None:
+        super().__init__(path_ids, path_weights, **params)
+        p = self.params
+        self.gamma, self.lr, self.weight_decay, self.tau = float(p.gamma), float(p.lr), float(p.weight_decay), float(p.tau)
+        self.same_family = p.same_family
+        self.route_teacher = p.route_teacher
         self.routing: _Routing | None = None
         self.agent_optimizer: torch.optim.Optimizer | None = None
         self.decisions: _Decisions | None = None

@@ -4,12 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.params import NoParams
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 
 
 @AGGREGATORS.register("uncertainty", "Kendall uncertainty weighting: 0.5 exp(-s_k) L_k + 0.5 s_k, s_k learnt")
 class Uncertainty(Aggregator):
+    params_model = NoParams
+
     """L = CE + sum_k [0.5 exp(-s_k) L_k + 0.5 s_k], one learnable log-variance s_k per path (init 0).
 
     s trains with the student's optimizer (without weight decay). For a loss held at L_k the

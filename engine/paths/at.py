@@ -1,23 +1,15 @@
 """Zagoruyko & Komodakis 2017, attention transfer: mean (a_s - a_t)^2 with a = normalise(mean_c F^2).
-
-Also home of feature_map_problem, the shape check nst shares; resize_to lives in engine/ops.py.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from engine.params import NoParams
 from engine.ops import resize_to
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
-
-
-def feature_map_problem(student_shape: Shape, teacher_shape: Shape) -> str | None:
-    """Refuses anything but two (C, H, W) maps; channels and spatial sizes may differ."""
-    if len(student_shape) != 3 or len(teacher_shape) != 3:
-        return (f"needs feature maps (C, H, W) on both sides but student tap is {tuple(student_shape)} "
-                f"and teacher tap is {tuple(teacher_shape)}")
-    return None
+from engine.paths.shapes import feature_map_problem
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -29,6 +21,7 @@ def attention_map(features: torch.Tensor) -> torch.Tensor:
 class AT(Distiller):
     accepts = ("feature_map",)
     default_weight = 1000.0
+    params_model = NoParams
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

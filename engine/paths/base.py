@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from engine.params import NoParams, Params, parse_params
 from engine.step import StepContext  # noqa: F401  (distillers import it from here)
 
 SpotKind = str  # "feature_map" | "embedding" | "logits"
@@ -42,13 +43,16 @@ class Distiller(nn.Module):
     default_weight: ClassVar[float] = 1.0
     #: spots read on each side; 2 means a spot string "a+b" and taps given as a tuple (a, b)
     spots_per_side: ClassVar[int] = 1
+    #: the parameters a path's ``params`` may set (defaults, bounds, descriptions); see engine.params
+    params_model: ClassVar[type[Params]] = NoParams
 
     def __init__(self, student_shape: Shape, teacher_shape: Shape, info: DataInfo | None = None,
                  **params: Any) -> None:
-        """Shapes exclude the batch; with spots_per_side 2 each is a tuple of two shapes."""
+        """Shapes exclude the batch; with spots_per_side 2 each is a tuple of two shapes. ``params`` are
+        validated by ``params_model`` (engine.params.ParamsError, a ValueError, names each bad field) and
+        kept as ``self.params``."""
         super().__init__()
-        if params:
-            raise ValueError(f"unknown parameter(s) {sorted(params)}")
+        self.params = parse_params(type(self).params_model, params)
         self.student_shape = student_shape
         self.teacher_shape = teacher_shape
         self.info = info

@@ -12,7 +12,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from engine.params import Params
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -24,17 +26,20 @@ def taylor_rbf_correlation(x: torch.Tensor, gamma: float, order: int) -> torch.T
                for p in range(order + 1))
 
 
+class CCParams(Params):
+    gamma: float = Field(0.4, gt=0, description="the Gaussian kernel's gamma")
+    order: int = Field(2, ge=1, description="order of the kernel's Taylor expansion")
+
+
 @DISTILLERS.register("cc", "CC correlation congruence: MSE of Taylor-expanded Gaussian-kernel correlations (weight 0.02)")
 class CC(Distiller):
     accepts = ("embedding", "logits", "feature_map")
     default_weight = 0.02
+    params_model = CCParams
 
-    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, gamma: float = 0.4,
-                 order: int = 2) -> None:
-        super().__init__(student_shape, teacher_shape, info)
-        if gamma <= 0 or order < 1:
-            raise ValueError(f"need gamma > 0 and order >= 1, got gamma {gamma}, order {order}")
-        self.gamma, self.order = float(gamma), int(order)
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, **params) -> None:
+        super().__init__(student_shape, teacher_shape, info, **params)
+        self.gamma, self.order = float(self.params.gamma), int(self.params.order)
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

@@ -15,7 +15,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field
 
+from engine.params import Params
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import DataInfo, Distiller, Shape, StepContext
 
@@ -33,20 +35,27 @@ def _random_unit_rows(rows: int, dim: int) -> torch.Tensor:
     return F.normalize(torch.randn(rows, dim), dim=1)
 
 
+class CRDParams(Params):
+    feat_dim: int = Field(128, ge=1, description="width of the embedding both taps are projected to")
+    nce_k: int = Field(16384, ge=1, description="negatives per sample (at most the sample count - 1)")
+    temperature: float = Field(0.07, gt=0, description="temperature tau of the contrastive softmax")
+    momentum: float = Field(0.5, ge=0, lt=1, description="how much of a memory-bank entry each update keeps")
+    seed: int = Field(0, description="seed of the negatives' draw and the banks' start")
+
+
 @DISTILLERS.register("crd", "CRD contrastive: InfoNCE on 128-d embeddings vs memory-bank negatives (tau 0.07, weight 0.8)")
 class CRD(Distiller):
     accepts = ("embedding", "feature_map")
     default_weight = 0.8
+    params_model = CRDParams
 
     def __init__(self, student_shape: Shape, teacher_shape: Shape, info: DataInfo | None = None,
-                 feat_dim: int = 128, nce_k: int = 16384, temperature: float = 0.07, momentum: float = 0.5,
-                 seed: int = 0) -> None:
-        super().__init__(student_shape, teacher_shape, info)
+                 **params) -> None:
+        super().__init__(student_shape, teacher_shape, info, **params)
         if info is None:
             raise ValueError("crd needs the data's sample count to size its memory banks, but info is None")
-        if feat_dim < 1 or nce_k < 1 or temperature <= 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need feat_dim >= 1, nce_k >= 1, temperature > 0 and 0 <= momentum < 1, got "
-                             f"{feat_dim}, {nce_k}, {temperature}, {momentum}")
+        p = self.params
+        feat_dim, nce_k, temperature, momentum, seed = p.feat_dim, p.nce_k, p.temperature, p.momentum, p.seed
         self.embed_s = nn.Linear(math.prod(student_shape), feat_dim)
         self.embed_t = nn.Linear(math.prod(teacher_shape), feat_dim)
         # A sample is never its own negative, so at most num_samples - 1 distinct ids are left.

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from engine.params import Params
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -38,20 +40,24 @@ def dkd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
     return (alpha * tckd + beta * nckd) * temperature**2
 
 
+class DKDParams(Params):
+    alpha: float = Field(1.0, ge=0, description="weight of TCKD, the target-class term")
+    beta: float = Field(8.0, ge=0, description="weight of NCKD, the non-target-class term")
+    temperature: float = Field(4.0, gt=0, description="softening temperature T")
+    warmup_epochs: int = Field(20, ge=0, description="epochs over which the loss ramps up linearly from 0")
+
+
 @DISTILLERS.register("dkd", "DKD decoupled KD: alpha TCKD + beta NCKD (alpha 1, beta 8, T 4, 20-epoch warm-up)")
 class DKD(Distiller):
     accepts = ("logits",)
     default_weight = 1.0
+    params_model = DKDParams
 
-    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, alpha: float = 1.0,
-                 beta: float = 8.0, temperature: float = 4.0, warmup_epochs: int = 20) -> None:
-        super().__init__(student_shape, teacher_shape, info)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if alpha < 0 or beta < 0 or warmup_epochs < 0:
-            raise ValueError(f"alpha, beta and warmup_epochs must be >= 0, got {alpha}, {beta}, {warmup_epochs}")
-        self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
-        self.warmup_epochs = int(warmup_epochs)
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, **params) -> None:
+        super().__init__(student_shape, teacher_shape, info, **params)
+        p = self.params
+        self.alpha, self.beta, self.temperature = float(p.alpha), float(p.beta), float(p.temperature)
+        self.warmup_epochs = int(p.warmup_epochs)
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.params import NoParams
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -36,6 +37,7 @@ class FSP(Distiller):
     accepts = ("feature_map",)
     default_weight = 50.0
     spots_per_side = 2
+    params_model = NoParams
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

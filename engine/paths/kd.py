@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from engine.params import Params
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, StepContext
 
@@ -15,16 +17,19 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
 
 
+class KDParams(Params):
+    temperature: float = Field(4.0, gt=0, description="softening temperature T of both softmaxes")
+
+
 @DISTILLERS.register("kd", "Hinton KD: T^2 KL between softened teacher and student logits (T 4)")
 class KD(Distiller):
     accepts = ("logits",)
     default_weight = 1.0
+    params_model = KDParams
 
-    def __init__(self, student_shape, teacher_shape, info=None, temperature: float = 4.0) -> None:
-        super().__init__(student_shape, teacher_shape, info)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
+    def __init__(self, student_shape, teacher_shape, info=None, **params) -> None:
+        super().__init__(student_shape, teacher_shape, info, **params)
+        self.temperature = float(self.params.temperature)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         return soft_target_kl(student, teacher, self.temperature)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.params import NoParams
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, StepContext
 
@@ -12,6 +13,7 @@ from engine.paths.base import Distiller, StepContext
 class Logits(Distiller):
     accepts = ("logits",)
     default_weight = 1.0
+    params_model = NoParams
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         return F.mse_loss(student, teacher)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.params import NoParams
 from engine.paths.registry import DISTILLERS
 from engine.ops import resize_to
-from engine.paths.at import feature_map_problem
+from engine.paths.shapes import feature_map_problem
 from engine.paths.base import Distiller, Shape, StepContext
 
 
@@ -28,6 +29,7 @@ def _mean_poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class NST(Distiller):
     accepts = ("feature_map",)
     default_weight = 50.0
+    params_model = NoParams
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from engine.params import NoParams
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -22,6 +23,7 @@ def conditional_probabilities(x: torch.Tensor) -> torch.Tensor:
 class PKT(Distiller):
     accepts = ("embedding", "logits", "feature_map")
     default_weight = 30000.0
+    params_model = NoParams
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

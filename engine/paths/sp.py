@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.params import NoParams
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -20,6 +21,7 @@ def row_normalised_gram(x: torch.Tensor) -> torch.Tensor:
 class SP(Distiller):
     accepts = ("feature_map", "embedding")
     default_weight = 3000.0
+    params_model = NoParams
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:
