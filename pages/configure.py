@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from app import cached
 from app.jobs import ACTIVE, get_job, job_failed, job_progress
 from app.nav import page_file
+from app.param_inputs import params_inputs
 from app.spec_form import (
     SECTIONS, SOURCE_KINDS, STUDENT_SOURCE_KINDS, candidate_paths, errors_by_section,
     merge_paths, parse_seeds, paths_frame, paths_from_frame, renamed_teachers, retarget_paths, student_source,
@@ -481,13 +482,15 @@ def path_columns(d: dict[str, Any], spots: dict[str, list[SpotInfo]]) -> dict[st
     }
 
 
-def paths_section(d: dict[str, Any], signature: tuple[tuple[int, ...], int] | None) -> None:
+def paths_section(d: dict[str, Any], signature: tuple[tuple[int, ...], int] | None,
+                  problems: list[str] | None = None) -> None:
     spots = spot_table(d, signature)
     edited = st.data_editor(paths_frame(d["paths"]), key=table_key("paths"), num_rows="dynamic",
                             hide_index=True, column_config=path_columns(d, spots))
     if table_edited("paths"):
         d["paths"] = paths_from_frame(edited, d["paths"])
         commit_tables("paths")
+    path_params_panel(d, [] if problems is None else problems)
     teacher_ids = [t["id"] for t in d["teachers"] if t.get("id")]
     if st.button("Add candidate paths", icon=":material/alt_route:", disabled=not teacher_ids,
                  help="For every teacher: stage to stage by resolution, pool to pool and logits to logits, each "
@@ -500,6 +503,27 @@ def paths_section(d: dict[str, Any], signature: tuple[tuple[int, ...], int] | No
         st.markdown("\n".join(f"- **{e.name}**: {e.description}" for e in DISTILLERS))
 
 
+def path_params_panel(d: dict[str, Any], problems: list[str]) -> None:
+    """Pick a path, edit its distiller's parameters with inputs generated from the distiller's params model."""
+    paths = d["paths"]
+    if not paths:
+        return
+    with st.container(border=True):
+        c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
+        # The count is in the key: a path added or removed starts the picker again at the first path.
+        i = c1.selectbox("Distiller parameters of path", range(len(paths)), key=key(f"paths.detail.{len(paths)}"),
+                         format_func=lambda n: f"{paths[n].get('id') or f'paths[{n}]'} · {paths[n].get('distiller')}")
+        path = paths[i]
+        name = path.get("distiller")
+        if name not in DISTILLERS:
+            c2.caption("Pick a known distiller in the table to edit its parameters.")
+            return
+        c2.caption(DISTILLERS.entry(name).description)
+        path["params"] = params_inputs(DISTILLERS.get(name).params_model, path.get("params") or {},
+                                       key(f"paths.{i}.{path.get('id')}.{name}.params"), f"paths[{i}].params",
+                                       problems, columns=4)
+
+
 def aggregator_section(d: dict[str, Any], problems: list[str]) -> None:
     agg = d["aggregator"]
     descriptions = {e.name: e.description for e in AGGREGATORS}
@@ -509,11 +533,15 @@ def aggregator_section(d: dict[str, Any], problems: list[str]) -> None:
     if name != agg["name"]:
         agg["params"] = {}  # each aggregator has its own params
     agg["name"] = name
-    with c2:
-        agg["params"] = mapping_input("Aggregator params (YAML)", agg["params"], f"aggregator.params.{name}",
-                                      "aggregator.params", problems)
-    if name in descriptions:
-        st.caption(descriptions[name])
+    if name not in descriptions:  # an unknown name (from a YAML file) has no schema: its params stay YAML
+        with c2:
+            agg["params"] = mapping_input("Aggregator params (YAML)", agg["params"], f"aggregator.params.{name}",
+                                          "aggregator.params", problems)
+        return
+    c2.caption(descriptions[name])
+    # Inputs generated from the aggregator's params model; the name in the key starts another one afresh.
+    agg["params"] = params_inputs(AGGREGATORS.get(name).params_model, agg["params"], key(f"aggregator.params.{name}"),
+                                  "aggregator.params", problems, columns=4)
 
 
 def diagnostics_section(d: dict[str, Any]) -> None:
@@ -647,7 +675,7 @@ def main() -> None:
     student_section(d, home, problems)
     slots["student"] = st.empty()
     st.subheader("Paths")
-    paths_section(d, signature)
+    paths_section(d, signature, problems)
     slots["paths"] = st.empty()
     st.subheader("Aggregator")
     aggregator_section(d, problems)

@@ -348,7 +348,11 @@ def test_configure_launches_a_comparison_in_one_group(workspace: Path) -> None:
 def test_configure_comparison_lists_invalid_variants_instead_of_launching_them(workspace: Path) -> None:
     at = open_page("configure")
     at.selectbox(key="cfg0.aggregator.name").set_value("fixed").run()
-    at.text_input(key="cfg0.aggregator.params.fixed").input("{task_weight: -1}").run()
+    # The generated input refuses -1 (its minimum is 0), so the bad value comes as from a YAML spec: it is
+    # then shown in a YAML box of its own
+    at.session_state["cfg_spec"]["aggregator"]["params"] = {"task_weight": -1}
+    at.run()
+    assert at.text_input(key="cfg0.aggregator.params.fixed.task_weight.yaml").value == "-1"
     run_comparison(at, ["equal", "fixed"], "3,4")
     with closing(Store(workspace, readonly=True)) as store:
         runs = store.list_runs()
@@ -356,7 +360,7 @@ def test_configure_comparison_lists_invalid_variants_instead_of_launching_them(w
     errors = texts(at.error)
     for seed in (3, 4):
         assert f"Not launched: **digits-kd-demo · fixed · seed {seed}**" in errors
-    assert "task_weight must be >= 0" in errors
+    assert "aggregator.params.task_weight: Input should be greater than or equal to 0" in errors
 
 
 def test_configure_comparison_names_bad_seeds(workspace: Path) -> None:
