@@ -35,9 +35,8 @@ from torch import nn
 
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
-from engine.ops import resize_to
+from engine.ops import resize_to, triplet_angles
 from engine.step import StepContext
-from engine.paths.rkd import triplet_angles
 from engine.vocabulary import (
     LOGITS_SPOT, POOL_SPOT, TEACHER_WEIGHTS_VIEW, TelemetryArray, TelemetryPanel,
 )

@@ -1,5 +1,4 @@
-"""Zagoruyko & Komodakis 2017, attention transfer: mean (a_s - a_t)^2 with a = normalise(mean_c F^2).
-"""
+"""Zagoruyko & Komodakis 2017, attention transfer: mean (a_s - a_t)^2 with a = normalise(mean_c F^2)."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,7 @@
 """Romero et al. 2015, FitNets hints: MSE(regressor(F_s), F_t) with a learnable conv regressor.
 
-Shared with vid: matching-rank checks and treating an embedding (B, D) as a (B, D, 1, 1) map,
-so one conv regressor serves both kinds.
+Shares its shape checks with vid (engine/paths/shapes.py). An embedding (B, D) is treated as a (B, D, 1, 1) map (engine/ops.py's
+as_map), so one conv regressor serves both kinds.
 """
 from __future__ import annotations
 
@@ -10,34 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.paths.registry import DISTILLERS
-from engine.ops import resize_to
+from engine.ops import as_map, student_on_teacher_grid
 from engine.paths.base import Distiller, Shape, StepContext
-
-
-def same_rank_problem(student_shape: Shape, teacher_shape: Shape) -> str | None:
-    """Regressors map channels and resizing maps H, W, but a map cannot regress onto a vector."""
-    s, t = tuple(student_shape), tuple(teacher_shape)
-    if len(s) != len(t) or len(s) not in (1, 3):
-        return (f"needs two feature maps (C, H, W) or two embeddings (D,) but student tap is {s} "
-                f"and teacher tap is {t}")
-    return None
-
-
-def refuse_bad_shapes(cls: type[Distiller], student_shape: Shape, teacher_shape: Shape) -> None:
-    """Parts are sized from the shapes, so an incompatible pair must fail before they are built."""
-    problem = cls.shape_problem(student_shape, teacher_shape)
-    if problem:
-        raise ValueError(problem)
-
-
-def as_map(x: torch.Tensor) -> torch.Tensor:
-    """(B, D) -> (B, D, 1, 1); maps pass through."""
-    return x if x.dim() == 4 else x[:, :, None, None]
-
-
-def student_on_teacher_grid(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """The student tap as a map at the teacher's spatial size (the teacher's target stays untouched)."""
-    return resize_to(as_map(student), as_map(teacher).shape[-2:])
+from engine.paths.shapes import refuse_bad_shapes, same_rank_problem
 
 
 @DISTILLERS.register("fitnet", "FitNet hints: MSE between conv-regressed student and teacher features (weight 100)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.ops import triplet_angles
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 
@@ -21,13 +22,6 @@ def normalised_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     off_diagonal = ~torch.eye(len(flat), dtype=torch.bool, device=flat.device)
     dist = (sq[:, None] + sq[None, :] - 2 * flat @ flat.T).clamp(min=eps).sqrt() * off_diagonal
     return dist / dist[off_diagonal].mean()
-
-
-def triplet_angles(x: torch.Tensor) -> torch.Tensor:
-    """(B, B, B): [i, j, k] = cos of the angle at x_i between x_j - x_i and x_k - x_i (0 when degenerate)."""
-    flat = x.flatten(1)
-    directions = F.normalize(flat[None, :, :] - flat[:, None, :], dim=2)  # [i, j] = unit(x_j - x_i)
-    return directions @ directions.transpose(1, 2)
 
 
 @DISTILLERS.register("rkd", "RKD relational: 25 smoothL1 of pairwise distances + 50 smoothL1 of triplet angles")

@@ -11,7 +11,8 @@ from torch import nn
 
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
-from engine.paths.fitnet import as_map, refuse_bad_shapes, same_rank_problem, student_on_teacher_grid
+from engine.ops import as_map, student_on_teacher_grid
+from engine.paths.shapes import refuse_bad_shapes, same_rank_problem
 
 
 def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
