@@ -32,7 +32,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field
 
+from engine.params import Params
 from engine.aggregators.registry import AGGREGATORS
 from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.ops import resize_to, triplet_angles
@@ -102,22 +104,34 @@ class _StepTerms:
     mean_weights: torch.Tensor  # (M,) batch-mean teacher importance
 
 
+class AMTMLParams(Params):
+    alpha: float = Field(0.7, ge=0, le=1, description="share of the fused soft-target term; the task CE weighs 1 - alpha")
+    temperature: float = Field(5.0, gt=0, description="softening temperature T of the teachers' and student's logits")
+    angle_weight: float = Field(1.0, ge=0, description="weight of the angle-structure loss on the fused target")
+    hint_weight: float = Field(1.0, ge=0, description="weight of each feature-map path's hint loss")
+    reg_weight: float = Field(0.1, ge=0, description="L2 penalty on the latents theta and W (stage A only)")
+    stage_a_epochs: int = Field(0, ge=0, description="epochs before theta and W are frozen (0: never frozen)")
+    # theta = W = 0 is a fixed point: no gradient would ever reach them
+    init_std: float = Field(0.1, gt=0, description="std of theta and W at the start (the reference: 1)")
+    init_seed: int = Field(1, ge=0, description="seed of theta and W's start")
+
+
 @AGGREGATORS.register("amtml", "AMTML-KD: per-sample teacher weights from learnt latents fuse the teachers' "
                                "soft targets; + angle loss and multi-group hints")
 class AMTML(Aggregator):
     telemetry = TELEMETRY
 
-    def __init__(self, path_ids: list[str], path_weights: dict[str, float], alpha: float = 0.7,
-                 temperature: float = 5.0, angle_weight: float = 1.0, hint_weight: float = 1.0,
-                 reg_weight: float = 0.1, stage_a_epochs: int = 0, init_std: float = 0.1, init_seed: int = 1,
-                 **unknown: Any) -> None:
+    params_model = AMTMLParams
+
+    def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
         """stage_a_epochs 0: theta and W train for the whole run. init_std: theta and W start as
         N(0, init_std^2) from a generator seeded with init_seed (the reference: seed 1, std 1)."""
-        super().__init__(path_ids, path_weights, **unknown)
-        _check_params(alpha=alpha, temperature=temperature, angle_weight=angle_weight, hint_weight=hint_weight,
-                      reg_weight=reg_weight, stage_a_epochs=stage_a_epochs, init_std=init_std, init_seed=init_seed)
+        super().__init__(path_ids, path_weights, **params)
         if not path_ids:
             raise ValueError("amtml needs at least one path (its teachers are the teachers with a path)")
+        p = self.params
+        alpha, temperature, angle_weight, hint_weight = p.alpha, p.temperature, p.angle_weight, p.hint_weight
+        reg_weight, stage_a_epochs, init_std, init_seed = p.reg_weight, p.stage_a_epochs, p.init_std, p.init_seed
         self.alpha, self.temperature = float(alpha), float(temperature)
         self.angle_weight, self.hint_weight, self.reg_weight = float(angle_weight), float(hint_weight), float(reg_weight)
         self.stage_a_epochs, self.init_std, self.init_seed = int(stage_a_epochs), float(init_std), int(init_seed)
@@ -235,18 +249,3 @@ def _regressor(student_channels: int, teacher_channels: int, generator: torch.Ge
     with torch.no_grad():
         conv.weight.uniform_(-REGRESSOR_INIT, REGRESSOR_INIT, generator=generator)
     return conv
-
-
-def _check_params(**params: Any) -> None:
-    if not 0 <= params["alpha"] <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {params['alpha']}")
-    if params["temperature"] <= 0:
-        raise ValueError(f"temperature must be positive, got {params['temperature']}")
-    for name in ("angle_weight", "hint_weight", "reg_weight"):
-        if params[name] < 0:
-            raise ValueError(f"{name} must be >= 0, got {params[name]}")
-    if params["init_std"] <= 0:  # theta = W = 0 is a fixed point: no gradient would ever reach them
-        raise ValueError(f"init_std must be positive, got {params['init_std']}")
-    for name in ("stage_a_epochs", "init_seed"):
-        if isinstance(params[name], bool) or not isinstance(params[name], int) or params[name] < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {params[name]!r}")

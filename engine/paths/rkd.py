@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from engine.params import Params
 from engine.ops import triplet_angles
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
@@ -24,17 +26,20 @@ def normalised_distances(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return dist / dist[off_diagonal].mean()
 
 
+class RKDParams(Params):
+    distance_weight: float = Field(25.0, ge=0, description="weight of the pairwise-distance term")
+    angle_weight: float = Field(50.0, ge=0, description="weight of the triplet-angle term")
+
+
 @DISTILLERS.register("rkd", "RKD relational: 25 smoothL1 of pairwise distances + 50 smoothL1 of triplet angles")
 class RKD(Distiller):
     accepts = ("embedding", "logits", "feature_map")
     default_weight = 1.0
+    params_model = RKDParams
 
-    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, distance_weight: float = 25.0,
-                 angle_weight: float = 50.0) -> None:
-        super().__init__(student_shape, teacher_shape, info)
-        if distance_weight < 0 or angle_weight < 0:
-            raise ValueError(f"weights must be >= 0, got distance {distance_weight}, angle {angle_weight}")
-        self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, **params) -> None:
+        super().__init__(student_shape, teacher_shape, info, **params)
+        self.distance_weight, self.angle_weight = float(self.params.distance_weight), float(self.params.angle_weight)
 
     @classmethod
     def shape_problem(cls, student_shape: Shape, teacher_shape: Shape) -> str | None:

@@ -8,7 +8,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field, model_validator
 
+from engine.params import Params
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 from engine.ops import as_map, student_on_teacher_grid
@@ -19,17 +21,27 @@ def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
 
 
+class VIDParams(Params):
+    init_variance: float = Field(5.0, gt=0, description="the learnt per-channel variance's start (> eps)")
+    eps: float = Field(1e-5, gt=0, description="floor added to the variance")
+
+    @model_validator(mode="after")
+    def _variance_above_floor(self) -> "VIDParams":
+        if not self.init_variance > self.eps:
+            raise ValueError(f"init_variance ({self.init_variance:g}) must exceed eps ({self.eps:g})")
+        return self
+
+
 @DISTILLERS.register("vid", "VID variational information: Gaussian NLL of teacher features, learnt mean and variance")
 class VID(Distiller):
     accepts = ("feature_map", "embedding")
     default_weight = 1.0
+    params_model = VIDParams
 
-    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, init_variance: float = 5.0,
-                 eps: float = 1e-5) -> None:
-        super().__init__(student_shape, teacher_shape, info)
+    def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, **params) -> None:
+        super().__init__(student_shape, teacher_shape, info, **params)
         refuse_bad_shapes(type(self), student_shape, teacher_shape)
-        if not init_variance > eps > 0:
-            raise ValueError(f"need init_variance > eps > 0, got init_variance {init_variance}, eps {eps}")
+        init_variance, eps = self.params.init_variance, self.params.eps
         s_c, t_c = student_shape[0], teacher_shape[0]
         # Mean network with the teacher's width in the middle, as RepDistiller builds it.
         self.mean_net = nn.Sequential(_conv1x1(s_c, t_c), nn.ReLU(), _conv1x1(t_c, t_c), nn.ReLU(), _conv1x1(t_c, t_c))
