@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import engine_cli, tiny_spec_dict
+from tests.conftest import engine_cli, tiny_spec_dict
 from engine.aggregators import AGGREGATORS
 from engine.params import NoParams, Params, ParamsError, parse_params
 from engine.paths import DISTILLERS
