@@ -71,6 +71,12 @@ def recorded_steps(frame: pd.DataFrame) -> list[int]:
     return sorted(int(s) for s in frame.index.get_level_values("step").unique())
 
 
+def optional_frame(view: View, role: str) -> pd.DataFrame:
+    """The recorded array of a role the panel may declare (empty when it does not, or nothing was recorded)."""
+    array = next((a for a in view.panel.arrays if a.role == role), None)
+    return cached.array_frame(view.home, view.run.id, array.key) if array else pd.DataFrame()
+
+
 # ---------------------------------------------------------------- sample pictures
 def dataset_json(spec_yaml: str) -> str:
     """The run's dataset spec as canonical JSON (the image cache key); raises ValidationError if unusable."""
@@ -130,8 +136,7 @@ def teacher_weights_view(view: View) -> None:
         show_chart(tc.class_weight_figure(tc.class_mean_weights(weights, label), teacher_ids, label),
                    key=view.key("class-chart"))
     with right:
-        norms_array = next((a for a in view.panel.arrays if a.role == "norms"), None)
-        norms = cached.array_frame(home, run.id, norms_array.key) if norms_array else pd.DataFrame()
+        norms = optional_frame(view, "norms")
         if norms.empty:
             st.caption("No ‖θ_m‖ recorded for this run.")
         else:
@@ -148,8 +153,7 @@ def routing_view(view: View) -> None:
     with left:
         show_chart(tc.spot_fraction_figure(tc.spot_fractions(decisions)), key=view.key("fraction"))
     with right:
-        losses_array = next((a for a in view.panel.arrays if a.role == "losses"), None)
-        losses = cached.array_frame(home, run.id, losses_array.key) if losses_array else pd.DataFrame()
+        losses = optional_frame(view, "losses")
         if losses.empty:
             st.caption("No agent losses recorded for this run.")
         else:

@@ -24,6 +24,7 @@ from engine.spec import RunSpec
 from engine.store import Store
 from engine.teacher_check import submit_teacher_check as queue_teacher_check
 
+
 def _writer(home: str | Path) -> closing[Store]:
     return closing(Store(Path(home)))
 

@@ -53,6 +53,22 @@ def choose_by_typing(page, label: str, option: str) -> None:
     wait_script_idle(page)
 
 
+def upload_checkpoint(page) -> None:
+    """Upload the checkpoint; a file handed over while the script reruns can be dropped, so it is retried
+    until the page says where the file was saved (three tries)."""
+    uploader = page.get_by_role("region", name=re.compile("Import a checkpoint"))
+    saved = main_area(page).get_by_text(re.compile(f"Saved as .*{CHECKPOINT.name}"))
+    for attempt in range(3):
+        wait_script_idle(page)
+        uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(CHECKPOINT))
+        try:
+            expect(saved).to_be_visible(timeout=20_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+
+
 def configure_cifar(page) -> None:
     open_page(page, "Configure")
     choose(page, "Dataset", "image_folder")
@@ -63,8 +79,7 @@ def configure_cifar(page) -> None:
     choose(page, "Normalisation", "imagenet")
     type_into(page, "Epochs", "2")
 
-    uploader = page.get_by_role("region", name=re.compile("Import a checkpoint"))
-    uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(CHECKPOINT))
+    upload_checkpoint(page)
     replace = page.get_by_role("button", name="Replace the teachers with it")
     expect(replace).to_be_visible(timeout=UI_TIMEOUT_MS)
     expect(main_area(page).get_by_text(re.compile("fits resnet56"))).to_be_visible()
