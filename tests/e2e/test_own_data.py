@@ -70,15 +70,8 @@ def upload_checkpoint(page) -> None:
 
 
 def configure_cifar(page) -> None:
+    """The upload comes first, while nothing else on the page is rerunning the script."""
     open_page(page, "Configure")
-    choose(page, "Dataset", "image_folder")
-    type_into(page, "Data folder", str(CIFAR))
-    expect(main_area(page).get_by_text(re.compile(r"train/ \(3,000 images\) and test/ \(1,000 images\)"))) \
-        .to_be_visible(timeout=UI_TIMEOUT_MS)
-    page.get_by_text("Image size, normalisation and splits").click()
-    choose(page, "Normalisation", "imagenet")
-    type_into(page, "Epochs", "2")
-
     upload_checkpoint(page)
     replace = page.get_by_role("button", name="Replace the teachers with it")
     expect(replace).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -86,8 +79,17 @@ def configure_cifar(page) -> None:
     replace.click()
     wait_script_idle(page)
 
+    choose(page, "Dataset", "image_folder")
+    type_into(page, "Data folder", str(CIFAR))
+    expect(main_area(page).get_by_text(re.compile(r"train/ \(3,000 images\) and test/ \(1,000 images\)"))) \
+        .to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.get_by_text("Image size, normalisation and splits").click()
+    choose(page, "Normalisation", "imagenet")
     choose_by_typing(page, "Student architecture", "resnet20")
     page.get_by_role("button", name="Add candidate paths").click()
+    wait_script_idle(page)
+    type_into(page, "Epochs", "2")
+    page.get_by_role("heading", name="Configure", exact=True).click()  # leave the number input: its value commits
     wait_script_idle(page)
     expect(page.get_by_text("The spec is valid.")).to_be_visible(timeout=UI_TIMEOUT_MS)
     no_exception(page)
