@@ -222,3 +222,18 @@ def test_random_resized_crop_is_batched_seeded_and_keeps_shape() -> None:
     assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, x)
     constant = torch.full((8, 3, 24, 24), 0.7)  # any crop of a constant image, resized, is that constant
     torch.testing.assert_close(augment_batch(constant, "random_resized_crop", torch.Generator()), constant)
+
+
+def test_a_folder_tree_is_listed_once_until_a_file_is_added_or_removed(tmp_path: Path) -> None:
+    from engine.data.image_folder import scan_image_folder
+
+    root = tmp_path / "data"
+    make_folder(root / "train", {"a": 2, "b": 2})
+    make_folder(root / "test", {"a": 2, "b": 2})
+    first = scan_image_folder(root)
+    assert scan_image_folder(root) is first  # Configure asks on every rerun: the same listing, not a new one
+    make_folder(root / "train", {"b": 3}, seed=1)  # a third image in train/b
+    again = scan_image_folder(root)
+    assert again is not first and again.count("train") == 5 and first.count("train") == 4
+    (root / "test" / "a" / "000.png").unlink()
+    assert scan_image_folder(root).count("test") == 3

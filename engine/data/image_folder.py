@@ -23,6 +23,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -137,6 +138,23 @@ def scan_image_folder(root: str | Path | None) -> FolderLayout:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"image_folder: folder {root} does not exist")
+    return _scan(root, _folder_stamp(root))
+
+
+def _folder_stamp(root: Path) -> tuple[tuple[str, int], ...]:
+    """Modification times of the root, its subfolders and theirs (splits, classes): a folder's time changes
+    when a file is added, removed or renamed in it, so the scan below is redone exactly when it must be."""
+    stamp = []
+    for folder in (root, *(p for p in root.iterdir() if p.is_dir())):
+        children = [folder] if folder == root else [folder, *(p for p in folder.iterdir() if p.is_dir())]
+        stamp += [(str(c), c.stat().st_mtime_ns) for c in children]
+    return tuple(stamp)
+
+
+@lru_cache(maxsize=16)
+def _scan(root: Path, stamp: tuple[tuple[str, int], ...]) -> FolderLayout:
+    """The layout of an unchanged folder tree is listed once per process: Configure asks on every rerun, and
+    listing an ImageNet-size tree takes seconds. (``stamp`` is only the cache key.)"""
     train_folder = _split_folder(root, "train")
     if train_folder is None:
         classes = _scan_classes(root)
