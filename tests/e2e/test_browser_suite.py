@@ -77,6 +77,18 @@ def run_ids(home: Path) -> list[str]:
         store.close()
 
 
+def retry_until_visible(action, target, timeout_ms: int, tries: int = 3) -> None:
+    """Do ``action`` until ``target`` shows: an action that lands while the script reruns can be lost."""
+    for attempt in range(tries):
+        action()
+        try:
+            expect(target).to_be_visible(timeout=timeout_ms)
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
+
+
 def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the selectbox labelled ``label``.
 
@@ -85,14 +97,7 @@ def choose(page, label: str, option: str) -> None:
     """
     box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
     target = page.get_by_role("option", name=option, exact=True)
-    for attempt in range(3):
-        box.click()
-        try:
-            expect(target).to_be_visible(timeout=5_000)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+    retry_until_visible(box.click, target, timeout_ms=5_000)
     target.click()
     expect(box.get_by_role("combobox")).to_have_value(option)
     wait_script_idle(page)

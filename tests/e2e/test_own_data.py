@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.e2e.test_browser_suite import (
-    UI_TIMEOUT_MS, choose, expect, main_area, no_exception, open_page, shot, wait_script_idle,
+    UI_TIMEOUT_MS, choose, retry_until_visible, expect, main_area, no_exception, open_page, shot, wait_script_idle,
     wait_until_done_on_live,
 )
 
@@ -58,15 +58,12 @@ def upload_checkpoint(page) -> None:
     until the page says where the file was saved (three tries)."""
     uploader = page.get_by_role("region", name=re.compile("Import a checkpoint"))
     saved = main_area(page).get_by_text(re.compile(f"Saved as .*{CHECKPOINT.name}"))
-    for attempt in range(3):
+
+    def upload() -> None:
         wait_script_idle(page)
         uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(CHECKPOINT))
-        try:
-            expect(saved).to_be_visible(timeout=20_000)
-            return
-        except AssertionError:
-            if attempt == 2:
-                raise
+
+    retry_until_visible(upload, saved, timeout_ms=20_000)
 
 
 def configure_cifar(page) -> None:
