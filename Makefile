@@ -33,7 +33,7 @@ test: $(STAMP) system-packages
 clean-workspace:
 	rm -rf workspace
 
-# Planted-teacher bench (detection of harmful teachers, aggregator accuracy); QUICK=1: digits only, a few minutes.
+# Planted-teacher bench (harmful-teacher detection, accuracy per weighting or method); QUICK=1: digits only, minutes.
 planted: $(STAMP)
 	QUICK=$(QUICK) EXTRA=$(EXTRA) $(PY) bench/planted.py
 

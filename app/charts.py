@@ -16,10 +16,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from app.colors import SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color, series_color
+from app.colors import (
+    SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color, series_color, term_colors,
+)
+from app.terms import ordered_terms, path_of, term_label
 from engine.vocabulary import (  # noqa: F401  (pages and tests read these names from here too)
-    ACC_KEYS, ACC_PREFIX, LR_KEY, PATH_LOSS_PREFIX, PATH_WEIGHT_PREFIX, TASK_LOSS, THROUGHPUT_KEY, TIME_PREFIX,
-    TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
+    ACC_KEYS, ACC_PREFIX, LOSS_PREFIX, LR_KEY, PATH_LOSS_PREFIX, PATH_PREFIX, PATH_WEIGHT_PREFIX, TASK, TASK_LOSS,
+    THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
 )
 
 MAX_POINTS = 2000
@@ -27,9 +30,11 @@ TEMPLATE = "plotly_white"
 # Every dashboard figure uses this template. As the default, plotly attaches it to each new figure
 # unvalidated; naming it per figure validates and deep-copies it each time (about 35 ms a figure).
 pio.templates.default = TEMPLATE
-AGGREGATOR_OFFSET = 0.1  # x offset of a run's points (left) and its aggregator's mean (right)
-# Weight x raw loss of a path: derived from the two logged series (see ``weighted_loss``), never logged.
-WEIGHTED_PREFIX = "weighted/path:"
+GROUP_OFFSET = 0.1  # x offset of a run's points (left) and its combination's mean (right)
+# Weight x raw loss of a term: derived from its two logged series (see ``weighted_loss``), never logged.
+WEIGHTED_TERM_PREFIX = "weighted/"
+WEIGHTED_PREFIX = f"{WEIGHTED_TERM_PREFIX}{PATH_PREFIX}"  # a path's own term: "weighted/path:<id>"
+TOTAL_NAME, VAL_NAME = TOTAL_LOSS[len(LOSS_PREFIX):], VAL_LOSS[len(LOSS_PREFIX):]  # logged losses that are no terms
 SMOOTHING_CELLS = 5  # grid cells per smoothing window: the centred mean runs over this many cells
 SHARE_CELLS = 200  # about this many grid cells across a run in the step-time chart
 # Keys logged once per epoch: drawn against epochs, since steps per epoch differ between runs.
@@ -127,7 +132,7 @@ def axis_title(key: str) -> str:
     if key.startswith(ACC_PREFIX):
         return "accuracy (%)"
     if key.startswith(WEIGHT_PREFIX):
-        return "path weight"
+        return "term weight"
     if key.startswith(TIME_PREFIX):
         return "ms per step"
     if key == THROUGHPUT_KEY:
@@ -184,24 +189,37 @@ def _whole_epochs(fig: go.Figure, epochs: pd.Series) -> None:
     fig.update_xaxes(tick0=0, dtick=max(1, math.ceil((last + 1) / 10)), rangemode="nonnegative")
 
 
-def _ordered_path_ids(keys: pd.Series, prefix: str, path_ids: list[str]) -> list[str]:
-    """Path ids found under ``prefix``, in spec order first, then any unknown ones."""
-    found = {k[len(prefix):] for k in keys.unique() if k.startswith(prefix)}
-    return [p for p in path_ids if p in found] + sorted(found - set(path_ids))
+def _logged_terms(keys: pd.Series, prefix: str, path_ids: list[str]) -> list[str]:
+    """The term names logged under ``prefix`` ('loss/', 'weight/', 'weighted/'), in ``terms.ordered_terms`` order."""
+    found = {k[len(prefix):] for k in keys.unique() if k.startswith(prefix)} - {TOTAL_NAME, VAL_NAME}
+    return ordered_terms(found, path_ids)
+
+
+def term_color_map(names: list[str], path_ids: list[str]) -> dict[str, str]:
+    """The task in its grey, a path's own term in the path's colour, every other term in ``TERM_PALETTE``."""
+    others = term_colors([n for n in names if n != TASK and path_of(n) is None])
+
+    def color(name: str) -> str:
+        if name == TASK:
+            return TASK_LOSS_COLOR
+        path = path_of(name)
+        return others[name] if path is None else path_color(path, path_ids)
+
+    return {name: color(name) for name in names}
 
 
 def loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
                 title: str = "Training loss") -> go.Figure:
-    """Total, task and per-path losses against the step; path colours follow ``path_ids``."""
+    """The total loss and every term's raw (unweighted) loss against the step; path colours follow ``path_ids``."""
     fig = base_figure("step", "loss", title, log_y)
-    fixed = ((TOTAL_LOSS, "total", TOTAL_LOSS_COLOR), (TASK_LOSS, "task (CE)", TASK_LOSS_COLOR))
-    for key, name, color in fixed:
-        series = metrics[metrics["key"] == key]
-        if not series.empty:
-            _add_series(fig, series, key, "step", name, color)
-    for pid in _ordered_path_ids(metrics["key"], PATH_LOSS_PREFIX, path_ids):
-        key = PATH_LOSS_PREFIX + pid
-        _add_series(fig, metrics[metrics["key"] == key], key, "step", pid, path_color(pid, path_ids))
+    total = metrics[metrics["key"] == TOTAL_LOSS]
+    if not total.empty:
+        _add_series(fig, total, TOTAL_LOSS, "step", "total", TOTAL_LOSS_COLOR)
+    names = _logged_terms(metrics["key"], LOSS_PREFIX, path_ids)
+    colors = term_color_map(names, path_ids)
+    for name in names:
+        key = LOSS_PREFIX + name
+        _add_series(fig, metrics[metrics["key"] == key], key, "step", term_label(name), colors[name])
     return fig
 
 
@@ -210,24 +228,40 @@ WEIGHT_LOG_SPAN = 100.0
 
 
 def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
-    """The aggregator's weight of each path against the step; on a log axis when the weights are all positive
-    and span over two decades, where a linear axis would flatten all but the largest to zero."""
-    weights = metrics[metrics["key"].str.startswith(PATH_WEIGHT_PREFIX)]["value"].dropna()
+    """Every term's weight against the step (the weighting's, or the fixed base weight); on a log axis when the
+    weights are all positive and span over two decades, where a linear axis would flatten all but the largest."""
+    weights = metrics[metrics["key"].str.startswith(WEIGHT_PREFIX)]["value"].dropna()
     log_y = bool(len(weights)) and weights.min() > 0 and weights.max() / weights.min() > WEIGHT_LOG_SPAN
-    fig = base_figure("step", "path weight" + (" (log scale)" if log_y else ""), "Path weights (aggregator)", log_y)
-    for pid in _ordered_path_ids(metrics["key"], PATH_WEIGHT_PREFIX, path_ids):
-        key = PATH_WEIGHT_PREFIX + pid
-        _add_series(fig, metrics[metrics["key"] == key], key, "step", pid, path_color(pid, path_ids))
+    fig = base_figure("step", "weight (multiplies the raw loss)" + (" (log scale)" if log_y else ""),
+                      "Term weights", log_y)
+    names = _logged_terms(metrics["key"], WEIGHT_PREFIX, path_ids)
+    colors = term_color_map(names, path_ids)
+    for name in names:
+        key = WEIGHT_PREFIX + name
+        _add_series(fig, metrics[metrics["key"] == key], key, "step", term_label(name), colors[name])
     return fig
 
 
-def weighted_loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False) -> go.Figure:
-    """What each path adds to the total: the "weighted/path:<id>" series (weight x raw loss, see ``weighted_loss``)."""
-    fig = base_figure("step", "weighted loss (weight × loss)", "Weighted path losses", log_y)
-    for pid in _ordered_path_ids(metrics["key"], WEIGHTED_PREFIX, path_ids):
-        series = metrics[metrics["key"] == WEIGHTED_PREFIX + pid]
-        if not series.empty:
-            _add_series(fig, series, "loss", "step", pid, path_color(pid, path_ids))
+def weighted_loss_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
+    """What each term adds to the total: the "weighted/<name>" series (weight x raw loss, see ``weighted_loss``)
+    stacked, so the top of the stack is the total loss, drawn dashed over it as logged.
+
+    Stacked areas need a linear axis (on a log axis their heights would not add up) and the same steps in
+    every term, which ``run_series.display_series`` keeps.
+    """
+    fig = base_figure("step", "weight × loss (adds up to the total loss)", "What each term adds to the total loss")
+    names = _logged_terms(metrics["key"], WEIGHTED_TERM_PREFIX, path_ids)
+    colors = term_color_map(names, path_ids)
+    for name in names:
+        xs, ys = series_xy(metrics[metrics["key"] == WEIGHTED_TERM_PREFIX + name], "step")
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=term_label(name), mode="lines", stackgroup="terms",
+                                 line=dict(width=0.5, color=colors[name]), hovertemplate="%{y:.4g}"))
+    total = metrics[metrics["key"] == TOTAL_LOSS]
+    if names and not total.empty:
+        xs, ys = series_xy(total, "step")
+        fig.add_trace(go.Scatter(x=xs, y=ys, name="total loss (logged)", mode="lines",
+                                 line=dict(color=TOTAL_LOSS_COLOR, dash="dash", width=1.5), hovertemplate="%{y:.4g}"))
+    fig.update_layout(showlegend=True)
     return fig
 
 
@@ -295,33 +329,34 @@ def live_figures(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False
     """Every chart the Live page draws for one phase, by name: what the page lays out and the bench times."""
     figures = {"loss": loss_figure(metrics, path_ids, log_y), "accuracy": accuracy_figure(metrics)}
     keys = metrics["key"]
-    if keys.str.startswith(PATH_WEIGHT_PREFIX).any():
+    if keys.str.startswith(WEIGHT_PREFIX).any():
         figures["weights"] = weight_figure(metrics, path_ids)
-        figures["weighted"] = weighted_loss_figure(metrics, path_ids, log_y)
+        figures["weighted"] = weighted_loss_figure(metrics, path_ids)
     if keys.str.startswith(TIME_PREFIX).any():
         figures["step_time"] = step_time_figure(step_time_shares(metrics))
     return figures
 
 
-def aggregator_accuracy_figure(runs: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
-    """Final test accuracy per aggregator: every finished run as a point, and mean ± std (sample std).
+def combination_accuracy_figure(runs: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
+    """Final test accuracy per combination: every finished run as a point, and mean ± std (sample std).
 
-    ``runs``: rows of finished runs (aggregator, test_acc_pct, name); ``summary``: ``queries.aggregator_summary``.
-    Aggregator i sits at x = i with its runs just left of it and the mean just right, so the
+    ``runs``: rows of finished runs (combination, test_acc_pct, name); ``summary``: ``queries.combination_summary``.
+    Combination i sits at x = i with its runs just left of it and the mean just right, so the
     error bar never hides the points it summarises.
     """
-    fig = base_figure("aggregator", "test accuracy (%)", "Final test accuracy by aggregator")
+    fig = base_figure("combination (path method · weighting)", "test accuracy (%)",
+                      "Final test accuracy by combination")
     fig.update_layout(hovermode="closest", showlegend=True)
-    order = list(summary["aggregator"])
+    order = list(summary["combination"])
     for index, name in enumerate(order):
-        points = runs[runs["aggregator"] == name]
+        points = runs[runs["combination"] == name]
         fig.add_trace(go.Scatter(
-            x=np.full(len(points), index - AGGREGATOR_OFFSET), y=points["test_acc_pct"].to_numpy(dtype=float),
+            x=np.full(len(points), index - GROUP_OFFSET), y=points["test_acc_pct"].to_numpy(dtype=float),
             mode="markers", name=name, marker=dict(color=series_color(index), size=9, opacity=0.8),
             text=points["name"].to_numpy(), hovertemplate="%{text}<br>%{y:.2f} %<extra></extra>",
         ))
     fig.add_trace(go.Scatter(
-        x=np.arange(len(order)) + AGGREGATOR_OFFSET, y=summary["mean"].to_numpy(dtype=float), text=order,
+        x=np.arange(len(order)) + GROUP_OFFSET, y=summary["mean"].to_numpy(dtype=float), text=order,
         mode="markers", name="mean ± std", marker=dict(color=TOTAL_LOSS_COLOR, size=9, symbol="diamond"),
         error_y=dict(type="data", array=summary["std"].fillna(0.0).to_numpy(dtype=float), thickness=2, width=8,
                      color=TOTAL_LOSS_COLOR),

@@ -6,6 +6,8 @@ within a run of up to ``len(PALETTE)`` paths.
 """
 from __future__ import annotations
 
+import zlib
+
 from plotly.colors import sample_colorscale
 
 # Tableau 10 without its grey: grey and black are reserved for the task and total losses.
@@ -22,6 +24,22 @@ SPLIT_COLORS: dict[str, str] = {"train": "#9ECAE1", "val": "#3182BD", "test": "#
 def series_color(index: int) -> str:
     """The palette colour for the index-th series (wraps around)."""
     return PALETTE[index % len(PALETTE)]
+
+
+# Terms that are neither the task nor one path's own (a method's fused KD, a weighting's regulariser):
+# Paul Tol's darker muted hues, which the path palette does not use.
+TERM_PALETTE: tuple[str, ...] = ("#332288", "#117733", "#882255", "#999933", "#AA4499", "#44AA99", "#661100")
+
+
+def term_colors(names: list[str]) -> dict[str, str]:
+    """A colour per term name, the same for a name in every run: picked by a hash of the name, moving on to
+    the next free colour when two names of one run would share it (until the palette is used up)."""
+    taken: dict[str, str] = {}
+    for name in sorted(names):
+        start = zlib.crc32(name.encode())
+        free = [TERM_PALETTE[(start + i) % len(TERM_PALETTE)] for i in range(len(TERM_PALETTE))]
+        taken[name] = next((c for c in free if c not in taken.values()), free[0])
+    return taken
 
 
 def path_color(path_id: str, path_ids: list[str]) -> str:

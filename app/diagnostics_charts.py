@@ -135,8 +135,8 @@ def heatmap_figure(matrix: pd.DataFrame, measure: str) -> go.Figure:
 
 
 def flagged_weight_figure(metrics: pd.DataFrame, flagged: dict[str, int], path_ids: list[str]) -> go.Figure:
-    """The aggregator's weight on each flagged path against the step, a dashed line where it was flagged."""
-    fig = base_figure("training step", "path weight (aggregator)", "Aggregator weight on the flagged paths")
+    """The weighting's weight on each flagged path against the step, a dashed line where it was flagged."""
+    fig = base_figure("training step", "path weight (weighting)", "Weight on the flagged paths")
     main = metrics[metrics["phase"] == MAIN_PHASE]
     for i, (pid, step) in enumerate(flagged.items()):
         color = path_color(pid, path_ids)

@@ -1,7 +1,7 @@
 """Figures of the Learn page: pure functions of numbers (no Streamlit, no model loading).
 
 Three lessons: soft targets at a temperature, the candidate paths between two models, and how
-aggregators combine two conflicting gradients. The aggregator toy reuses the engine's own PCGrad
+weightings combine two conflicting gradients. The weighting toy reuses the engine's own PCGrad
 projection and MGDA min-norm solver, so what the page draws is what training would do.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import plotly.graph_objects as go
 import torch
 
 from app.colors import TOTAL_LOSS_COLOR, path_color, series_color
-from engine.aggregators.mgda import min_norm_point
-from engine.aggregators.pcgrad import project_conflicting
 from engine.models.spots import SpotInfo
 from engine.paths.candidates import Candidate
+from engine.weightings.mgda import min_norm_point
+from engine.weightings.pcgrad import project_conflicting
 
 # ---------------------------------------------------------------- temperature
 TRUE_CLASS_COLOR = "#F28E2B"
@@ -125,9 +125,9 @@ def path_figure(teacher_arch: str, teacher_spots: list[SpotInfo], student_arch: 
     return fig
 
 
-# ---------------------------------------------------------------- aggregators
+# ---------------------------------------------------------------- weightings
 GRADIENT_COLORS = (series_color(0), series_color(1))
-AGGREGATOR_COLORS = {"equal": TOTAL_LOSS_COLOR, "uncertainty": series_color(4), "pcgrad": series_color(2),
+WEIGHTING_COLORS = {"equal": TOTAL_LOSS_COLOR, "uncertainty": series_color(4), "pcgrad": series_color(2),
                      "mgda": series_color(6)}
 CONTOUR_GRID = 90
 CONTOUR_LEVELS = 8
@@ -177,10 +177,10 @@ def mgda_weights(grads: np.ndarray) -> np.ndarray:
 
 
 def update_directions(grads: np.ndarray, losses: np.ndarray) -> dict[str, np.ndarray]:
-    """The combined gradient d of each aggregator; a step moves along -d.
+    """The combined gradient d of each weighting; a step moves along -d.
 
     uncertainty uses Kendall's weights at their stationary point, w_k = 1 / (2 L_k) (see
-    engine/aggregators/uncertainty.py); mgda is the min-norm point itself, not scaled by K.
+    engine/weightings/uncertainty.py); mgda is the min-norm point itself, not scaled by K.
     """
     return {
         "equal": grads.sum(0),
@@ -215,8 +215,8 @@ def _view_range(points: np.ndarray) -> tuple[tuple[float, float], tuple[float, f
     return (centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half)
 
 
-def aggregator_figure(problem: ToyProblem, directions: dict[str, np.ndarray]) -> go.Figure:
-    """Contours of both losses, their descent directions, PCGrad's projected parts and each aggregator's step."""
+def weighting_figure(problem: ToyProblem, directions: dict[str, np.ndarray]) -> go.Figure:
+    """Contours of both losses, their descent directions, PCGrad's projected parts and each weighting's step."""
     grads = problem.gradients()
     origin = problem.point
     tips = [origin - g for g in grads] + [origin - d for d in directions.values()]
@@ -239,12 +239,12 @@ def aggregator_figure(problem: ToyProblem, directions: dict[str, np.ndarray]) ->
         _arrow(fig, -grads[k], origin, f"−∇L{k + 1}", GRADIENT_COLORS[k], width=2)
     for k, part in enumerate(pcgrad_components(grads)):
         if not np.allclose(part, grads[k]):  # only a projected gradient is worth a second arrow
-            _arrow(fig, -part, origin, f"PCGrad's projected −∇L{k + 1}", AGGREGATOR_COLORS["pcgrad"], "dot", 2)
+            _arrow(fig, -part, origin, f"PCGrad's projected −∇L{k + 1}", WEIGHTING_COLORS["pcgrad"], "dot", 2)
     # Longest first, so a short step is drawn on top of the long ones it lies along.
     for name, direction in sorted(directions.items(), key=lambda item: -np.linalg.norm(item[1])):
-        _arrow(fig, -direction, origin, name, AGGREGATOR_COLORS[name])
+        _arrow(fig, -direction, origin, name, WEIGHTING_COLORS[name])
     fig.update_layout(template="plotly_white", height=560, margin=dict(l=10, r=10, t=40, b=10),
-                      title="The step each aggregator takes from the current point θ", hovermode="closest",
+                      title="The step each weighting takes from the current point θ", hovermode="closest",
                       legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0.0))
     fig.update_xaxes(range=[x0, x1], title_text="θ₁", zeroline=False, constrain="domain")
     fig.update_yaxes(range=[y0, y1], title_text="θ₂", scaleanchor="x", scaleratio=1, zeroline=False)

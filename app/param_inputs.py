@@ -1,4 +1,4 @@
-"""Streamlit inputs generated from a plugin's params model (Configure's aggregator and path parameters)."""
+"""Streamlit inputs generated from a plugin's params model (Configure's weighting, path method and path parameters)."""
 from __future__ import annotations
 
 from typing import Any
@@ -51,7 +51,7 @@ def params_inputs(model: type[Params], params: dict[str, Any] | Any, key: str, w
     """Draw one input per parameter of ``model`` starting from ``params``; return the new params dict.
 
     ``key`` prefixes the widget keys (include the plugin's name so another plugin starts afresh); ``where``
-    is the spec field ('aggregator.params') that YAML problems are reported under.
+    is the spec field ('weighting.params') that YAML problems are reported under.
     """
     if not isinstance(params, dict):  # not a mapping at all: one YAML box for the whole thing
         value = _yaml_input("params (YAML)", params, key + ".all", "a mapping of parameter: value", where, problems)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from engine.spec import SpecError, migrate_spec_data, parse_spec
 from engine.store import FINAL_STATUSES, RunRow, Store
 from engine.vocabulary import LABELS_KEY, MAIN_PHASE  # noqa: F401  (pages read them from here too)
 
@@ -25,7 +26,7 @@ METRIC_COLUMNS = ["phase", "step", "epoch", "key", "value"]
 EVENT_COLUMNS = ["time", "level", "message"]
 RUN_COLUMNS = [
     "id", "name", "group_id", "status", "phase", "progress", "error", "label", "created", "duration_s",
-    "dataset", "student", "aggregator", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct",
+    "dataset", "student", "combination", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct",
 ]
 # Index levels of an array frame: one row per recorded sample (sample -1: a row of no sample).
 ARRAY_LEVELS = ["step", "epoch", "sample"]
@@ -40,9 +41,10 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def spec_summary(spec_yaml: str) -> dict[str, Any]:
     """The fields tables show, read leniently from a stored spec.
 
-    Plain YAML rather than ``parse_spec``: a run stored by an older PathScope must still
-    be listed even if its spec no longer validates. A stored spec never changes, so each is
-    parsed once per process (every page lists every run once a second); callers get a copy.
+    Plain YAML, so a run stored by an older PathScope is still listed even if its spec no longer
+    validates; its combination ("uncertainty", "amtml · fixed") comes from ``parse_spec``, which
+    migrates version-1 specs. A stored spec never changes, so each is parsed once per process
+    (every page lists every run once a second); callers get a copy.
     """
     return copy.deepcopy(_spec_summary(spec_yaml))
 
@@ -67,11 +69,22 @@ def _spec_summary(spec_yaml: str) -> dict[str, Any]:
     return {
         "dataset": section("dataset").get("name", "?"),
         "student": section("student").get("arch", "?"),
-        "aggregator": section("aggregator").get("name", "?"),
+        "combination": combination(data),
         "n_paths": sum(1 for p in paths if p.get("enabled", True)),
         "path_ids": [str(p.get("id")) for p in paths],
         "teacher_ids": [str(t.get("id")) for t in items("teachers")],
     }
+
+
+def combination(data: dict[str, Any]) -> str:
+    """The spec's ``combination`` label; for a spec that no longer validates, the same label from its
+    (migrated) weighting and method names, or "?"."""
+    try:
+        return parse_spec(data).combination
+    except SpecError:
+        migrated = migrate_spec_data(data)
+    names = [part.get("name") for part in (migrated.get("method"), migrated.get("weighting")) if isinstance(part, dict)]
+    return " · ".join(str(n) for n in names if n) or "?"
 
 
 def run_label(run: RunRow) -> str:
@@ -228,17 +241,18 @@ def labelled_array_frame(store: Store, run_id: str, key: str, phase: str = MAIN_
 
 
 # ---------------------------------------------------------------- comparisons
-def aggregator_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Final test accuracy (%) per aggregator over ``runs``: runs finished / pending, mean, std, min, max.
+def combination_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Final test accuracy (%) per combination (the weighting, with the path method if any) over ``runs``:
+    runs finished / pending, mean, std, min, max.
 
     std is the sample standard deviation (n - 1), NaN for a single run: one seed says nothing about spread.
     Only runs that finished with a test accuracy count; queued and running ones are counted as pending.
     """
     done = runs[(runs["status"] == "done") & runs["test_acc_pct"].notna()]
     pending = runs[~runs["status"].isin(FINAL_STATUSES)]
-    stats = done.groupby("aggregator")["test_acc_pct"].agg(["count", "mean", "std", "min", "max"])
-    summary = pd.DataFrame(index=pd.Index(sorted(set(runs["aggregator"])), name="aggregator"))
+    stats = done.groupby("combination")["test_acc_pct"].agg(["count", "mean", "std", "min", "max"])
+    summary = pd.DataFrame(index=pd.Index(sorted(set(runs["combination"])), name="combination"))
     summary = summary.join(stats).rename(columns={"count": "finished"})
     summary["finished"] = summary["finished"].fillna(0).astype(int)
-    summary["pending"] = pending.groupby("aggregator").size().reindex(summary.index, fill_value=0)
-    return summary.reset_index()[["aggregator", "finished", "pending", "mean", "std", "min", "max"]]
+    summary["pending"] = pending.groupby("combination").size().reindex(summary.index, fill_value=0)
+    return summary.reset_index()[["combination", "finished", "pending", "mean", "std", "min", "max"]]

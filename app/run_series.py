@@ -3,8 +3,8 @@
 The Live page polls every two seconds. Reading a long run whole on every poll costs seconds
 (8 paths x 50,000 logged steps are 1.3 million rows); reading the new rows costs well under a
 millisecond. What the charts need is then cut down here, on numpy arrays, before any DataFrame
-is built: min/max downsampling (or fixed-grid smoothing), each path's weight x loss computed at
-full resolution, and step timings averaged onto one grid so their shares can be stacked.
+is built: min/max downsampling (or fixed-grid smoothing), each term's weight x loss computed at
+full resolution and kept on common steps, and step timings averaged onto one grid, so both stack.
 No Streamlit here: ``app.cached.run_series`` shares one instance per run between sessions.
 """
 from __future__ import annotations
@@ -93,36 +93,66 @@ class RunSeries:
 
 
 def with_weighted_losses(series: dict[str, Series]) -> dict[str, Series]:
-    """Adds "weighted/path:<id>" (weight x raw loss) for each path with both series, at full resolution."""
+    """Adds "weighted/<name>" (weight x raw loss) for each term with both a loss and a weight, at full resolution."""
     out = dict(series)
-    for key, loss in series.items():
-        if not key.startswith(charts.PATH_LOSS_PREFIX):
+    for key, weight in series.items():
+        if not key.startswith(charts.WEIGHT_PREFIX):
             continue
-        weight = series.get(charts.PATH_WEIGHT_PREFIX + key[len(charts.PATH_LOSS_PREFIX):])
-        if weight is not None:
+        name = key[len(charts.WEIGHT_PREFIX):]
+        loss = series.get(charts.LOSS_PREFIX + name)
+        if loss is not None:
             positions, values = charts.weighted_loss(loss.step, loss.value, weight.step, weight.value)
-            out[charts.WEIGHTED_PREFIX + key[len(charts.PATH_LOSS_PREFIX):]] = Series(
-                loss.step[positions], loss.epoch[positions], values)
+            out[charts.WEIGHTED_TERM_PREFIX + name] = Series(loss.step[positions], loss.epoch[positions], values)
     return out
 
 
 def display_series(series: dict[str, Series], smoothing: float = 0.0) -> dict[str, Series]:
     """Each series as drawn: epoch metrics whole, step timings as means over one shared grid (so their
-    shares stack), everything else min/max downsampled, or first smoothed when ``smoothing`` is set."""
+    shares stack), weighted terms cut down together (so they stack too), everything else min/max
+    downsampled, or first smoothed when ``smoothing`` is set."""
     series = with_weighted_losses(series)
     timed = [s for key, s in series.items() if key.startswith(charts.TIME_PREFIX) and len(s.step)]
     width = charts.grid_width(max(int(s.step[-1]) for s in timed), charts.SHARE_CELLS) if timed else 1.0
-    shown = {}
+    weighted = {key: s for key, s in series.items() if key.startswith(charts.WEIGHTED_TERM_PREFIX)}
+    shown = stacked_terms(weighted, series.get(charts.TOTAL_LOSS), smoothing)
     for key, s in series.items():
+        if key in shown:
+            continue
         if key in charts.EPOCH_KEYS or len(s.step) < 2:
             shown[key] = s
         elif key.startswith(charts.TIME_PREFIX):
             shown[key] = s.on_grid(*charts.cell_means(s.step, s.value, width))
         else:
-            if smoothing:
-                s = s.on_grid(*charts.smooth_on_grid(s.step, s.value, smoothing))
-            shown[key] = s.take(charts.minmax_indices(s.value))
+            shown[key] = cut_down(s, smoothing)
     return shown
+
+
+def cut_down(s: Series, smoothing: float) -> Series:
+    """One series min/max downsampled, first smoothed on the fixed grid when ``smoothing`` is set."""
+    if len(s.step) < 2:
+        return s
+    if smoothing:
+        s = s.on_grid(*charts.smooth_on_grid(s.step, s.value, smoothing))
+    return s.take(charts.minmax_indices(s.value))
+
+
+def stacked_terms(weighted: dict[str, Series], total: Series | None, smoothing: float) -> dict[str, Series]:
+    """The weighted terms (and the total loss drawn over their stack), kept on the same steps so a stacked
+    chart adds them up point by point.
+
+    The engine logs every term and the total at the same steps. Smoothing puts them on the same fixed
+    grid; raw series are downsampled at the positions that keep the terms' sum's minima and maxima, so a
+    spike of the total stays visible in the stack. Series logged at other steps (an edited run) are cut
+    alone.
+    """
+    joint = {**weighted, charts.TOTAL_LOSS: total} if weighted and total is not None else dict(weighted)
+    steps = [s.step for s in joint.values()]
+    if not weighted or any(not np.array_equal(s, steps[0]) for s in steps):
+        return {key: cut_down(s, smoothing) for key, s in joint.items()}
+    if smoothing and len(steps[0]) > 1:
+        joint = {key: s.on_grid(*charts.smooth_on_grid(s.step, s.value, smoothing)) for key, s in joint.items()}
+    keep = charts.minmax_indices(np.sum([joint[key].value for key in weighted], axis=0))
+    return {key: s.take(keep) for key, s in joint.items()}
 
 
 def long_frame(phase: str, series: dict[str, Series]) -> pd.DataFrame:

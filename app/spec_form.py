@@ -29,7 +29,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "teachers": ("teachers",),
     "student": ("student",),
     "paths": ("paths",),
-    "aggregator": ("aggregator",),
+    "weighting": ("weighting",),
+    "method": ("method",),
     "diagnostics": ("diagnostics",),
 }
 

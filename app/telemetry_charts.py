@@ -1,4 +1,4 @@
-"""Chart builders for the aggregators' telemetry (the Teacher importance page); pure, no Streamlit.
+"""Chart builders for the path methods' and weightings' telemetry (the Teacher importance page); pure, no Streamlit.
 
 Inputs are array frames from ``app.queries``: index levels (step, epoch, sample) plus "label"
 for per-sample arrays, one column per teacher, spot or teacher block. Teachers are coloured

@@ -1,8 +1,8 @@
 """The Teacher importance page's views of plugin telemetry, one renderer per view name.
 
 A plugin declares what it records (``engine.vocabulary.TelemetryPanel``: title, caption, arrays by
-role with their axes and meaning, a suggested view); the page lists the registered aggregators'
-panels and calls ``VIEWS[panel.view]`` for each one a run has recorded. A new plugin whose telemetry
+role with their axes and meaning, a suggested view); the page lists the panels of the registered path
+methods and weightings and calls ``VIEWS[panel.view]`` for each one a run has recorded. A new plugin whose telemetry
 fits a view here needs no page edit; a new kind of view is one renderer added to ``VIEWS``.
 Renderers read through ``app.cached`` and draw with ``app.telemetry_charts`` (pure builders).
 """
@@ -20,12 +20,13 @@ from app import cached
 from app import telemetry_charts as tc
 from app.queries import spec_summary
 from app.samples import SampleImages
-from engine.aggregators import AGGREGATORS
 from engine.data.bundle import DatasetError
+from engine.methods import METHODS
 from engine.registry import UnknownName
 from engine.spec import DatasetSpec
 from engine.store import RunRow
 from engine.vocabulary import GROUP_HEATMAPS_VIEW, ROUTING_VIEW, TEACHER_WEIGHTS_VIEW, TelemetryPanel
+from engine.weightings import WEIGHTINGS
 
 GALLERY_SIZE = 12
 GALLERY_COLUMNS = 6
@@ -50,8 +51,9 @@ class View:
 
 
 def panels() -> dict[str, TelemetryPanel]:
-    """Registered aggregator name -> its telemetry declaration, for those that record telemetry."""
-    return {entry.name: entry.obj.telemetry for entry in AGGREGATORS
+    """Registered path method or weighting name -> its telemetry declaration, for those that record telemetry
+    (methods first; the registries share no name, since both kinds of term are named after them)."""
+    return {entry.name: entry.obj.telemetry for registry in (METHODS, WEIGHTINGS) for entry in registry
             if getattr(entry.obj, "telemetry", None) is not None}
 
 

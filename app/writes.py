@@ -88,9 +88,10 @@ def submit_ablation(home: str | Path, run_id: str) -> tuple[str, int]:
     return group_id, queued
 
 
-def plan(spec: dict[str, Any], aggregators: list[str], seeds: list[int], home: str | Path) -> ComparisonPlan:
-    """The comparison's variants checked one by one (no write): those that can run and those that cannot."""
-    return plan_comparison(spec, aggregators, seeds, Path(home))
+def plan(spec: dict[str, Any], weightings: list[str], seeds: list[int], home: str | Path) -> ComparisonPlan:
+    """The comparison's variants (one per weighting and seed) checked one by one (no write): those that can run
+    and those that cannot."""
+    return plan_comparison(spec, weightings, seeds, Path(home))
 
 
 def submit_comparison(home: str | Path, comparison: ComparisonPlan) -> tuple[str | None, list[str]]:

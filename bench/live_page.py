@@ -23,13 +23,14 @@ from app import charts, queries
 from app.run_series import RunSeries
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import Store, init_workspace
+from engine.vocabulary import TIME_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = 8
 STEPS = 50_000
 STEPS_PER_EPOCH = 500
-TIME_MS = {"data": 2.0, "teachers": 0.5, "student": 30.0, "paths": 4.0, "aggregator": 1.0, "backward": 24.0,
-           "diagnostics": 0.0}
+# Milliseconds per step section, in TIME_SECTIONS' order (data ... diagnostics), so the keys follow the loop's.
+TIME_MS = dict(zip(TIME_SECTIONS, (2.0, 0.5, 30.0, 4.0, 1.0, 24.0, 0.0), strict=True))
 Row = tuple[str, int, int, str, float]
 
 

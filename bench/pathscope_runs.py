@@ -18,9 +18,10 @@ from bench.workload import BATCH_SIZE, Workload
 from engine.runner import execute_run
 from engine.spec import RunSpec, parse_spec
 from engine.train import MAIN_PHASE, NullReporter
+from engine.vocabulary import TIME_SECTIONS
 
 CACHE_EVENT = re.compile(r"^teacher cache: (\S+) (built .+|reused) for .* in ([\d.]+) s")
-SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
+SECTIONS = TIME_SECTIONS  # the step-time sections the loop logs as time/<section>
 
 
 class EpochClock(NullReporter):
@@ -80,12 +81,12 @@ def multi_paths(workload: Workload, feature_spots: tuple[str, str, str]) -> list
     return paths
 
 
-def run_spec(workload: Workload, paths: list[dict], aggregator: str, epochs: int, diagnostics: bool) -> RunSpec:
+def run_spec(workload: Workload, paths: list[dict], weighting: str, epochs: int, diagnostics: bool) -> RunSpec:
     spec = {
-        "name": f"bench {aggregator}", "dataset": workload.dataset,
+        "name": f"bench {weighting}", "dataset": workload.dataset,
         "teachers": teacher_entries(workload, sorted({p["teacher"] for p in paths})),
         "student": {"arch": workload.student, "arch_params": workload.student_params},
-        "paths": paths, "aggregator": {"name": aggregator}, "epochs": epochs, "device": "cpu",
+        "paths": paths, "weighting": {"name": weighting}, "epochs": epochs, "device": "cpu",
         "teacher_cache": {"enabled": True},
     }
     if diagnostics:

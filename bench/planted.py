@@ -1,16 +1,17 @@
-"""Planted-teacher bench: does the negative-transfer probe flag broken teachers, and do aggregators cope with them?
+"""Planted-teacher bench: does the negative-transfer probe flag broken teachers, and do weightings cope with them?
 
 Per dataset, a good teacher and a label-permuted one (trained inline on a fixed derangement of the
 classes) teach a small_cnn (width 16) student through the paths of assets/configs/digits_planted.yaml.
 Harmful paths are those of planted teachers (path ids begin with their teacher's id). Diagnostics are on
 in every run, so detection is measured in all of them:
 
-- detection: aggregator equal, 5 seeds. A seed counts as detected when every harmful path is flagged
+- detection: weighting equal, 5 seeds. A seed counts as detected when every harmful path is flagged
   (first_flagged_step not None) within the first 20% of the run's steps; a false flag is a clean path
   flagged at any time.
-- accuracy: equal, uncertainty, adaptive_distillation, amtml and lookahead x 3 seeds: final test
-  accuracy, the last logged weight of each harmful path, detection step and false flags; and the
-  oracle: the same spec without the planted teachers and their paths (aggregator equal).
+- accuracy: the weightings equal, uncertainty, adaptive_distillation and lookahead, and the path method
+  amtml (weighting fixed), x 3 seeds: final test accuracy, the last logged weight of each harmful path,
+  detection step and false flags; and the oracle: the same spec without the planted teachers and their
+  paths (weighting equal). Rows keep the labels of the version-1 aggregators, so the JSON keys stay.
 
 Seeds vary the student (initial weights, batch order, probe batches); teachers are trained once per
 dataset (seed 0) and cached in bench/.workspace-planted, so re-runs skip teacher training.
@@ -38,10 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned workers): engine must import
 
 HOME = ROOT / "bench" / ".workspace-planted"
-AGGREGATORS = ("equal", "uncertainty", "adaptive_distillation", "amtml", "lookahead")
+# Row label -> (weighting, path method or None); the labels are the JSON keys of the bench's figures.
+COMBINATIONS = {"equal": ("equal", None), "uncertainty": ("uncertainty", None),
+                "adaptive_distillation": ("adaptive_distillation", None), "amtml": ("fixed", "amtml"),
+                "lookahead": ("lookahead", None)}
 ACC_SEEDS = (0, 1, 2)
 DETECT_SEEDS = (0, 1, 2, 3, 4)
-DETECT_AGGREGATOR = "equal"
+DETECT_COMBINATION = "equal"
 EARLY_SHARE = 0.2  # "flagged within the first 20% of training"
 ORACLE = "oracle"
 # Each teacher contributes a logits path and one more; the planted teachers' are the harmful ones.
@@ -124,16 +128,20 @@ def path_dicts(setup: Setup, oracle: bool) -> list[dict[str, Any]]:
     return out
 
 
-def spec_dict(setup: Setup, aggregator: str, seed: int) -> dict[str, Any]:
-    """The run's spec; aggregator ORACLE means equal weighting without the planted teachers."""
-    oracle = aggregator == ORACLE
-    return {"name": f"planted-{setup.name}-{aggregator}-s{seed}", "dataset": setup.dataset,
+def spec_dict(setup: Setup, combination: str, seed: int) -> dict[str, Any]:
+    """The run's spec; combination ORACLE means equal weighting without the planted teachers."""
+    oracle = combination == ORACLE
+    weighting, method = ("equal", None) if oracle else COMBINATIONS[combination]
+    data = {"name": f"planted-{setup.name}-{combination}-s{seed}", "dataset": setup.dataset,
             "teachers": teacher_dicts(setup, oracle),
             "student": {"arch": "small_cnn", "arch_params": {"width": 16}},
-            "paths": path_dicts(setup, oracle), "aggregator": {"name": "equal" if oracle else aggregator},
+            "paths": path_dicts(setup, oracle), "weighting": {"name": weighting},
             "diagnostics": {"enabled": True, "every": setup.every},
             "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": setup.epochs, "seed": seed,
             "log_every": setup.log_every}
+    if method is not None:
+        data["method"] = {"name": method}
+    return data
 
 
 # ------------------------------------------------------------------ work done in the worker processes
@@ -152,28 +160,28 @@ def train_teacher(setup: Setup, teacher_id: str) -> tuple[str, str, float]:
     from engine.runtime import resolve_device
     from engine.train import NullReporter
 
-    spec = parse_spec(spec_dict(setup, DETECT_AGGREGATOR, 0))
+    spec = parse_spec(spec_dict(setup, DETECT_COMBINATION, 0))
     tspec = next(t for t in spec.teachers if t.id == teacher_id)
     bundle = load_dataset(spec.dataset)
     _, acc = prepare_teacher(tspec, spec, bundle, HOME, resolve_device(spec.device), NullReporter(), lambda f: None)
     return setup.name, teacher_id, float(acc)
 
 
-def run_one(setup: Setup, aggregator: str, seed: int) -> dict[str, Any]:
+def run_one(setup: Setup, combination: str, seed: int) -> dict[str, Any]:
     """One student run; returns what the tables need, or the error that stopped it."""
     from engine.runner import execute_run
     from engine.spec import parse_spec
     from engine.train import NullReporter
 
-    run_id = f"{setup.name}-{aggregator}-s{seed}"
+    run_id = f"{setup.name}-{combination}-s{seed}"
     folder = HOME / "runs" / run_id
     shutil.rmtree(folder, ignore_errors=True)  # a leftover checkpoint would make fit resume instead of train
-    out: dict[str, Any] = {"setup": setup.name, "aggregator": aggregator, "seed": seed}
+    out: dict[str, Any] = {"setup": setup.name, "combination": combination, "seed": seed}
     reporter = NullReporter()
     started = time.time()
     try:
-        result = execute_run(parse_spec(spec_dict(setup, aggregator, seed)), run_id, HOME, reporter)
-    except Exception as err:  # noqa: BLE001  (one failing aggregator must not sink the bench)
+        result = execute_run(parse_spec(spec_dict(setup, combination, seed)), run_id, HOME, reporter)
+    except Exception as err:  # noqa: BLE001  (one failing combination must not sink the bench)
         out["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
         return out
     finally:
@@ -200,13 +208,13 @@ def total_steps(setup: Setup) -> int:
     return setup.epochs * math.ceil(train / setup.dataset["batch_size"])
 
 
-def jobs_for(setup: Setup, aggregators: list[str]) -> list[tuple[Setup, str, int]]:
-    jobs = [(setup, agg, seed) for agg in aggregators for seed in ACC_SEEDS]
-    jobs += [(setup, DETECT_AGGREGATOR, seed) for seed in DETECT_SEEDS if seed not in ACC_SEEDS]
+def jobs_for(setup: Setup, combinations: list[str]) -> list[tuple[Setup, str, int]]:
+    jobs = [(setup, combination, seed) for combination in combinations for seed in ACC_SEEDS]
+    jobs += [(setup, DETECT_COMBINATION, seed) for seed in DETECT_SEEDS if seed not in ACC_SEEDS]
     return jobs + [(setup, ORACLE, seed) for seed in ACC_SEEDS]
 
 
-def run_all(plan: list[Setup], aggregators: list[str], workers: int) -> tuple[list[dict[str, Any]], dict]:
+def run_all(plan: list[Setup], combinations: list[str], workers: int) -> tuple[list[dict[str, Any]], dict]:
     HOME.joinpath("teachers").mkdir(parents=True, exist_ok=True)  # the runner saves teachers there
     context = multiprocessing.get_context("spawn")  # no fork after torch has started its threads
     teacher_acc: dict[str, dict[str, float]] = {}
@@ -222,14 +230,14 @@ def run_all(plan: list[Setup], aggregators: list[str], workers: int) -> tuple[li
                 teacher_acc.setdefault(s.name, {})[t["id"]] = 100 * acc
         # Fashion-MNIST runs take ~10x longer than digits ones: queue them first so the workers end together.
         ordered = sorted(plan, key=lambda s: s.dataset["name"] != "fashion_mnist")
-        jobs = [j for s in ordered for j in jobs_for(s, aggregators)]
+        jobs = [j for s in ordered for j in jobs_for(s, combinations)]
         futures = [pool.submit(run_one, *job) for job in jobs]
         results = []
         for n, future in enumerate(futures, 1):
             r = future.result()
             results.append(r)
             what = r.get("error") or f"test acc {r['test_acc']:.1f}% in {r['seconds']:.0f} s"
-            print(f"[{n}/{len(jobs)}] {r['setup']} {r['aggregator']} seed {r['seed']}: {what}", file=sys.stderr)
+            print(f"[{n}/{len(jobs)}] {r['setup']} {r['combination']} seed {r['seed']}: {what}", file=sys.stderr)
     return results, teacher_acc
 
 
@@ -248,8 +256,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def runs_of(results: list[dict[str, Any]], setup: Setup, aggregator: str, seeds: tuple[int, ...]) -> list[dict]:
-    return [r for r in results if r["setup"] == setup.name and r["aggregator"] == aggregator and r["seed"] in seeds]
+def runs_of(results: list[dict[str, Any]], setup: Setup, combination: str, seeds: tuple[int, ...]) -> list[dict]:
+    return [r for r in results if r["setup"] == setup.name and r["combination"] == combination and r["seed"] in seeds]
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -258,7 +266,7 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 # ------------------------------------------------------------------ tables
 def detection_table(setup: Setup, runs: list[dict], steps: int) -> tuple[list[str], dict[str, Any]]:
-    lines = [f"Detection ({DETECT_AGGREGATOR}, {len(DETECT_SEEDS)} seeds; 20% of the run = step "
+    lines = [f"Detection ({DETECT_COMBINATION}, {len(DETECT_SEEDS)} seeds; 20% of the run = step "
              f"{EARLY_SHARE * steps:.0f} of {steps}):", "",
              "| seed | " + " | ".join(f"{pid} first flag" for pid in setup.harmful)
              + " | all harmful flagged ≤ 20% | false flags |",
@@ -302,22 +310,22 @@ def pct(fraction: float | None) -> float | None:
 
 def accuracy_table(setup: Setup, results: list[dict], steps: int, skipped: dict[str, str]
                    ) -> tuple[list[str], dict[str, float | None]]:
-    header = ("| aggregator | test acc % (mean ± std) | " + " | ".join(f"final weight {pid}" for pid in setup.harmful)
+    header = ("| combination | test acc % (mean ± std) | " + " | ".join(f"final weight {pid}" for pid in setup.harmful)
               + " | detection step (median, % of run) | detected | false flags |")
     lines = [f"Accuracy ({len(ACC_SEEDS)} seeds; weights are the last logged ones, mean over seeds):", "", header,
              "|---|---|" + "---|" * (len(setup.harmful) + 3)]
     accuracy: dict[str, float | None] = {}
-    for agg in (*AGGREGATORS, ORACLE):
-        runs = runs_of(results, setup, agg, ACC_SEEDS)
+    for combination in (*COMBINATIONS, ORACLE):
+        runs = runs_of(results, setup, combination, ACC_SEEDS)
         ok = [r for r in runs if "error" not in r]
-        label = "oracle (no planted teachers, equal)" if agg == ORACLE else agg
-        if agg in skipped or not ok:
-            reason = skipped.get(agg) or (runs[0]["error"] if runs else "not run")
-            accuracy[agg] = None
+        label = "oracle (no planted teachers, equal)" if combination == ORACLE else combination
+        if combination in skipped or not ok:
+            reason = skipped.get(combination) or (runs[0]["error"] if runs else "not run")
+            accuracy[combination] = None
             lines.append(f"| {label} | n/a: {reason} |" + " |" * (len(setup.harmful) + 3))
             continue
-        accuracy[agg] = statistics.fmean(r["test_acc"] for r in ok)
-        lines.append(accuracy_row(label, setup, ok, steps, oracle=agg == ORACLE))
+        accuracy[combination] = statistics.fmean(r["test_acc"] for r in ok)
+        lines.append(accuracy_row(label, setup, ok, steps, oracle=combination == ORACLE))
     return lines, accuracy
 
 
@@ -350,7 +358,7 @@ def setup_report(setup: Setup, results: list[dict], teacher_acc: dict[str, float
              + (f" on {train} training images" if train else "") + f", probe every {setup.every} steps. "
              f"Harmful paths: {', '.join(setup.harmful)}; clean: {', '.join(setup.clean)}.", ""]
     seeds = tuple(sorted(set(ACC_SEEDS) | set(DETECT_SEEDS)))
-    det_lines, det = detection_table(setup, runs_of(results, setup, DETECT_AGGREGATOR, seeds), steps)
+    det_lines, det = detection_table(setup, runs_of(results, setup, DETECT_COMBINATION, seeds), steps)
     acc_lines, accuracy = accuracy_table(setup, results, steps, skipped)
     lines += det_lines + [""] + acc_lines + [""]
     figures = {**det, "accuracy": {k: v for k, v in accuracy.items() if k != ORACLE},
@@ -382,10 +390,18 @@ def done_means(figures: dict[str, Any]) -> dict[str, bool | None]:
 
 
 # ------------------------------------------------------------------ main
-def unavailable_aggregators() -> dict[str, str]:
-    from engine.aggregators import AGGREGATORS as REGISTRY
+def unavailable_combinations() -> dict[str, str]:
+    """Row label -> why it cannot run, for rows whose weighting or path method is not registered."""
+    from engine.methods import METHODS
+    from engine.weightings import WEIGHTINGS
 
-    return {a: f"aggregator '{a}' is not registered yet" for a in AGGREGATORS if a not in REGISTRY}
+    skipped = {}
+    for label, (weighting, method) in COMBINATIONS.items():
+        missing = [f"weighting '{weighting}'"] if weighting not in WEIGHTINGS else []
+        missing += [f"method '{method}'"] if method is not None and method not in METHODS else []
+        if missing:
+            skipped[label] = f"{' and '.join(missing)} not registered yet"
+    return skipped
 
 
 def fashion_available() -> str | None:
@@ -410,9 +426,9 @@ def main() -> None:
     if not quick and (why := fashion_available()):
         plan = [s for s in plan if s.dataset["name"] != "fashion_mnist"]
         notes.append(f"Fashion-MNIST not run: {why}")
-    skipped = unavailable_aggregators()
-    aggregators = [a for a in AGGREGATORS if a not in skipped]
-    results, teacher_acc = run_all(plan, aggregators, workers)
+    skipped = unavailable_combinations()
+    combinations = [c for c in COMBINATIONS if c not in skipped]
+    results, teacher_acc = run_all(plan, combinations, workers)
     print(f"## Planted-teacher bench ({'QUICK' if quick else 'full'}, {time.time() - started:.0f} s)\n")
     notes += [f"{a}: n/a, {why}" for a, why in skipped.items()]
     if notes:

@@ -5,7 +5,9 @@ For resnet56 -> resnet20 on 3x32x32 images and for digits, the median epoch time
   (b) naive KD: the same loop plus the teacher's forward pass every step;
   (c) PathScope, one KD path, teacher outputs cached;
   (d) PathScope, 3 teachers x 6 paths (kd from each; at, fitnet, rkd on features), cached,
-      with the equal and the adaptive_distillation aggregators;
+      with the equal and the adaptive_distillation weightings;
+  (d0) digits only: a plain loop training CE + the same six losses (PathScope's distiller modules, the
+      teachers' taps computed up front): what (d) costs without any engine, so (d) / (d0) is the engine's share;
   (e) (d) adaptive with the negative-transfer diagnostics at their default cadence;
   (f) torchdistill running the same single-path KD (resnet56 -> resnet20 only);
 and (g) the Live page's server-side render time on a synthetic run of 8 paths x 50,000 logged steps.
@@ -34,7 +36,7 @@ import torch  # noqa: E402
 
 from bench import live_page  # noqa: E402
 from bench.pathscope_runs import EngineTiming, multi_paths, run_spec, single_kd_paths, time_engine  # noqa: E402
-from bench.plain_loops import plain_epochs  # noqa: E402
+from bench.plain_loops import plain_epochs, same_objective_epochs  # noqa: E402
 from bench.torchdistill_env import time_torchdistill  # noqa: E402
 from bench.workload import Workload, cifar_workload, digits_workload  # noqa: E402
 from engine.spec import RunSpec  # noqa: E402
@@ -107,15 +109,15 @@ def engine_timing(workload: Workload, spec: RunSpec, home: Path, run_id: str) ->
 
 
 def training_configs(workload: Workload, repeats: int, home: Path, features: tuple[str, str, str],
-                     torchdistill: bool) -> list[Config]:
+                     torchdistill: bool, same_objective: bool = False) -> list[Config]:
     epochs = repeats + 1  # the first epoch warms up and is left out
     tag = workload.key  # names the runs in the shared workspace
 
     def plain(with_teacher: bool, note: str) -> Timing:
         return lambda _round: (plain_epochs(workload, with_teacher, epochs)[1:], note)
 
-    def engine(paths: list[dict], aggregator: str, diagnostics: bool, name: str) -> Timing:
-        spec = run_spec(workload, paths, aggregator, epochs, diagnostics)
+    def engine(paths: list[dict], weighting: str, diagnostics: bool, name: str) -> Timing:
+        spec = run_spec(workload, paths, weighting, epochs, diagnostics)
         return lambda number: engine_timing(workload, spec, home, f"{tag}-{name}-r{number}")
 
     multi = multi_paths(workload, features)
@@ -131,6 +133,10 @@ def training_configs(workload: Workload, repeats: int, home: Path, features: tup
         Config("multi_path_adaptive_diagnostics", "(e) (d) adaptive + diagnostics at default cadence",
                engine(multi, "adaptive_distillation", True, "multi-diagnostics")),
     ]
+    if same_objective:  # its forward hooks know small_cnn's module names only
+        configs.insert(3, Config("same_objective", "(d0) plain loop: CE + the same 6 losses, unweighted",
+                                 lambda _round: (same_objective_epochs(workload, multi, epochs)[1:],
+                                                 "PathScope's distiller modules, teacher taps computed up front")))
     if torchdistill:
         configs.append(Config("torchdistill", "(f) torchdistill: same single-path KD",
                               lambda _round: torchdistill_epochs(workload, epochs, home), first_round_only=QUICK))
@@ -187,6 +193,8 @@ def summary(cifar: list[Result], digits: list[Result], live: live_page.LiveTimin
         "epoch_s": seconds,
         "live_page_direct_ms": live.polling_ms, "live_page_first_ms": live.apptest_first_ms,
         "digits": {f"{r.key}_vs_floor": ratio(digits, r.key, "floor") for r in digits if r.key != "floor"},
+        # the engine's own share of (d): 1.0 would be a plain loop computing the same losses
+        "digits_multi_path_equal_vs_same_objective": ratio(digits, "multi_path_equal", "same_objective"),
     }
     met = {key: out[key] is not None and out[key] <= limit for key, limit in TARGETS.items()}
     met["live_page_ms"] = live.apptest_polling_ms is not None and live.apptest_polling_ms < LIVE_TARGET_MS
@@ -213,7 +221,8 @@ def main() -> None:
         cifar_results = measure_rounds(training_configs(cifar, REPEATS, scratch / "workspace", CIFAR_FEATURES,
                                                         torchdistill=True), ROUNDS)
         digits_results = measure_rounds(training_configs(digits, DIGITS_REPEATS, scratch / "workspace",
-                                                         DIGITS_FEATURES, torchdistill=False), ROUNDS)
+                                                         DIGITS_FEATURES, torchdistill=False, same_objective=True),
+                                        ROUNDS)
         log("(g) Live page: synthetic run, then renders")
         live = live_page.measure(scratch / "live", LIVE_REPEATS)
     sections = [(f"{cifar.name} ({cifar.data_note})", cifar_results),

@@ -62,9 +62,10 @@ def _variant(spec: RunSpec, label: str, enabled: set[str]) -> RunSpec:
         path["enabled"] = path["id"] in enabled
     data["diagnostics"]["enabled"] = False
     if not enabled:
-        # The student alone trains on cross-entropy whatever the aggregator; some aggregators refuse
-        # to be built without paths (SAKD needs routable spots), so the baseline uses the plain one.
-        data["aggregator"] = {"name": "equal", "params": {}}
+        # The student alone trains on cross-entropy whatever the weighting and method; some methods refuse
+        # to be built without paths (SAKD needs routable spots), so the baseline uses neither.
+        data["weighting"] = {"name": "equal", "params": {}}
+        data["method"] = None
     return parse_spec(data)
 
 

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from engine.ablation import DEFAULT_TOLERANCE, AblationError, AblationRow
 from engine.registry import Registry
@@ -62,11 +62,11 @@ def _parser() -> argparse.ArgumentParser:
                                       "(without it, it alone, no paths); prints the group id")
     p.add_argument("run")
     p.add_argument("--wait", action="store_true", help="train them here, then print the table")
-    p = command("compare", cmd_compare, "queue a spec under several aggregators x seeds in one comparison group "
-                                        "(Compare summarises it by aggregator); prints the group id and the runs")
+    p = command("compare", cmd_compare, "queue a spec under several weightings x seeds in one comparison group "
+                                        "(each keeps the spec's path method); prints the group id and the runs")
     _spec_options(p)
-    p.add_argument("--aggregators", required=True, metavar="A,B",
-                   help="comma-separated aggregator names (python -m engine aggregators lists them)")
+    p.add_argument("--weightings", required=True, metavar="A,B",
+                   help="comma-separated weighting names (python -m engine weightings lists them)")
     p.add_argument("--seeds", default="1", metavar="N|S,S",
                    help="a count N (the spec's seed and the N-1 after it) or a comma-separated list of seeds "
                         "such as 0,1,2 (default 1: the spec's own seed)")
@@ -77,9 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     _spec_options(command("validate", cmd_validate, "check a spec; exit 2 listing every problem"))
     _explain_options(command("explain", cmd_explain, "attribution maps of a run's student and teachers (or, with "
                                                      "--agreement, their agreement per epoch); the last line is JSON"))
-    for name, help_text in (("datasets", "datasets"), ("models", "architectures"),
-                            ("distillers", "distillers"), ("aggregators", "aggregators")):
+    for name, help_text in (("datasets", "datasets"), ("models", "architectures"), ("distillers", "distillers"),
+                            ("weightings", "weightings"), ("methods", "path methods")):
         command(name, _lister(name), f"list the registered {help_text}")
+    command("aggregators", cmd_aggregators, "replaced by the weightings and methods listings")
     p = command("spots", cmd_spots, "the tappable spots of an architecture with kinds and shapes")
     p.add_argument("model")
     _shape_options(p)
@@ -105,10 +106,19 @@ def _shape_options(p: argparse.ArgumentParser) -> None:
 def _load_valid_spec(args: argparse.Namespace) -> RunSpec:
     from engine.validate import check_spec
 
+    return check_spec(parse_spec(_spec_data(args)), workspace_home())
+
+
+def _spec_data(args: argparse.Namespace) -> Any:
+    """The spec file's data with the --set overrides applied (after a version-1 file is migrated)."""
     data = load_spec_data(args.spec)
-    if args.overrides:
-        data = apply_overrides(data, args.overrides)
-    return check_spec(parse_spec(data), workspace_home())
+    if not args.overrides:
+        return data
+    old = [o for o in args.overrides if o.partition("=")[0].strip().split(".")[0] == "aggregator"]
+    if old:  # the field is gone; say where its two roles went rather than "unknown key"
+        raise SpecError([f"--set {o}: specs have no aggregator since version 2: set weighting.name / "
+                         f"weighting.params.* or method.name / method.params.* instead" for o in old])
+    return apply_overrides(data, args.overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -284,14 +294,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from engine.comparison import plan_comparison, submit_comparison
     from engine.spec import spec_to_dict
 
-    data = load_spec_data(args.spec)
-    if args.overrides:
-        data = apply_overrides(data, args.overrides)
-    base = spec_to_dict(parse_spec(data))  # every field present, defaults filled in
-    aggregators = list(dict.fromkeys(a.strip() for a in args.aggregators.split(",") if a.strip()))
-    if not aggregators:
-        raise SpecError(["--aggregators: no aggregator given"])
-    plan = plan_comparison(base, aggregators, _comparison_seeds(args.seeds, base["seed"]), workspace_home())
+    base = spec_to_dict(parse_spec(_spec_data(args)))  # every field present, defaults filled in
+    weightings = list(dict.fromkeys(w.strip() for w in args.weightings.split(",") if w.strip()))
+    if not weightings:
+        raise SpecError(["--weightings: no weighting given"])
+    plan = plan_comparison(base, weightings, _comparison_seeds(args.seeds, base["seed"]), workspace_home())
     for name, errors in plan.invalid:
         print(f"error: not queued: {name}", file=sys.stderr)
         for line in errors:
@@ -433,8 +440,10 @@ def _registry(name: str) -> Registry:
         from engine.models import MODELS as registry
     elif name == "distillers":
         from engine.paths import DISTILLERS as registry
+    elif name == "weightings":
+        from engine.weightings import WEIGHTINGS as registry
     else:
-        from engine.aggregators import AGGREGATORS as registry
+        from engine.methods import METHODS as registry
     return registry
 
 
@@ -457,13 +466,21 @@ def _lister(name: str) -> Callable[[argparse.Namespace], int]:
     def list_entries(_args: argparse.Namespace) -> int:
         for entry in _registry(name):
             print(f"{entry.name:<20} {entry.description}")
-            model = getattr(entry.obj, "params_model", None)  # distillers and aggregators declare params
+            model = getattr(entry.obj, "params_model", None)  # distillers, weightings and methods declare params
             if model is not None:
                 for line in _params_lines(model):
                     print(f"    {line}")
         return 0
 
     return list_entries
+
+
+def cmd_aggregators(_args: argparse.Namespace) -> int:
+    """Spec version 2 split the aggregators in two roles: say which listings name them now."""
+    print("error: there are no aggregators since spec version 2: `python -m engine weightings` lists how terms "
+          "are weighted (equal, uncertainty, ...), `python -m engine methods` the path methods (amtml, sakd, dfa)",
+          file=sys.stderr)
+    return EXIT_INVALID
 
 
 def _spots_for(model: str, args: argparse.Namespace):

@@ -1,9 +1,10 @@
-"""Comparison groups: one spec run under several aggregators x seeds, in one group Compare summarises.
+"""Comparison groups: one spec run under several weightings x seeds, in one group Compare summarises.
 
 The ablation (engine/ablation.py) varies the paths of a finished run; a comparison varies the
-aggregator and seed of a spec. Each variant differs from the spec only in aggregator, seed and name
-("<name> · <aggregator> · seed <s>"); aggregator params are kept for the spec's own aggregator only,
-since each aggregator has its own params. Every variant is validated on its own: an aggregator that
+weighting and seed of a spec. Each variant differs from the spec only in weighting, seed and name
+("<name> · <weighting> · seed <s>", or "<name> · <method> · <weighting> · seed <s>" when the spec has a
+path method, which every variant keeps); weighting params are kept for the spec's own weighting only,
+since each weighting has its own params. Every variant is validated on its own: a weighting that
 cannot run this spec is reported with its errors, the others are queued.
 
 Used by Configure's "Launch a comparison" (through app/writes.py) and ``python -m engine compare``.
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.spec import RunSpec, SpecError, parse_spec, spec_to_yaml
+from engine.spec import RunSpec, SpecError, migrate_spec_data, parse_spec, spec_to_yaml
 from engine.store import Store
 
 GROUP_PREFIX = "cmp-"
@@ -28,24 +29,28 @@ def new_group_id() -> str:
     return f"{GROUP_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def variant_name(base: str, aggregator: str, seed: int) -> str:
-    """'<spec name> · <aggregator> · seed <s>', the spec name shortened to fit the name limit."""
-    suffix = f" · {aggregator} · seed {seed}"
+def variant_name(base: str, combination: str, seed: int) -> str:
+    """'<spec name> · <combination> · seed <s>', the spec name shortened to fit the name limit."""
+    suffix = f" · {combination} · seed {seed}"
     return base[: max(NAME_MAX - len(suffix), 0)] + suffix
 
 
-def comparison_variants(spec: dict[str, Any], aggregators: list[str], seeds: list[int]) -> list[dict[str, Any]]:
-    """One spec dict per (aggregator, seed), differing from ``spec`` only in aggregator, seed and name.
+def comparison_variants(spec: dict[str, Any], weightings: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """One spec dict per (weighting, seed), differing from ``spec`` only in weighting, seed and name.
 
-    Aggregator params are kept only for the spec's own aggregator: each aggregator has its own params.
+    Version-1 data is migrated first. The spec's path method, if any, is kept; weighting params are kept
+    only for the spec's own weighting: each weighting has its own params.
     """
+    spec = migrate_spec_data(spec)
+    method = spec.get("method")
+    current = spec.get("weighting") or {"name": "equal"}  # data that leaves it out weighs equally
     variants = []
-    for aggregator in aggregators:
-        own = spec["aggregator"]["name"] == aggregator
-        params = copy.deepcopy(spec["aggregator"].get("params", {})) if own else {}
+    for weighting in weightings:
+        params = current.get("params", {}) if current.get("name") == weighting else {}
+        combination = f"{method['name']} · {weighting}" if method else weighting  # as RunSpec.combination
         for seed in seeds:
-            variants.append({**copy.deepcopy(spec), "aggregator": {"name": aggregator, "params": params},
-                             "seed": seed, "name": variant_name(spec.get("name") or "run", aggregator, seed)})
+            variants.append({**copy.deepcopy(spec), "weighting": {"name": weighting, "params": copy.deepcopy(params)},
+                             "seed": seed, "name": variant_name(spec.get("name") or "run", combination, seed)})
     return variants
 
 
@@ -71,10 +76,10 @@ class ComparisonPlan:
     invalid: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
-def plan_comparison(spec: dict[str, Any], aggregators: list[str], seeds: list[int],
+def plan_comparison(spec: dict[str, Any], weightings: list[str], seeds: list[int],
                     home: Path | None) -> ComparisonPlan:
     plan = ComparisonPlan()
-    for variant in comparison_variants(spec, aggregators, seeds):
+    for variant in comparison_variants(spec, weightings, seeds):
         parsed, errors = check_variant(variant, home)
         if errors or parsed is None:
             plan.invalid.append((variant["name"], errors))

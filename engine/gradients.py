@@ -1,4 +1,4 @@
-"""Gradient helpers shared by the gradient-editing aggregators (MGDA, PCGrad) and the negative-transfer
+"""Gradient helpers shared by the gradient-based weightings (MGDA, PCGrad, GradNorm), the loop's gradient matrix (engine/objective.py) and the negative-transfer
 probe: one copy, in a neutral home."""
 from __future__ import annotations
 

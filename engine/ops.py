@@ -1,4 +1,4 @@
-"""Tensor operations shared by distillers and aggregators (a neutral home: no plugin owns them): resizing a map
+"""Tensor operations shared by distillers, path methods and weightings (a neutral home: no plugin owns them): resizing a map
 to another's grid, an embedding as a 1x1 map, triplet angles (RKD and AMTML)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Typed plugin parameters: every distiller and aggregator declares its ``params`` as a pydantic model.
+"""Typed plugin parameters: every distiller, weighting and path method declares its ``params`` as a pydantic model.
 
 A plugin sets ``params_model`` to a subclass of ``Params`` whose fields carry a default, bounds and a
 one-line ``description``; its constructor gets the validated fields as ``self.params``. Validation,
@@ -34,7 +34,7 @@ class ParamsError(ValueError):
         super().__init__("; ".join(f"{field}: {message}" if field else message for field, message in problems))
 
     def lines(self, where: str) -> list[str]:
-        """'where.field: message' per problem (where: 'paths[2].params' or 'aggregator.params')."""
+        """'where.field: message' per problem (where: 'paths[2].params', 'weighting.params' or 'method.params')."""
         return [f"{where}.{field}: {message}" if field else f"{where}: {message}" for field, message in self.problems]
 
 

@@ -1,6 +1,6 @@
 """Name -> implementation registries.
 
-Every extensible family (datasets, models, distillers, aggregators) is a ``Registry``.
+Every extensible family (datasets, models, distillers, weightings, path methods) is a ``Registry``.
 A new implementation is one file that decorates itself with ``@REGISTRY.register(...)``
 plus one import line in its package's ``__init__`` so the decorator runs. Names in a
 RunSpec are only ever looked up here: nothing in a spec is imported or evaluated.

@@ -3,7 +3,10 @@
 A run is a pure function of its RunSpec (and the seed inside it). The spec is stored with
 the run, exported as YAML and re-runnable with ``python -m engine run spec.yaml``.
 This module checks structure and types only; names (datasets, architectures, spots,
-distillers, aggregators) are checked against the registries by ``engine.validate``.
+distillers, weightings, path methods) are checked against the registries by ``engine.validate``.
+
+Version 2 split the old ``aggregator`` into a ``weighting`` and an optional path ``method``; version-1 data
+(stored runs, old YAML files) is migrated on parsing (``migrate_spec_data``).
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+#: version-1 aggregators that changed what paths compute: they are path methods now, weighted "fixed"
+#: (their weights were their own: AMTML's teacher importance and hint weight, SAKD's and DFA's path weights)
+LEGACY_PATH_METHODS = frozenset({"amtml", "sakd", "dfa"})
 
 
 class _Strict(BaseModel):
@@ -176,8 +182,13 @@ class PathSpec(_Strict):
     enabled: bool = True
 
 
-class AggregatorSpec(_Strict):
+class WeightingSpec(_Strict):
     name: str = "equal"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodSpec(_Strict):
+    name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -188,7 +199,9 @@ class RunSpec(_Strict):
     teachers: list[TeacherSpec] = Field(default_factory=list)
     student: StudentSpec
     paths: list[PathSpec] = Field(default_factory=list)
-    aggregator: AggregatorSpec = Field(default_factory=AggregatorSpec)
+    weighting: WeightingSpec = Field(default_factory=WeightingSpec, description="how the terms are weighted")
+    method: MethodSpec | None = Field(None, description="a path method (amtml, sakd, dfa); None: each path's "
+                                                        "distiller on the whole batch")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     epochs: int = Field(10, gt=0)
@@ -216,6 +229,11 @@ class RunSpec(_Strict):
     @property
     def active_paths(self) -> list[PathSpec]:
         return [p for p in self.paths if p.enabled]
+
+    @property
+    def combination(self) -> str:
+        """How the paths are combined, in a few words: 'uncertainty', or 'amtml · fixed' with a path method."""
+        return f"{self.method.name} · {self.weighting.name}" if self.method else self.weighting.name
 
     @property
     def is_teacher_run(self) -> bool:
@@ -262,12 +280,34 @@ def _format_validation_error(err: ValidationError) -> list[str]:
     return lines
 
 
+def migrate_spec_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Version-1 data in the current format (a copy); current data unchanged.
+
+    ``aggregator: {name, params}`` becomes ``method: {name, params}`` with ``weighting: {name: fixed}`` for
+    the aggregators that were path methods (amtml, sakd, dfa), else ``weighting: {name, params}``.
+    """
+    if "aggregator" not in data:
+        return data
+    data = copy.deepcopy(data)
+    old = data.pop("aggregator")
+    if not isinstance(old, dict) or "weighting" in data or "method" in data:
+        data["aggregator"] = old  # not a version-1 spec after all: let validation name the field
+        return data
+    if old.get("name") in LEGACY_PATH_METHODS:
+        data["method"] = {"name": old["name"], "params": old.get("params") or {}}
+        data["weighting"] = {"name": "fixed"}
+    else:
+        data["weighting"] = {"name": old.get("name", "equal"), "params": old.get("params") or {}}
+    data["version"] = SPEC_VERSION
+    return data
+
+
 def parse_spec(data: Any) -> RunSpec:
-    """Build a RunSpec from plain data, raising SpecError with every problem."""
+    """Build a RunSpec from plain data (version 1 is migrated), raising SpecError with every problem."""
     if not isinstance(data, dict):
         raise SpecError([f"spec: expected a mapping of fields, got {type(data).__name__}"])
     try:
-        return RunSpec.model_validate(data)
+        return RunSpec.model_validate(migrate_spec_data(data))
     except ValidationError as err:
         raise SpecError(_format_validation_error(err)) from None
 
@@ -314,7 +354,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """
     if not isinstance(data, dict):
         raise SpecError([f"spec: expected a mapping of fields, got {type(data).__name__}"])
-    data = copy.deepcopy(data)
+    data = copy.deepcopy(migrate_spec_data(data))  # overrides name the current fields, also on a version-1 file
     errors = []
     for override in overrides:
         key, sep, text = override.partition("=")

@@ -1,4 +1,4 @@
-"""What the training loop hands to distillers and aggregators, in a leaf module that imports no plugin and
+"""What the training loop hands to distillers, path methods and weightings, in a leaf module that imports no plugin and
 not the training loop: the step's context, each path's route (teacher, teacher spot, student spot), the
 tapped shapes, and the small protocols (``LearnerView``, ``Reporter``) plugins are typed against instead
 of engine/train.py's classes.
@@ -27,7 +27,7 @@ class PathRoute(NamedTuple):
 
 @dataclass
 class StepContext:
-    """What a loss term or an aggregator may need beyond the two taps."""
+    """What a loss term, a path method or a weighting may need beyond the two taps."""
 
     labels: torch.Tensor
     epoch: int
@@ -44,7 +44,7 @@ class StepContext:
 
 @dataclass
 class TappedShapes:
-    """Shapes (without batch) of every tapped spot: what aggregators size their parts by."""
+    """Shapes (without batch) of every tapped spot: what path methods and weightings size their parts by."""
 
     student: dict[str, tuple[int, ...]]
     teachers: dict[str, dict[str, tuple[int, ...]]]
@@ -61,7 +61,7 @@ class Reporter(Protocol):
 
 
 class LearnerView(Protocol):
-    """What aggregators and the negative-transfer probe read of the learner (engine.train.Learner is one)."""
+    """What path methods, weightings and the negative-transfer probe read of the learner (engine.train.Learner is one)."""
 
     #: the tapped student (engine.models.spots.TappedModel): ``student(x)`` -> {spot: tap}; ``.model``, ``.arch``
     student: Any

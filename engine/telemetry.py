@@ -1,4 +1,4 @@
-"""Per-sample arrays an aggregator emits at a cadence (per-instance weights, routing decisions, alphas).
+"""Per-sample arrays a path method or weighting emits at a cadence (per-instance weights, routing decisions, alphas).
 
 Scalars (losses, path weights) are logged every `log_every` steps by the loop; arrays are
 larger, so they are recorded only on steps where ``due`` is set (every `telemetry_every`

@@ -1,8 +1,8 @@
 """The training step and loop: one loop for teachers (cross-entropy) and students (CE + paths).
 
-A step produces a dict of named losses ("task" and one "path:<id>" per path); the
-aggregator turns them into the update. New distillers and aggregators plug in through
-their registries without touching this file.
+A step produces named terms ("task", one "path:<id>" per path, a path method's own terms); the run's
+objective (engine/objective.py) weighs them with the run's weighting and backpropagates their sum. New
+distillers, path methods and weightings plug in through their registries without touching this file.
 """
 from __future__ import annotations
 
@@ -17,21 +17,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.aggregators.base import TASK, Aggregator, path_key
 from engine.data.bundle import DataBundle, Split, iterate_batches
 from engine.data.stream import Batch, live_batches, view_batches
 from engine.data.teacher_cache import CachedTaps
 from engine.diagnostics.probe import GradientProbe
+from engine.methods.base import PathMethod
+from engine.objective import Objective, StepResult
 from engine.models.spots import TappedModel
 from engine.paths.base import split_spot
 from engine.step import PathRoute, Reporter, StepContext, TappedShapes
+from engine.terms import TermInfo
 from engine.runtime import NonFiniteLoss
 from engine.spec import OptimizerSpec, ScheduleSpec
 from engine.telemetry import Recorded, Telemetry
+from engine.weightings.base import Weighting
 from engine.workspace import save_atomic
 from engine.vocabulary import (
-    HURTS, LABELS_KEY, LOGITS_SPOT, LR_KEY, MAIN_PHASE, TEST_ACC, THROUGHPUT_KEY, TIME_SECTIONS, TOTAL_LOSS,
-    TRAIN_ACC, VAL_ACC, VAL_LOSS, loss_key, time_key, weight_key,
+    HURTS, LABELS_KEY, LOGITS_SPOT, LR_KEY, MAIN_PHASE, TASK, TEST_ACC, THROUGHPUT_KEY, TIME_SECTIONS,
+    TOTAL_LOSS, TRAIN_ACC, VAL_ACC, VAL_LOSS, loss_key, time_key, weight_key,
 )
 
 EVAL_BATCH = 512
@@ -105,11 +108,16 @@ def read_tap(taps: dict[str, torch.Tensor], spot: str) -> torch.Tensor | tuple[t
     return taps[spot] if len(names) == 1 else tuple(taps[name] for name in names)
 
 
+WeightingFactory = Callable[[list[TermInfo]], Weighting]
+
+
 class Learner(nn.Module):
-    """The student, its paths' distillers and the aggregator: everything a step trains."""
+    """The student, its paths' distillers, the path method and the weighting: everything a step trains."""
 
     def __init__(self, student: TappedModel, distillers: dict[str, nn.Module], path_spots: dict[str, PathRoute],
-                 aggregator: Aggregator, teachers: dict[str, TeacherTaps], shapes: TappedShapes | None = None) -> None:
+                 method: PathMethod, make_weighting: WeightingFactory, teachers: dict[str, TeacherTaps],
+                 shapes: TappedShapes | None = None) -> None:
+        """make_weighting gets the method's weighable terms (known once the method is attached)."""
         super().__init__()
         self.student = student
         self.distillers = nn.ModuleDict(distillers)
@@ -117,21 +125,30 @@ class Learner(nn.Module):
         self.teachers = teachers  # plain dict: frozen teachers are neither trained nor saved here
         self.shapes = shapes or TappedShapes({}, {})
         self.cached: dict[str, CachedTaps] = {}  # teacher id -> its cached taps (see runner.attach_teacher_cache)
-        self.aggregator = aggregator
-        aggregator.attach(self)
+        self.method = method
+        method.attach(self)
+        method_terms = method.term_infos(self)
+        self.weighting = make_weighting([t for t in method_terms if t.weighable])
+        self.weighting.attach(self)
+        self.objective = Objective(method, method_terms, self.weighting)
+        self.objective.attach(self)
 
-    def losses(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, batch: Batch | None = None
-               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Named losses of one batch, and the student's logits; the taps are left in ctx."""
+    def terms(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext, batch: Batch | None = None
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The named terms of one batch (task and the method's), and the student's logits; taps stay in ctx."""
         ctx.x = x
         ctx.teacher_taps = {tid: self._teacher_taps(tid, x, batch) for tid in self.teachers}  # once per step each
         ctx.mark("teachers")
         ctx.student_taps = self.student(x)
         ctx.mark("student")
         logits = ctx.student_taps[LOGITS_SPOT]
-        losses = {TASK: F.cross_entropy(logits, y), **self.aggregator.path_losses(self, ctx)}
+        values = {TASK: F.cross_entropy(logits, y), **self.method.terms(self, ctx)}
         ctx.mark("paths")
-        return losses, logits
+        return values, logits
+
+    def own_learner_parameters(self) -> set[int]:
+        """ids of the parameters that train on their own optimizers (kept out of the student's)."""
+        return {id(p) for part in self.objective.learners for p in part.parameters()}
 
     def _teacher_taps(self, tid: str, x: torch.Tensor, batch: Batch | None) -> dict[str, torch.Tensor]:
         if batch is not None and tid in self.cached:
@@ -140,28 +157,36 @@ class Learner(nn.Module):
 
     def path_loss(self, pid: str, student_taps: dict[str, torch.Tensor],
                   teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor:
-        """Path `pid`'s distiller on the given taps (aggregators may pass subsets or mixed taps)."""
+        """Path `pid`'s distiller on the given taps (path methods may pass subsets or mixed taps)."""
         tid, t_spot, s_spot = self.path_spots[pid]
         return self.distillers[pid](read_tap(student_taps, s_spot), read_tap(teacher_taps[tid], t_spot), ctx)
 
     def state_for_checkpoint(self) -> dict[str, Any]:
         return {"model": self.student.model.state_dict(), "distillers": self.distillers.state_dict(),
-                "aggregator": self.aggregator.state_dict()}
+                "method": self.method.state_dict(), "weighting": self.weighting.state_dict()}
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.student.model.load_state_dict(state["model"])
         self.distillers.load_state_dict(state["distillers"])
-        self.aggregator.load_state_dict(state["aggregator"])
+        if "aggregator" in state:  # a checkpoint from before the split: one module played both roles
+            legacy_role = self.weighting if type(self.method) is PathMethod else self.method
+            legacy_role.load_state_dict(state["aggregator"])
+            return
+        self.method.load_state_dict(state["method"])
+        self.weighting.load_state_dict(state["weighting"])
 
 
 def _param_groups(learner: Learner) -> list[dict[str, Any]]:
-    """Student and distiller parts decay; an aggregator's weights (log-variances, latents) must not."""
-    aggregator_ids = {id(p) for p in learner.aggregator.parameters()}
-    trained = [p for p in learner.parameters() if p.requires_grad and id(p) not in aggregator_ids]
+    """Student and distiller parts decay; a method's or weighting's weights (log-variances, latents) must not;
+    parts with optimizers of their own stay out."""
+    combining = {id(p) for p in (*learner.method.parameters(), *learner.weighting.parameters())}
+    own = learner.own_learner_parameters()
+    trained = [p for p in learner.parameters() if p.requires_grad and id(p) not in combining | own]
     groups = [{"params": trained}]
-    own = [p for p in learner.aggregator.student_optimized_parameters() if p.requires_grad]
-    if own:
-        groups.append({"params": own, "weight_decay": 0.0})
+    undecayed = [p for p in (*learner.method.parameters(), *learner.weighting.parameters())
+                 if p.requires_grad and id(p) not in own]
+    if undecayed:
+        groups.append({"params": undecayed, "weight_decay": 0.0})
     return groups
 
 
@@ -240,7 +265,8 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
         step, train_acc = _train_epoch(learner, optimizer, bundle.train, cfg, epoch, step, timer, reporter,
                                        steps_per_epoch)
         scheduler.step()
-        learner.aggregator.on_epoch_end(epoch)
+        learner.method.on_epoch_end(epoch)
+        learner.weighting.on_epoch_end(epoch)
         metrics = _end_of_epoch(learner, bundle, cfg, epoch, step, train_acc, device, reporter)
         if cfg.checkpoint_dir is not None:
             _save_checkpoint(learner, optimizer, scheduler, cfg, epoch, step)
@@ -264,7 +290,7 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
     timer.begin_epoch()
     on_gpu = device.type == "cuda"
     correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
-    last_weights: dict[str, torch.Tensor] = {}  # what the aggregator gave each path on the previous step
+    last_weights: dict[str, torch.Tensor] = {}  # each term's weight on the previous step
     for i, batch in enumerate(_batches(split, cfg, generator)):
         reporter.check_stop()
         logging = step % cfg.log_every == 0
@@ -276,15 +302,15 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         ctx = StepContext(labels=y, epoch=epoch, step=step, index=batch.index,
                           telemetry=Telemetry(due=step % cfg.telemetry_every == 0), mark=timer.mark)
         with _autocast(device, cfg.autocast_dtype):
-            losses, logits = learner.losses(x, y, ctx, batch)
+            values, logits = learner.terms(x, y, ctx, batch)
         if cfg.probe is not None and cfg.probe.due(step):
-            _probe(learner, losses, ctx, cfg, optimizer, last_weights, reporter, epoch)
+            _probe(learner, values, ctx, cfg, optimizer, last_weights, reporter, epoch)
             timer.mark("diagnostics")
         optimizer.zero_grad(set_to_none=True)
-        total, weights = learner.aggregator.backward(losses, ctx)
-        last_weights = weights
+        result = learner.objective.backward(values, ctx)
+        last_weights = result.weights
         if logging or not on_gpu:  # a finiteness check syncs with the GPU: there, only at logging boundaries
-            _check_finite(cfg.phase, step, total, losses)
+            _check_finite(cfg.phase, step, result.total, result.values)
         optimizer.step()
         timer.mark("backward")
         _record_arrays(ctx, y, batch.index, cfg.phase, step, epoch, reporter)
@@ -292,20 +318,20 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         seen += len(y)
         timer.end(len(y))
         if logging:
-            values = _step_values(total, losses, weights, optimizer)
-            reporter.log(cfg.phase, step, epoch, {**values, **timer.report()})
+            reporter.log(cfg.phase, step, epoch, {**_step_values(result, optimizer), **timer.report()})
         step += 1
         cfg.progress((epoch + (i + 1) / steps_per_epoch) / cfg.epochs)
     return step, correct.item() / max(seen, 1)
 
 
-def _probe(learner: Learner, losses: dict[str, torch.Tensor], ctx: StepContext, cfg: FitConfig,
+def _probe(learner: Learner, values: dict[str, torch.Tensor], ctx: StepContext, cfg: FitConfig,
            optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor], reporter: Reporter, epoch: int) -> None:
-    probe = cfg.probe
+    probe, objective = cfg.probe, learner.objective
     flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == HURTS}
-    values = probe.measure(learner, losses, ctx, optimizer.param_groups[0]["lr"], weights)
-    reporter.log(cfg.phase, ctx.step, epoch, values)
-    learner.aggregator.on_probe(probe)
+    measured = probe.measure(learner, values[TASK], objective.path_losses(learner, values, ctx), ctx,
+                             optimizer.param_groups[0]["lr"], objective.path_weights(weights))
+    reporter.log(cfg.phase, ctx.step, epoch, measured)
+    learner.weighting.on_probe(probe)
     for pid, details in probe.details().items():
         if details["verdict"] == HURTS and pid not in flagged:
             reporter.event("warning", f"path {pid} flagged as hurting at step {ctx.step}: its gradient points "
@@ -330,10 +356,11 @@ def _record_arrays(ctx: StepContext, y: torch.Tensor, index: torch.Tensor, phase
 
 
 class StepTimer:
-    """Where a step's time goes: data, teachers, student forward, path losses, aggregator, backward, diagnostics.
+    """Where a step's time goes: data, teachers, student forward, path terms, weighting, backward, diagnostics.
 
-    "aggregator" is weighting and combining the losses (with gradient surgery, PCGrad's per-path
-    backward passes too); "backward" is the backward pass of the combined loss and the optimizer step.
+    The weighting's section is logged as "aggregator" (the key stored runs use): weighing and combining the
+    terms, the gradient matrix a weighting asks for, and its own learners' steps; "backward" is the backward
+    pass of the combined loss and the optimizer step.
 
     Reports milliseconds per measured step for each section and samples per second over all
     steps since the last report. On a GPU a measured step synchronises at each mark, so only
@@ -384,11 +411,17 @@ class StepTimer:
         return values
 
 
-def _step_values(total: torch.Tensor, losses: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
-                 optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    values = {TOTAL_LOSS: total.item(), LR_KEY: optimizer.param_groups[0]["lr"]}
-    values.update({loss_key(name): v.item() for name, v in losses.items()})
-    values.update({weight_key(path_key(pid)): float(w) for pid, w in weights.items()})
+def _step_values(result: StepResult, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Total, every term's value and weight, and the learning rate, read from the device in one transfer."""
+    names = list(result.values)
+    learnt = [n for n in names if torch.is_tensor(result.weights[n])]  # fixed weights are plain floats
+    tensors = [result.total, *(result.values[n] for n in names), *(result.weights[n] for n in learnt)]
+    numbers = torch.stack([t.detach().float().reshape(()) for t in tensors]).tolist()
+    values = {TOTAL_LOSS: numbers[0], LR_KEY: optimizer.param_groups[0]["lr"]}
+    values.update({loss_key(n): v for n, v in zip(names, numbers[1:1 + len(names)])})
+    weights = {n: float(result.weights[n]) for n in names if n not in learnt}
+    weights.update(zip(learnt, numbers[1 + len(names):]))
+    values.update({weight_key(n): weights[n] for n in names})
     return values
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-from engine.aggregators import AGGREGATORS
+from engine.methods import METHODS
+from engine.step import PathRoute
+from engine.weightings import WEIGHTINGS
 from engine.data import DATASETS, dataset_signature
 from engine.data.bundle import DatasetError
 from engine.models import MODELS, build_model
@@ -49,17 +51,19 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
             errors += _source_errors(f"teachers[{i}].source", "teacher", teacher, home, input_shape, num_classes)
     for i, path in enumerate(spec.paths):
         errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
-    errors += _aggregator_errors(spec)
+    errors += _weighting_errors(spec) + _method_errors(spec)
     return errors
 
 
 def params_errors(spec: RunSpec) -> list[str]:
-    """Every path's and the aggregator's ``params`` against the plugin's params model, as
+    """Every path's, the weighting's and the method's ``params`` against the plugin's params model, as
     'paths[2].params.temperature: Input should be greater than 0' (unknown plugin names are skipped:
     validate_spec names them). Needs only the registries, so the runner checks a spec with it too."""
     errors: list[str] = []
     plugins = [(f"paths[{i}].params", DISTILLERS, p.distiller, p.params) for i, p in enumerate(spec.paths)]
-    plugins.append(("aggregator.params", AGGREGATORS, spec.aggregator.name, spec.aggregator.params))
+    plugins.append(("weighting.params", WEIGHTINGS, spec.weighting.name, spec.weighting.params))
+    if spec.method is not None:
+        plugins.append(("method.params", METHODS, spec.method.name, spec.method.params))
     for where, registry, name, params in plugins:
         if name not in registry:
             continue
@@ -225,22 +229,36 @@ def _shape_of(taps: list[SpotInfo]) -> tuple:
     return taps[0].shape if len(taps) == 1 else tuple(t.shape for t in taps)
 
 
-def _aggregator_errors(spec: RunSpec) -> list[str]:
-    name = spec.aggregator.name
-    if name not in AGGREGATORS:
-        return [f"aggregator.name: {_unknown('aggregator', name, AGGREGATORS.names())}"]
-    paths = spec.active_paths
-    if AGGREGATORS.get(name).needs_probe and not spec.diagnostics.enabled:
-        return [f"aggregator: {name} is driven by the negative-transfer probe: set diagnostics.enabled: true"]
+def _weighting_errors(spec: RunSpec) -> list[str]:
+    name = spec.weighting.name
+    if name not in WEIGHTINGS:
+        return [f"weighting.name: {_unknown('weighting', name, WEIGHTINGS.names())}"]
+    if WEIGHTINGS.get(name).needs_probe and not spec.diagnostics.enabled:
+        return [f"weighting: {name} is driven by the negative-transfer probe: set diagnostics.enabled: true"]
     try:
-        aggregator = AGGREGATORS.get(name)([p.id for p in paths], {p.id: 1.0 for p in paths}, **spec.aggregator.params)
+        parse_params(WEIGHTINGS.get(name).params_model, spec.weighting.params)
     except ParamsError as err:
-        return err.lines("aggregator.params")
+        return err.lines("weighting.params")
+    return []
+
+
+def _method_errors(spec: RunSpec) -> list[str]:
+    if spec.method is None:
+        return []
+    name = spec.method.name
+    if name not in METHODS:
+        return [f"method.name: {_unknown('method', name, METHODS.names())}"]
+    paths = spec.active_paths
+    try:
+        method = METHODS.get(name)([p.id for p in paths], {p.id: 1.0 for p in paths},
+                                   {p.id: p.distiller for p in paths}, **spec.method.params)
+    except ParamsError as err:
+        return err.lines("method.params")
     except (TypeError, ValueError) as err:
-        return [f"aggregator.params: {err}"]
-    try:  # what an aggregator needs of the paths (SAKD's routable spots) is checked here, before any work
-        aggregator.wanted_spots([t.id for t in spec.teachers], {p.id: (p.teacher, p.teacher_spot, p.student_spot)
-                                                                  for p in paths})
+        return [f"method.params: {err}"]
+    try:  # what a method needs of the paths (SAKD's routable spots) is checked here, before any work
+        method.wanted_spots([t.id for t in spec.teachers], {p.id: PathRoute(p.teacher, p.teacher_spot, p.student_spot)
+                                                              for p in paths})
     except ValueError as err:
-        return [f"aggregator: {name} cannot use these paths: {err}"]
+        return [f"method: {name} cannot use these paths: {err}"]
     return []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 # ---------------------------------------------------------------- phases (the "phase" column of metrics)
 MAIN_PHASE = "main"            # the student's training
-SEARCH_PHASE = "search"        # an aggregator's search before training (DFA)
+SEARCH_PHASE = "search"        # a path method's search before training (DFA)
 EXPLAIN_PHASE = "explain"      # attribution agreement per checkpoint
 TEACHER_PHASE_PREFIX = "teacher:"
 
@@ -56,6 +56,8 @@ ACC_KEYS = (TRAIN_ACC, VAL_ACC, TEST_ACC)
 TIME_PREFIX = "time/"
 THROUGHPUT_KEY = "throughput/samples_per_s"
 # Step-time sections in the order a step runs them; each is logged as "time/<section>" (ms per step).
+# "aggregator" is the weighting's work (weights, gradient matrix, own learners); the key predates the split
+# into weightings and path methods and stays so that stored runs keep drawing.
 TIME_SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
 DIAG_PREFIX = "diag/"          # the negative-transfer probe: "diag/<measure>:<path id>"
 AGREE_PREFIX = "agree/"        # attribution agreement: "agree/<measure>:<teacher id>"

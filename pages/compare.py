@@ -1,15 +1,16 @@
-"""Compare: every run in one table, final accuracy grouped by aggregator, one metric overlaid, CSV export."""
+"""Compare: every run in one table, final accuracy grouped by combination (path method · weighting), one metric
+overlaid, CSV export."""
 import pandas as pd
 import streamlit as st
 
 from app import cached, charts
-from app.queries import aggregator_summary
+from app.queries import combination_summary
 from app.widgets import download_student, empty_state, smoothing_picker, user_errors
 from engine.vocabulary import MAIN_PHASE, TEST_ACC, TOTAL_LOSS, VAL_ACC
 
 DEFAULT_OVERLAY = 3
 PREFERRED_METRICS = (VAL_ACC, TEST_ACC, TOTAL_LOSS)
-TABLE_COLUMNS = ["name", "id", "status", "dataset", "student", "aggregator", "n_paths",
+TABLE_COLUMNS = ["name", "id", "status", "dataset", "student", "combination", "n_paths",
                  "test_acc_pct", "val_acc_pct", "duration_s"]
 ALL_RUNS = "(all runs)"
 
@@ -92,8 +93,8 @@ def summary_table(summary: pd.DataFrame) -> None:
 
 
 def group_view(runs: pd.DataFrame) -> None:
-    """Final test accuracy per aggregator over one comparison group (or any runs picked)."""
-    st.subheader("Group by aggregator")
+    """Final test accuracy per combination over one comparison group (or any runs picked)."""
+    st.subheader("Group by combination")
     groups = groups_newest_first(runs)
     group = st.selectbox("Group", [*groups, ALL_RUNS], key="cmp_group",
                          help="Comparisons launched from Configure share a group; the newest is shown first")
@@ -103,18 +104,18 @@ def group_view(runs: pd.DataFrame) -> None:
                             key=f"cmp_group_runs-{group}", format_func=lambda run_id: labels.get(run_id, run_id))
     selected = runs[runs["id"].isin(chosen)]
     if not chosen:
-        st.info("Select runs above to compare their final accuracy by aggregator.")
+        st.info("Select runs above to compare their final accuracy by combination.")
         return
     if not groups:
         st.caption("No comparison groups yet: launch one from Configure (Launch a comparison). "
                    "Until then every run is shown, whatever its setup.")
-    summary = aggregator_summary(selected)
+    summary = combination_summary(selected)
     if summary.empty or not summary["finished"].any():
         st.info("None of these runs has finished yet: the accuracies appear here as they do.")
         return
     summary_table(summary)
     finished = selected[(selected["status"] == "done") & selected["test_acc_pct"].notna()]
-    st.plotly_chart(charts.aggregator_accuracy_figure(finished, summary[summary["finished"] > 0]),
+    st.plotly_chart(charts.combination_accuracy_figure(finished, summary[summary["finished"] > 0]),
                     key="cmp_group_chart", config={"displaylogo": False})
 
 

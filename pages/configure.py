@@ -26,7 +26,6 @@ from app.spec_form import (
 )
 from app.widgets import DEMO_SPEC, go_live, user_errors
 from app.writes import plan, save_checkpoint, submit_comparison, submit_run, submit_teacher_check, uploads_dir
-from engine.aggregators import AGGREGATORS
 from engine.comparison import check_variant
 from engine.data import DATASETS, dataset_signature, load_dataset
 from engine.data.bundle import DatasetError
@@ -37,11 +36,13 @@ from engine.models.checkpoint import CHECKPOINT_EXTENSIONS, CheckpointError, Che
 from engine.models.families import FAMILIES, family_models
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
-from engine.registry import UnknownName
+from engine.methods import METHODS
+from engine.registry import Registry, UnknownName
 from engine.spec import (
     DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, spec_from_yaml,
     spec_to_dict, spec_to_yaml,
 )
+from engine.weightings import WEIGHTINGS
 
 CFG = "cfg_spec"
 CHECK_JOB = "cfg_teacher_check_job"
@@ -54,6 +55,7 @@ AUGMENTS = list(get_args(DatasetSpec.model_fields["augment"].annotation))
 NORMALIZE_MODES = ["dataset", "imagenet", "none", "custom"]
 STREAM_MODES = list(get_args(DatasetSpec.model_fields["stream"].annotation))
 EDIT_FIELDS = ("edited_rows", "added_rows", "deleted_rows")
+NO_METHOD = "none — each path's distiller"
 
 
 # ---------------------------------------------------------------- state
@@ -524,24 +526,48 @@ def path_params_panel(d: dict[str, Any], problems: list[str]) -> None:
                                        problems, columns=4)
 
 
-def aggregator_section(d: dict[str, Any], problems: list[str]) -> None:
-    agg = d["aggregator"]
-    descriptions = {e.name: e.description for e in AGGREGATORS}
+def plugin_params(part: dict[str, Any], registry: Registry, field: str, column: Any, problems: list[str]) -> None:
+    """The params inputs of ``part`` ({name, params}), its description in ``column``: inputs generated from its
+    params model, or a YAML mapping for a name the registry does not know (from a YAML file): it has no schema."""
+    name = part["name"]
+    if name not in registry:
+        with column:
+            part["params"] = mapping_input(f"{field.capitalize()} params (YAML)", part.get("params") or {},
+                                           f"{field}.params.{name}", f"{field}.params", problems)
+        return
+    column.caption(registry.entry(name).description)
+    # The name in the key starts another plugin's inputs afresh.
+    part["params"] = params_inputs(registry.get(name).params_model, part.get("params") or {},
+                                   key(f"{field}.params.{name}"), f"{field}.params", problems, columns=4)
+
+
+def weighting_section(d: dict[str, Any], problems: list[str]) -> None:
+    """How the terms are weighted: one of WEIGHTINGS, with its parameters."""
+    weighting = d["weighting"]
     c1, c2 = st.columns([1, 2])
     with c1:
-        name = choice("Aggregator", list(descriptions), agg["name"], "aggregator.name")
-    if name != agg["name"]:
-        agg["params"] = {}  # each aggregator has its own params
-    agg["name"] = name
-    if name not in descriptions:  # an unknown name (from a YAML file) has no schema: its params stay YAML
-        with c2:
-            agg["params"] = mapping_input("Aggregator params (YAML)", agg["params"], f"aggregator.params.{name}",
-                                          "aggregator.params", problems)
+        name = choice("Weighting", WEIGHTINGS.names(), weighting["name"], "weighting.name",
+                      help="\n\n".join(f"**{e.name}**: {e.description}" for e in WEIGHTINGS))
+    if name != weighting["name"]:
+        weighting["params"] = {}  # each weighting has its own params
+    weighting["name"] = name
+    plugin_params(weighting, WEIGHTINGS, "weighting", c2, problems)
+
+
+def method_section(d: dict[str, Any], problems: list[str]) -> None:
+    """What the paths compute: each path's distiller (no method), or one of METHODS with its parameters."""
+    current = (d.get("method") or {}).get("name", NO_METHOD)
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        name = choice("Path method", [NO_METHOD, *METHODS.names()], current, "method.name",
+                      help="\n\n".join(f"**{e.name}**: {e.description}" for e in METHODS))
+    if name == NO_METHOD:
+        d["method"] = None
+        c2.caption("Each path's distiller on the whole batch, one term per path, weighted by the weighting above.")
         return
-    c2.caption(descriptions[name])
-    # Inputs generated from the aggregator's params model; the name in the key starts another one afresh.
-    agg["params"] = params_inputs(AGGREGATORS.get(name).params_model, agg["params"], key(f"aggregator.params.{name}"),
-                                  "aggregator.params", problems, columns=4)
+    if name != current:
+        d["method"] = {"name": name, "params": {}}  # each method has its own params
+    plugin_params(d["method"], METHODS, "method", c2, problems)
 
 
 def diagnostics_section(d: dict[str, Any]) -> None:
@@ -620,27 +646,27 @@ def teacher_check_result(spec: RunSpec | None) -> None:
                 st.caption(row.note)
 
 
-def launch_comparison(d: dict[str, Any], aggregators: list[str], seeds: list[int], home: str) -> None:
-    """Queue every valid (aggregator, seed) variant in one new group; list the invalid ones with their errors."""
-    with st.spinner(f"Checking {len(aggregators) * len(seeds)} variants…"):
-        comparison = plan(d, aggregators, seeds, home)
+def launch_comparison(d: dict[str, Any], weightings: list[str], seeds: list[int], home: str) -> None:
+    """Queue every valid (weighting, seed) variant in one new group; list the invalid ones with their errors."""
+    with st.spinner(f"Checking {len(weightings) * len(seeds)} variants…"):
+        comparison = plan(d, weightings, seeds, home)
     group_id, run_ids = submit_comparison(home, comparison)
     if run_ids:
         st.success(f"Queued {len(run_ids)} run(s) in group `{group_id}`.")
-        st.page_link(page_file("compare"), label="Compare them by aggregator", icon=":material/compare_arrows:")
+        st.page_link(page_file("compare"), label="Compare them by combination", icon=":material/compare_arrows:")
     for name, errors in comparison.invalid:
         st.error(f"Not launched: **{name}**\n\n" + "\n".join(f"- `{line}`" for line in errors))
 
 
 def comparison_section(d: dict[str, Any], home: str) -> None:
     st.subheader("Launch a comparison")
-    st.caption("One run of the spec above per aggregator and seed, in one group that Compare summarises "
-               "by aggregator. Aggregator params are kept for the spec's own aggregator only.")
-    names = AGGREGATORS.names()
-    current = d["aggregator"]["name"]
+    st.caption("One run of the spec above per weighting and seed, with the spec's path method, in one group that "
+               "Compare summarises by combination. Weighting params are kept for the spec's own weighting only.")
+    names = WEIGHTINGS.names()
+    current = d["weighting"]["name"]
     c1, c2 = st.columns([3, 1])
-    chosen = c1.multiselect("Aggregators", names, default=[current] if current in names else [],
-                            key=key("cmp.aggregators"))
+    chosen = c1.multiselect("Weightings", names, default=[current] if current in names else [],
+                            key=key("cmp.weightings"))
     seeds_text = c2.text_input("Seeds", str(d["seed"]), key=key("cmp.seeds"), help="comma-separated, e.g. 0,1,2")
     if st.button("Launch comparison", icon=":material/stacked_bar_chart:", disabled=not chosen):
         try:
@@ -677,9 +703,12 @@ def main() -> None:
     st.subheader("Paths")
     paths_section(d, signature, problems)
     slots["paths"] = st.empty()
-    st.subheader("Aggregator")
-    aggregator_section(d, problems)
-    slots["aggregator"] = st.empty()
+    st.subheader("Weighting")
+    weighting_section(d, problems)
+    slots["weighting"] = st.empty()
+    st.subheader("Path method")
+    method_section(d, problems)
+    slots["method"] = st.empty()
     st.subheader("Diagnostics")
     diagnostics_section(d)
     slots["diagnostics"] = st.empty()

@@ -17,9 +17,10 @@ st.markdown(
     """
 A browser lab for **knowledge distillation with many paths at once**. Pick teachers, a student
 and the *paths* between them (teacher layer → student layer → distiller loss); a background worker
-trains the student while an *aggregator* weighs the paths, and these pages show the curves live.
+trains the student while a *weighting* weighs the paths' terms (a *path method* such as AMTML may change what the
+paths compute), and these pages show the curves live.
 
-- **Researchers** compare aggregation strategies on one setup and spot a harmful path before spending GPU days.
+- **Researchers** compare weightings and path methods on one setup and spot a harmful path before spending GPU days.
 - **Teachers of a course** show distillation live: temperature, hints, adaptive weights, negative transfer.
 - **Practitioners** find out which teachers and layers are worth distilling from for their own model and data.
 """
@@ -46,7 +47,8 @@ with user_errors("Recent runs"):
         empty_state()
     else:
         st.dataframe(
-            runs.head(RECENT)[["name", "id", "status", "student", "n_paths", "test_acc_pct", "created"]],
+            runs.head(RECENT)[["name", "id", "status", "student", "combination", "n_paths", "test_acc_pct",
+                               "created"]],
             hide_index=True,
             column_config={
                 "n_paths": st.column_config.NumberColumn("paths"),

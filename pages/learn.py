@@ -2,7 +2,7 @@
 
 Temperature uses a teacher this workspace trained (one forward pass on ten digits by
 ``engine.lessons``, cached by the file's mtime: the page never trains nor imports torch); paths
-come from the model zoo's spots and the candidate proposer; the aggregator toy runs the engine's
+come from the model zoo's spots and the candidate proposer; the weighting toy runs the engine's
 PCGrad and MGDA code; the negative-transfer lesson queues the planted-teacher demo for the worker.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ PRESETS: dict[str, tuple[tuple[int, int, int], int, str, str]] = {
     "digits-sized: 1×8×8, 10 classes": ((1, 8, 8), 10, "small_cnn", "mlp"),
     "CIFAR-sized: 3×32×32, 100 classes": ((3, 32, 32), 100, "resnet56", "resnet20"),
 }
-AGGREGATOR_LINES = {
+WEIGHTING_LINES = {
     "equal": "the plain sum g₁ + g₂: the steeper loss dominates, and in a conflict the step can raise the other loss.",
     "uncertainty": "each gradient divided by twice its loss (Kendall's weights at their optimum, w = 1/(2L)): "
                    "losses of different scales count alike.",
@@ -258,8 +258,8 @@ def path_lesson() -> None:
     }), hide_index=True)
 
 
-def aggregator_lesson() -> None:
-    st.header("How aggregators differ")
+def weighting_lesson() -> None:
+    st.header("How weightings differ")
     st.markdown(
         "Two paths pull the student in different directions. Here they are two quadratic losses of two parameters, "
         "seen from the current point θ: each arrow is a step, the negative of a (combined) gradient. Widen the "
@@ -273,13 +273,13 @@ def aggregator_lesson() -> None:
     directions = learn_charts.update_directions(grads, losses)
     chart, notes = st.columns([3, 2])
     with chart:
-        st.plotly_chart(learn_charts.aggregator_figure(problem, directions), key="learn_aggregator_chart",
+        st.plotly_chart(learn_charts.weighting_figure(problem, directions), key="learn_weighting_chart",
                         config=PLOT_CONFIG)
     with notes:
-        for name, line in AGGREGATOR_LINES.items():
+        for name, line in WEIGHTING_LINES.items():
             st.markdown(f"**{name}**: {line}")
         changes = np.array([learn_charts.loss_changes(grads, d) for d in directions.values()])
-        st.dataframe(pd.DataFrame({"aggregator": list(directions), "step length": [np.linalg.norm(d) for d in
+        st.dataframe(pd.DataFrame({"weighting": list(directions), "step length": [np.linalg.norm(d) for d in
                                                                                    directions.values()],
                                    "L₁ change rate": changes[:, 0], "L₂ change rate": changes[:, 1]}),
                      hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
@@ -310,13 +310,13 @@ def negative_transfer_lesson() -> None:
 def main() -> None:
     st.title("Learn")
     st.caption("Distillation concepts, live: a real teacher's soft targets, the paths between two models, "
-               "how aggregators combine conflicting gradients, and a planted case of negative transfer.")
+               "how weightings combine conflicting gradients, and a planted case of negative transfer.")
     home_dir = cached.home()
     temperature_lesson(home_dir)
     st.divider()
     path_lesson()
     st.divider()
-    aggregator_lesson()
+    weighting_lesson()
     st.divider()
     negative_transfer_lesson()
 

@@ -1,5 +1,6 @@
 """Live: follow one run while it trains (status, progress, loss and accuracy curves, throughput, events)."""
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -32,6 +33,9 @@ def run_header(home: str, run: RunRow) -> None:
     with left:
         st.subheader(run.name)
         status_badge(run.status)
+        summary = spec_summary(run.spec_yaml)
+        st.caption(f"{summary['combination']} · {summary['n_paths']} path(s) · student {summary['student']}",
+                   help="the path method · the weighting (just the weighting when the paths use their distillers)")
     with right:
         if run.status in ("queued", "running"):
             if st.button("Cancel run", icon=":material/stop_circle:", disabled=bool(run.cancel_requested)):
@@ -98,20 +102,31 @@ def throughput_panel(series: RunSeries, phase: str, figure: go.Figure | None, ke
 
 def phase_charts(series: RunSeries, phase: str, path_ids: list[str], log_y: bool, smoothing: int,
                  run_id: str) -> None:
-    figures = charts.live_figures(series.display_frame(phase, smoothing), path_ids, log_y)
+    frame = series.display_frame(phase, smoothing)
+    figures = charts.live_figures(frame, path_ids, log_y)
     left, right = st.columns(2)
     with left:
         show_chart(figures["loss"], key=f"loss-{run_id}-{phase}")
     with right:
         show_chart(figures["accuracy"], key=f"acc-{run_id}-{phase}")
     if "weights" in figures:
-        # Every aggregator logs its weights; weight x loss shows what each path really adds to the total.
+        # Every run logs each term's weight; weight x loss shows what each term really adds to the total.
         left, right = st.columns(2)
         with left:
             show_chart(figures["weights"], key=f"weights-{run_id}-{phase}")
         with right:
             show_chart(figures["weighted"], key=f"weighted-{run_id}-{phase}")
+            st.caption(stack_note(frame))
     throughput_panel(series, phase, figures.get("step_time"), key=f"time-{run_id}-{phase}")
+
+
+def stack_note(frame: pd.DataFrame) -> str:
+    """What the stacked chart adds up to: the total loss, unless the run predates named terms."""
+    if (frame["key"] == charts.WEIGHTED_TERM_PREFIX + charts.TASK).any():
+        return ("Each band is one term's weight × its raw loss; stacked, the bands add up to the total loss "
+                "the student is trained on (the dashed line, as logged).")
+    return ("This run logged only its paths' weights (PathScope before named terms): the task term and any "
+            "method terms are missing, so the stacked paths stay below the total loss (the dashed line).")
 
 
 def curves(home: str, run: RunRow, log_y: bool, smoothing: int) -> None:

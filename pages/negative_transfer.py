@@ -1,5 +1,5 @@
 """Negative transfer: which paths the probe judged to hurt, the gradient geometry behind each verdict,
-what the aggregator did with the flagged paths, and an ablation that measures each path's real effect."""
+what the weighting did with the flagged paths, and an ablation that measures each path's real effect."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -101,16 +101,16 @@ def heatmap_section(diag: pd.DataFrame, path_ids: list[str], run_id: str) -> Non
                    key=f"nt-{measure}-{run_id}")
 
 
-def weight_section(metrics: pd.DataFrame, flagged: dict[str, int], path_ids: list[str], aggregator: str,
+def weight_section(metrics: pd.DataFrame, flagged: dict[str, int], path_ids: list[str], combination: str,
                    run_id: str) -> None:
-    st.subheader("What the aggregator did with the flagged paths")
+    st.subheader("What the weighting did with the flagged paths")
     if not flagged:
         st.caption("No path was flagged as hurting.")
         return
     if not metrics["key"].str.startswith(dc.PATH_WEIGHT_PREFIX).any():
-        st.caption("This run logged no path weights.")
+        st.caption("This run logged no path weights (its path method folds the paths into shared terms).")
         return
-    st.caption(f"The {aggregator} aggregator's weight on each flagged path; the dashed line marks the probe step "
+    st.caption(f"The weight ({combination}) on each flagged path's own term; the dashed line marks the probe step "
                "that first flagged it. A weight that stays up means the path kept pulling the student after it "
                "was flagged.")
     show_chart(dc.flagged_weight_figure(metrics, flagged, path_ids), key=f"nt-weights-{run_id}")
@@ -205,7 +205,7 @@ def run_view(home: str, run: RunRow) -> None:
     details = run.result.get("verdict_details") or dc.details_from_metrics(diag, path_ids, window)
     verdict_section(details, path_ids, "verdict_details" in run.result)
     heatmap_section(diag, path_ids, run.id)
-    weight_section(metrics, dc.flagged_steps(details, path_ids), path_ids, summary["aggregator"], run.id)
+    weight_section(metrics, dc.flagged_steps(details, path_ids), path_ids, summary["combination"], run.id)
     ablation_section(home, run, len(details))
 
 

@@ -1,9 +1,9 @@
-"""Teacher importance: what an adaptive aggregator learned about teachers, spots and samples.
+"""Teacher importance: what an adaptive path method or weighting learned about teachers, spots and samples.
 
-The page names no aggregator: each registered aggregator that records telemetry declares it
+The page names no plugin: each registered path method and weighting that records telemetry declares it
 (``engine.vocabulary.TelemetryPanel``: arrays, their axes and meaning, a suggested view), and a
 section appears for each declaration whose arrays the run has, drawn by ``app.telemetry_views``.
-Other aggregators record none, and the page says so.
+Others record none, and the page says so.
 """
 from __future__ import annotations
 
@@ -13,18 +13,22 @@ from app import cached
 from app import telemetry_views as tv
 from app.queries import spec_summary
 from app.widgets import pick_run, user_errors
+from engine.spec import RunSpec, SpecError, spec_from_yaml
 from engine.store import RunRow
 from engine.vocabulary import TelemetryPanel
 
 
-def no_telemetry_message(aggregator: str, declared: dict[str, TelemetryPanel]) -> str:
-    if aggregator in declared:
-        return (f"No telemetry recorded yet: {aggregator} records its arrays {declared[aggregator].when}. "
+def no_telemetry_message(spec: RunSpec | None, combination: str, declared: dict[str, TelemetryPanel]) -> str:
+    """Why nothing is drawn: the run's plugins record their arrays later, or none of them records any."""
+    own = [p.name for p in (spec.method, spec.weighting) if p is not None] if spec is not None else []
+    recording = next((name for name in own if name in declared), None)
+    if recording is not None:
+        return (f"No telemetry recorded yet: {recording} records its arrays {declared[recording].when}. "
                 "Come back once the run has started.")
-    names = list(declared)
+    names = sorted(declared)
     listed = " or ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
-    return (f"This run's aggregator ({aggregator}) records no per-instance weights: run {listed} to see them "
-            "(pick the aggregator on Configure, or launch a comparison there).")
+    return (f"This run's combination ({combination}) records no per-instance weights: run {listed} to see them "
+            "(pick the path method or weighting on Configure).")
 
 
 def run_view(home: str, run: RunRow) -> None:
@@ -39,7 +43,15 @@ def run_view(home: str, run: RunRow) -> None:
             tv.show_panel(tv.View(home, run, name, panel, recorded, summary["teacher_ids"]))
             shown = True
     if not shown:
-        st.info(no_telemetry_message(summary["aggregator"], declared), icon=":material/insights:")
+        st.info(no_telemetry_message(run_spec(run), summary["combination"], declared), icon=":material/insights:")
+
+
+def run_spec(run: RunRow) -> RunSpec | None:
+    """The run's spec (version 1 migrated), or None when it no longer parses."""
+    try:
+        return spec_from_yaml(run.spec_yaml)
+    except SpecError:
+        return None
 
 
 def main() -> None:

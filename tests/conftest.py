@@ -66,7 +66,7 @@ TWO_TEACHER_PATHS = [
 ]
 
 
-def two_teacher_spec(aggregator: dict, paths: list[dict], epochs: int = 2):
+def two_teacher_spec(weighting: dict, paths: list[dict], epochs: int = 2):
     """Two inline teachers (small CNN `cnn`, MLP `mlp`), a small CNN student and the given paths."""
     from engine.spec import parse_spec
 
@@ -74,11 +74,11 @@ def two_teacher_spec(aggregator: dict, paths: list[dict], epochs: int = 2):
     return parse_spec(tiny_spec_dict(
         teachers=[{"id": "cnn", "arch": "small_cnn", "arch_params": {"width": 8}, "source": source},
                   {"id": "mlp", "arch": "mlp", "arch_params": {"hidden": [32]}, "source": source}],
-        student={"arch": "small_cnn", "arch_params": {"width": 8}}, paths=paths, aggregator=aggregator, epochs=epochs))
+        student={"arch": "small_cnn", "arch_params": {"width": 8}}, paths=paths, weighting=weighting, epochs=epochs))
 
 
 def step_ctx(step: int = 0):
-    """A minimal step context for aggregator unit tests on hand-made losses."""
+    """A minimal step context for weighting and method unit tests on hand-made losses."""
     import torch
 
     from engine.paths.base import StepContext

@@ -1,6 +1,6 @@
 """Synthetic runs written straight into a store, for front-end tests (no training).
 
-Besides the metrics every run logs, the aggregators' telemetry follows the engine's contract:
+Besides the metrics every run logs, the path methods' telemetry follows the engine's contract:
 per-sample arrays (AMTML teacher weights, SAKD decisions) with a "labels" array of the same
 step and sample ids, and one-row arrays (index [-1]) for theta norms, agent losses and DFA's alphas.
 """
@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import Store, init_workspace
@@ -29,8 +30,8 @@ DFA_SEARCH_STEPS = [0, 4, 8, 12]
 ArrayRow = tuple[str, int, int, str, Recorded]
 
 
-def spec_yaml(name: str = "synthetic", aggregator: str = "equal", teacher_ids: tuple[str, ...] = ("t",),
-              dataset: dict | None = None) -> str:
+def spec_yaml(name: str = "synthetic", weighting: str = "equal", teacher_ids: tuple[str, ...] = ("t",),
+              dataset: dict | None = None, method: str | None = None) -> str:
     spec = parse_spec({
         "name": name,
         "dataset": dataset or {"name": "digits"},
@@ -40,7 +41,8 @@ def spec_yaml(name: str = "synthetic", aggregator: str = "equal", teacher_ids: t
             {"id": "p-logits", "teacher": teacher_ids[0], "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
             {"id": "p-hint", "teacher": teacher_ids[0], "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
         ],
-        "aggregator": {"name": aggregator},
+        "weighting": {"name": weighting},
+        "method": {"name": method} if method else None,
         "epochs": EPOCHS,
     })
     return spec_to_yaml(spec)
@@ -79,21 +81,59 @@ def metric_rows() -> list[tuple[str, int, int, str, float]]:
     return rows
 
 
-def add_finished_run(home: Path, name: str = "synthetic", aggregator: str = "equal",
+def add_finished_run(home: Path, name: str = "synthetic", weighting: str = "equal",
                      teacher_ids: tuple[str, ...] = ("t",), arrays: list[ArrayRow] | None = None,
                      extra_metrics: list[tuple[str, int, int, str, float]] | None = None,
-                     group_id: str | None = None, result: dict | None = None, dataset: dict | None = None) -> str:
+                     group_id: str | None = None, result: dict | None = None, dataset: dict | None = None,
+                     method: str | None = None, metrics: list[tuple[str, int, int, str, float]] | None = None,
+                     stored_spec: str | None = None) -> str:
+    """``metrics``: instead of ``metric_rows()``; ``stored_spec``: the spec YAML as stored (an old version)."""
     init_workspace(home)
     with closing(Store(home)) as store:
-        run_id = store.create_run(spec_yaml(name, aggregator, teacher_ids, dataset), name=name, group_id=group_id)
-        store.add_metrics(run_id, metric_rows() + (extra_metrics or []))
+        spec = stored_spec or spec_yaml(name, weighting, teacher_ids, dataset, method)
+        run_id = store.create_run(spec, name=name, group_id=group_id)
+        store.add_metrics(run_id, (metric_rows() if metrics is None else metrics) + (extra_metrics or []))
         store.add_arrays(run_id, arrays or [])
         store.add_event(run_id, "info", "run finished")
         store.finish_run(run_id, "done", result={"run_id": run_id, **(RESULT if result is None else result)})
     return run_id
 
 
-# ---------------------------------------------------------------- aggregator telemetry
+# ---------------------------------------------------------------- named terms of a path method and a weighting
+#: a run of method amtml weighted by uncertainty: its terms (the engine's names) and their base values
+TERMS = {"task": 1.0, "amtml/fused_kd": 0.8, "amtml/hint:p-hint": 0.4, "uncertainty/reg": -0.3}
+
+
+def term_loss(name: str, step: int) -> float:
+    return round(TERMS[name] - 0.005 * step, 4)
+
+
+def term_weight(name: str, step: int) -> float:
+    """The task and the regulariser keep weight 1 (never re-weighed); the method's terms vary with the step."""
+    return 1.0 if name in ("task", "uncertainty/reg") else round(0.7 + 0.01 * step, 4)
+
+
+def term_metric_rows() -> list[tuple[str, int, int, str, float]]:
+    """Every term's loss and weight as the engine logs them, the total their weighted sum; plus accuracies."""
+    rows = []
+    for step in STEPS:
+        epoch = epoch_of(step)
+        rows += [("main", step, epoch, f"{kind}/{name}", value(name, step))
+                 for name in TERMS for kind, value in (("loss", term_loss), ("weight", term_weight))]
+        total = sum(term_weight(n, step) * term_loss(n, step) for n in TERMS)
+        rows.append(("main", step, epoch, "loss/total", total))
+    rows += [r for r in metric_rows() if r[3].startswith("acc/") and r[0] == "main"]
+    return rows
+
+
+def legacy_spec_yaml(name: str, aggregator: str) -> str:
+    """A version-1 spec as PathScope stored it before the weighting/method split (``aggregator``)."""
+    data = yaml.safe_load(spec_yaml(name))
+    data.pop("weighting"), data.pop("method")
+    return yaml.safe_dump({**data, "version": 1, "aggregator": {"name": aggregator, "params": {}}}, sort_keys=False)
+
+
+# ---------------------------------------------------------------- path methods' telemetry
 def _batch(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Sample ids of one batch and their true digits labels (so the gallery's pictures match)."""
     from sklearn.datasets import load_digits

@@ -11,7 +11,7 @@ import pytest
 from engine.ablation import (
     NAME_MAX, AblationError, ablation_progress, ablation_specs, ablation_table, group_id_of, submit_ablation,
 )
-from engine.spec import parse_spec, spec_to_yaml
+from engine.spec import parse_spec, spec_to_dict, spec_to_yaml
 from engine.store import Store
 from engine.worker import execute_claimed, serve
 from synthetic_runs import PATH_IDS, add_finished_run
@@ -57,7 +57,20 @@ def test_specs_leave_one_out_alone_and_no_paths() -> None:
         assert [p.id for p in variant.paths] == ["a", "b", "off"]  # disabled, never dropped
         assert variant.teachers == spec.teachers  # same teachers: their caches are shared
         assert variant.epochs == spec.epochs and variant.dataset == spec.dataset
-    assert dict(variants)["no paths"].aggregator.name == "equal"
+    alone = dict(variants)["no paths"]
+    assert alone.weighting.name == "equal" and alone.method is None
+
+
+def test_student_alone_drops_the_method_and_weighs_equally_the_others_keep_both() -> None:
+    data = spec_to_dict(three_path_spec())
+    data["method"] = {"name": "amtml", "params": {"alpha": 0.5}}
+    data["weighting"] = {"name": "uncertainty", "params": {}}
+    variants = dict(ablation_specs(parse_spec(data)))
+    assert variants["no paths"].combination == "equal"
+    assert variants["no paths"].weighting.params == {} and variants["no paths"].method is None
+    for label in ("without a", "only b"):
+        assert variants[label].combination == "amtml · uncertainty"
+        assert variants[label].method.params == {"alpha": 0.5}
 
 
 def test_variant_names_fit_the_name_limit() -> None:

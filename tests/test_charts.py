@@ -9,10 +9,15 @@ import plotly.graph_objects as go
 import pytest
 
 from app import charts, queries
-from app.colors import (PALETTE, SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color,
-                        series_color)
+from app.colors import (PALETTE, SPLIT_COLORS, TASK_LOSS_COLOR, TERM_PALETTE, TOTAL_LOSS_COLOR, path_color,
+                        section_color, series_color, term_colors)
+from app.run_series import Series, display_series, long_frame
+from app.terms import ordered_terms, term_label
 from engine.store import Store
-from synthetic_runs import PATH_IDS, RESULT, STEPS, add_finished_run, metric_rows, path_loss
+from synthetic_runs import (
+    PATH_IDS, RESULT, STEPS, TERMS, add_finished_run, legacy_spec_yaml, metric_rows, path_loss, term_loss,
+    term_metric_rows, term_weight,
+)
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -54,6 +59,62 @@ def test_path_keeps_its_colour_by_spec_position(main_metrics: pd.DataFrame) -> N
     assert path_color("unknown", PATH_IDS) == PALETTE[2]
 
 
+def test_every_term_is_drawn_with_a_readable_label_and_a_consistent_colour() -> None:
+    metrics = frame(term_metric_rows())
+    labels = ["task (CE)", "amtml · fused KD", "amtml · hint (p-hint)", "uncertainty · regulariser"]
+    loss = by_name(charts.loss_figure(metrics, PATH_IDS))
+    assert list(loss) == ["total", *labels]
+    assert list(loss["amtml · fused KD"].y) == pytest.approx([term_loss("amtml/fused_kd", s) for s in STEPS])
+    weights = by_name(charts.weight_figure(metrics, PATH_IDS))
+    assert list(weights) == labels
+    assert list(weights["amtml · fused KD"].y) == pytest.approx([term_weight("amtml/fused_kd", s) for s in STEPS])
+    colors = {name: loss[name].line.color for name in labels}
+    assert colors["task (CE)"] == TASK_LOSS_COLOR
+    assert {colors[n] for n in labels[1:]} <= set(TERM_PALETTE) and len(set(colors.values())) == len(labels)
+    assert all(weights[n].line.color == colors[n] for n in labels)  # the same colour on every chart
+    # the same name gets the same colour in another run, whatever else the run has
+    assert term_colors(["amtml/fused_kd", "x/y"])["amtml/fused_kd"] == term_colors(["amtml/fused_kd"])["amtml/fused_kd"]
+    assert set(TERMS) == {"task", "amtml/fused_kd", "amtml/hint:p-hint", "uncertainty/reg"}
+
+
+def test_term_labels_and_order() -> None:
+    assert [term_label(n) for n in ("task", "path:p1", "amtml/fused_kd", "amtml/hint:p1", "uncertainty/reg")] == [
+        "task (CE)", "p1", "amtml · fused KD", "amtml · hint (p1)", "uncertainty · regulariser"]
+    names = {"uncertainty/reg", "path:b", "task", "amtml/fused_kd", "path:a", "path:zz"}
+    assert ordered_terms(names, ["b", "a"]) == ["task", "path:b", "path:a", "path:zz", "amtml/fused_kd",
+                                                "uncertainty/reg"]
+
+
+def test_weighted_terms_stack_up_to_the_total() -> None:
+    metrics = frame(term_metric_rows())
+    series = {key: Series(g["step"].to_numpy(), g["epoch"].to_numpy(), g["value"].to_numpy(dtype=float))
+              for key, g in metrics.sort_values("step").groupby("key")}
+    fig = charts.weighted_loss_figure(long_frame("main", display_series(series)), PATH_IDS)
+    traces = by_name(fig)
+    stacked = [t for t in fig.data if t.stackgroup == "terms"]
+    assert len(stacked) == len(TERMS)
+    assert np.sum([t.y for t in stacked], axis=0) == pytest.approx(list(traces["total loss (logged)"].y))
+    assert traces["total loss (logged)"].line.dash == "dash"
+
+
+def test_weighted_terms_stay_on_common_steps_when_downsampled() -> None:
+    n = 10_000
+    steps = np.arange(n)
+    spike = np.ones(n)
+    spike[7_777] = 50.0
+    series = {f"{kind}/{name}": Series(steps, steps // 1000, values) for name, loss in
+              (("task", np.linspace(2, 1, n)), ("amtml/fused_kd", spike)) for kind, values in
+              (("loss", loss), ("weight", np.full(n, 0.5)))}
+    series["loss/total"] = Series(steps, steps // 1000, 0.5 * (np.linspace(2, 1, n) + spike))
+    shown = display_series(series)
+    task, fused = shown["weighted/task"], shown["weighted/amtml/fused_kd"]
+    assert len(task.step) <= charts.MAX_POINTS and np.array_equal(task.step, fused.step)
+    assert np.array_equal(shown["loss/total"].step, task.step)  # the dashed total lies on the stack's steps
+    assert 7_777 in task.step and fused.value.max() == pytest.approx(25.0)  # the total's spike is kept
+    smoothed = display_series(series, smoothing=100)
+    assert np.array_equal(smoothed["weighted/task"].step, smoothed["weighted/amtml/fused_kd"].step)
+
+
 def test_weights_spanning_decades_get_a_log_axis() -> None:
     def weights(values: dict[str, float]) -> pd.DataFrame:
         return pd.DataFrame([("main", 0, 0, f"weight/path:{pid}", w) for pid, w in values.items()],
@@ -61,9 +122,9 @@ def test_weights_spanning_decades_get_a_log_axis() -> None:
 
     wide = charts.weight_figure(weights({"kd": 1.0, "pkt": 30000.0}), ["kd", "pkt"])
     assert wide.layout.yaxis.type == "log"
-    assert wide.layout.yaxis.title.text == "path weight (log scale)"
+    assert wide.layout.yaxis.title.text == "weight (multiplies the raw loss) (log scale)"
     assert charts.weight_figure(weights({"kd": 1.0, "at": 50.0}), ["kd", "at"]).layout.yaxis.type == "linear"
-    # A zero weight (a path an aggregator switched off) cannot be drawn on a log axis.
+    # A zero weight (a path a weighting switched off) cannot be drawn on a log axis.
     assert charts.weight_figure(weights({"kd": 0.0, "pkt": 30000.0}), ["kd", "pkt"]).layout.yaxis.type == "linear"
 
 
@@ -195,21 +256,23 @@ def test_overlay_smoothing_draws_the_fixed_grid_average() -> None:
 
 def test_axis_titles_name_units() -> None:
     assert charts.axis_title("acc/test") == "accuracy (%)"
-    assert charts.axis_title("weight/path:a") == "path weight"
+    assert charts.axis_title("weight/path:a") == "term weight"
     assert charts.axis_title("lr") == "learning rate"
     assert charts.axis_title("loss/val") == "loss"
 
 
 # ---------------------------------------------------------------- queries on a real store
 def test_runs_frame_summarises_specs_and_results(tmp_path) -> None:
-    first = add_finished_run(tmp_path, "first", aggregator="equal")
-    second = add_finished_run(tmp_path, "second", aggregator="fixed")
+    first = add_finished_run(tmp_path, "first", weighting="equal")
+    second = add_finished_run(tmp_path, "second", weighting="fixed", method="amtml")
+    old = add_finished_run(tmp_path, "old", stored_spec=legacy_spec_yaml("old", "uncertainty"))
     with closing(Store(tmp_path, readonly=True)) as store:
         runs = queries.runs_frame(store)
-    assert list(runs["id"]) == [second, first]  # newest first
+    assert list(runs["id"]) == [old, second, first]  # newest first
+    assert list(runs["combination"]) == ["uncertainty", "amtml · fixed", "equal"]  # version 1 migrated
     row = runs.set_index("id").loc[first]
     assert row["status"] == "done"
-    assert row["student"] == "mlp" and row["aggregator"] == "equal" and row["n_paths"] == 2
+    assert row["student"] == "mlp" and row["combination"] == "equal" and row["n_paths"] == 2
     assert row["path_ids"] == PATH_IDS
     assert row["test_acc_pct"] == pytest.approx(100 * RESULT["test_acc"])
     assert row["duration_s"] == RESULT["seconds"]

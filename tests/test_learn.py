@@ -65,7 +65,7 @@ def test_temperature_figure_highlights_the_true_class() -> None:
     assert [i for i, c in enumerate(bars.marker.color) if c == learn_charts.TRUE_CLASS_COLOR] == [4]
 
 
-# ---------------------------------------------------------------- aggregators
+# ---------------------------------------------------------------- weightings
 def test_pcgrad_arrows_are_orthogonal_to_the_other_gradient_when_they_conflict() -> None:
     problem = learn_charts.toy_problem(150, 2.5)
     grads = problem.gradients()
@@ -105,10 +105,10 @@ def test_equal_and_uncertainty_directions() -> None:
     assert directions["uncertainty"] == pytest.approx(-problem.minima.sum(0))
 
 
-def test_aggregator_figure_draws_every_direction_as_a_named_arrow() -> None:
+def test_weighting_figure_draws_every_direction_as_a_named_arrow() -> None:
     problem = learn_charts.toy_problem(135, 2.0)
     directions = learn_charts.update_directions(problem.gradients(), problem.losses())
-    fig = learn_charts.aggregator_figure(problem, directions)
+    fig = learn_charts.weighting_figure(problem, directions)
     arrows = {t.name: t for t in fig.data if t.type == "scatter" and t.marker.symbol == "arrow"}
     assert {"equal", "uncertainty", "pcgrad", "mgda", "−∇L1", "−∇L2"} <= set(arrows)
     for name, direction in directions.items():

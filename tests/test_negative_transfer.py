@@ -54,7 +54,7 @@ def test_verdict_table_shows_the_stored_verdicts(workspace: Path) -> None:
 def test_flagged_path_weights_mark_the_flagging_step(workspace: Path) -> None:
     run_id = add_diagnosed_run(workspace)
     at = open_page("negative_transfer", selected_run=run_id)
-    figure = figure_titled(at, "Aggregator weight on the flagged paths")
+    figure = figure_titled(at, "Weight on the flagged paths")
     (line,) = figure["data"]  # only p-hint was flagged
     assert line["name"] == HINT
     assert decode(line["y"]) == pytest.approx([path_weight(1, s) for s in DIAG_STEPS])

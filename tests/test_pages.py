@@ -18,7 +18,8 @@ from app.widgets import EMPTY_RUNS_MESSAGE
 from engine.store import StoredArray, Store
 from synthetic_runs import (
     DFA_GROUPS, DFA_SEARCH_STEPS, PATH_IDS, SAKD_SPOTS, STEPS, TELEMETRY_STEPS, add_finished_run, amtml_arrays,
-    dfa_arrays, dfa_search_metrics, epoch_of, path_loss, path_weight, sakd_arrays,
+    dfa_arrays, dfa_search_metrics, epoch_of, legacy_spec_yaml, path_loss, path_weight, sakd_arrays, term_loss,
+    term_metric_rows, term_weight,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,15 +131,42 @@ def test_live_shows_why_a_run_failed(workspace: Path, finished_run: str) -> None
     assert EMPTY_RUNS_MESSAGE not in texts(at.info)
 
 
+WEIGHTED_TITLE = "What each term adds to the total loss"
+
+
 def test_live_draws_weighted_losses_as_weight_times_loss(finished_run: str) -> None:
+    """A run logged before named terms (path weights only) still draws, and the page says what is missing."""
     at = open_page("live", selected_run=finished_run)
-    weighted = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
-                    if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Weighted path losses")
-    traces = {t["name"]: t for t in weighted["data"]}
-    assert list(traces) == PATH_IDS
+    traces = {t["name"]: t for t in figure_titled(at, WEIGHTED_TITLE)["data"]}
+    assert list(traces) == [*PATH_IDS, "total loss (logged)"]
     for i, pid in enumerate(PATH_IDS):
         assert decode(traces[pid]["x"]) == STEPS
         assert decode(traces[pid]["y"]) == pytest.approx([path_weight(i, s) * path_loss(i, s) for s in STEPS])
+    assert "the task term and any method terms are missing" in texts(at.caption)
+
+
+def test_live_stacks_every_term_of_a_method_and_a_weighting(workspace: Path) -> None:
+    run_id = add_finished_run(workspace, "terms", weighting="uncertainty", method="amtml",
+                              metrics=term_metric_rows())
+    at = open_page("live", selected_run=run_id)
+    figure = figure_titled(at, WEIGHTED_TITLE)
+    traces = {t["name"]: t for t in figure["data"]}
+    labels = {"task": "task (CE)", "amtml/fused_kd": "amtml · fused KD", "amtml/hint:p-hint": "amtml · hint (p-hint)",
+              "uncertainty/reg": "uncertainty · regulariser"}
+    assert list(traces) == [*labels.values(), "total loss (logged)"]  # one trace per term, the task first
+    for name, label in labels.items():
+        assert traces[label]["stackgroup"] == "terms"
+        assert decode(traces[label]["x"]) == STEPS
+        assert decode(traces[label]["y"]) == pytest.approx([term_weight(name, s) * term_loss(name, s) for s in STEPS])
+    stacked = np.sum([decode(traces[label]["y"]) for label in labels.values()], axis=0)
+    assert stacked == pytest.approx(decode(traces["total loss (logged)"]["y"]))  # the terms add up to the total
+    assert len({traces[label]["line"]["color"] for label in labels.values()}) == len(labels)
+    assert figure["layout"]["xaxis"]["title"]["text"] == "step"
+    assert figure["layout"]["yaxis"]["title"]["text"] == "weight × loss (adds up to the total loss)"
+    assert "add up to the total loss" in texts(at.caption)
+    assert "amtml · uncertainty · 2 path(s)" in texts(at.caption)  # the run's combination under its name
+    weights = {t["name"] for t in figure_titled(at, "Term weights")["data"]}
+    assert weights == set(labels.values())
 
 
 STEP_MS = {"data": 1.0, "teachers": 0.5, "student": 6.0, "paths": 1.5, "aggregator": 0.2, "backward": 0.8,
@@ -183,50 +211,51 @@ def test_live_smoothing_redraws_losses_on_a_fixed_grid(finished_run: str) -> Non
 
 # ---------------------------------------------------------------- Compare
 def test_compare_lists_runs_and_overlays_a_metric(workspace: Path, finished_run: str) -> None:
-    other = add_finished_run(workspace, "other", aggregator="fixed")
+    other = add_finished_run(workspace, "other", method="amtml", weighting="fixed")
+    old = add_finished_run(workspace, "old", stored_spec=legacy_spec_yaml("old", "sakd"))
     at = open_page("compare")
     table = at.dataframe[0].value
-    assert set(table["id"]) == {finished_run, other}
-    assert set(table["aggregator"]) == {"equal", "fixed"}
+    assert set(table["id"]) == {finished_run, other, old}
+    assert set(table["combination"]) == {"equal", "amtml · fixed", "sakd · fixed"}  # a version-1 spec is migrated
     assert next(s for s in at.selectbox if s.label == "Metric").value == "acc/val"
     (chart,) = [c for c in plotly_traces(at) if all(t["type"] == "scattergl" for t in c)]
-    assert len(chart) == 2
+    assert len(chart) == 3
     assert decode(chart[0]["y"]) == pytest.approx([70.0, 80.0])
     assert at.get("download_button")
 
 
 def add_group(workspace: Path, group: str, accuracies: dict[str, list[float]]) -> None:
-    for aggregator, values in accuracies.items():
+    for weighting, values in accuracies.items():
         for seed, acc in enumerate(values):
-            add_finished_run(workspace, f"{group} {aggregator} {seed}", aggregator=aggregator, group_id=group,
+            add_finished_run(workspace, f"{group} {weighting} {seed}", weighting=weighting, group_id=group,
                              result={"test_acc": acc})
 
 
-def test_compare_groups_the_newest_comparison_by_aggregator(workspace: Path) -> None:
+def test_compare_groups_the_newest_comparison_by_combination(workspace: Path) -> None:
     add_group(workspace, "cmp-old", {"equal": [0.5, 0.6]})
     add_finished_run(workspace, "ungrouped", result={"test_acc": 0.99})
     accuracies = {"equal": [0.90, 0.80, 0.86], "fixed": [0.70, 0.75]}
     add_group(workspace, "cmp-new", accuracies)
     at = open_page("compare")
     assert at.selectbox(key="cmp_group").value == "cmp-new"
-    summary = next(d.value for d in at.dataframe if "mean" in d.value.columns).set_index("aggregator")
+    summary = next(d.value for d in at.dataframe if "mean" in d.value.columns).set_index("combination")
     chart = next(c for c in plotly_traces(at) if any(t["name"] == "mean ± std" for t in c))
     mean_trace = next(t for t in chart if t["name"] == "mean ± std")
     assert list(mean_trace["text"]) == ["equal", "fixed"]
-    for i, (aggregator, values) in enumerate(accuracies.items()):
+    for i, (weighting, values) in enumerate(accuracies.items()):
         percent = [100 * v for v in values]
-        row = summary.loc[aggregator]
+        row = summary.loc[weighting]
         assert row["finished"] == len(values) and row["pending"] == 0
         assert row["mean"] == pytest.approx(statistics.mean(percent))
         assert row["std"] == pytest.approx(statistics.stdev(percent))
         assert decode(mean_trace["y"])[i] == pytest.approx(statistics.mean(percent))
         assert decode(mean_trace["error_y"]["array"])[i] == pytest.approx(statistics.stdev(percent))
-        points = next(t for t in chart if t["name"] == aggregator)
+        points = next(t for t in chart if t["name"] == weighting)
         assert sorted(decode(points["y"])) == pytest.approx(sorted(percent))
 
     at.selectbox(key="cmp_group").set_value("cmp-old").run()
     summary = next(d.value for d in at.dataframe if "mean" in d.value.columns)
-    assert summary["aggregator"].tolist() == ["equal"]
+    assert summary["combination"].tolist() == ["equal"]
     assert summary["mean"].tolist() == pytest.approx([55.0])
 
 
@@ -323,8 +352,8 @@ def test_configure_upload_fills_the_form_or_names_the_problem(workspace: Path) -
     assert at.text_input[0].value == "uploaded-run"
 
 
-def run_comparison(at: AppTest, aggregators: list[str], seeds: str) -> None:
-    at.multiselect(key="cfg0.cmp.aggregators").set_value(aggregators).run()
+def run_comparison(at: AppTest, weightings: list[str], seeds: str) -> None:
+    at.multiselect(key="cfg0.cmp.weightings").set_value(weightings).run()
     at.text_input(key="cfg0.cmp.seeds").input(seeds).run()
     button(at, "Launch comparison").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -340,19 +369,19 @@ def test_configure_launches_a_comparison_in_one_group(workspace: Path) -> None:
     assert {r.name for r in runs} == {f"digits-kd-demo · {a} · seed {s}" for a in ("equal", "fixed") for s in (0, 1, 2)}
     for run in runs:
         spec = yaml.safe_load(run.spec_yaml)
-        assert run.name.endswith(f"{spec['aggregator']['name']} · seed {spec['seed']}")
+        assert run.name.endswith(f"{spec['weighting']['name']} · seed {spec['seed']}")
     assert f"Queued 6 run(s) in group `{runs[0].group_id}`" in texts(at.success)
     assert at.title[0].value == "Configure"
 
 
 def test_configure_comparison_lists_invalid_variants_instead_of_launching_them(workspace: Path) -> None:
     at = open_page("configure")
-    at.selectbox(key="cfg0.aggregator.name").set_value("fixed").run()
+    at.selectbox(key="cfg0.weighting.name").set_value("fixed").run()
     # The generated input refuses -1 (its minimum is 0), so the bad value comes as from a YAML spec: it is
     # then shown in a YAML box of its own
-    at.session_state["cfg_spec"]["aggregator"]["params"] = {"task_weight": -1}
+    at.session_state["cfg_spec"]["weighting"]["params"] = {"task_weight": -1}
     at.run()
-    assert at.text_input(key="cfg0.aggregator.params.fixed.task_weight.yaml").value == "-1"
+    assert at.text_input(key="cfg0.weighting.params.fixed.task_weight.yaml").value == "-1"
     run_comparison(at, ["equal", "fixed"], "3,4")
     with closing(Store(workspace, readonly=True)) as store:
         runs = store.list_runs()
@@ -360,7 +389,7 @@ def test_configure_comparison_lists_invalid_variants_instead_of_launching_them(w
     errors = texts(at.error)
     for seed in (3, 4):
         assert f"Not launched: **digits-kd-demo · fixed · seed {seed}**" in errors
-    assert "aggregator.params.task_weight: Input should be greater than or equal to 0" in errors
+    assert "weighting.params.task_weight: Input should be greater than or equal to 0" in errors
 
 
 def test_configure_comparison_names_bad_seeds(workspace: Path) -> None:
@@ -387,7 +416,7 @@ def figure_titled(at: AppTest, prefix: str) -> dict:
 
 def test_teacher_importance_puts_three_teachers_on_the_simplex(workspace: Path) -> None:
     teachers = ("t", "wide", "deep")
-    run_id = add_finished_run(workspace, "amtml", aggregator="amtml", teacher_ids=teachers,
+    run_id = add_finished_run(workspace, "amtml", method="amtml", weighting="fixed", teacher_ids=teachers,
                               arrays=amtml_arrays(teachers))
     at = open_page("teacher_importance", selected_run=run_id)
     assert at.title[0].value == "Teacher importance"
@@ -415,8 +444,9 @@ def test_teacher_importance_puts_three_teachers_on_the_simplex(workspace: Path) 
 
 def test_teacher_importance_draws_two_teachers_as_stacked_bars(workspace: Path) -> None:
     teachers = ("small", "big")
-    run_id = add_finished_run(workspace, "amtml2", aggregator="amtml", teacher_ids=teachers,
-                              arrays=amtml_arrays(teachers))
+    # stored before the weighting/method split: a version-1 spec with aggregator amtml
+    run_id = add_finished_run(workspace, "amtml2", teacher_ids=teachers, arrays=amtml_arrays(teachers),
+                              stored_spec=legacy_spec_yaml("amtml2", "amtml"))
     at = open_page("teacher_importance", selected_run=run_id)
     assert not traces_of(at, "scatterternary")
     last = stored(workspace, run_id, "amtml/teacher_weights")[-1]
@@ -431,7 +461,7 @@ def test_teacher_importance_draws_two_teachers_as_stacked_bars(workspace: Path) 
 
 
 def test_teacher_importance_shows_sakd_spot_fractions(workspace: Path) -> None:
-    run_id = add_finished_run(workspace, "sakd", aggregator="sakd", arrays=sakd_arrays())
+    run_id = add_finished_run(workspace, "sakd", method="sakd", weighting="fixed", arrays=sakd_arrays())
     at = open_page("teacher_importance", selected_run=run_id)
     assert not at.error
     decisions = stored(workspace, run_id, "sakd/decisions")
@@ -449,7 +479,7 @@ def test_teacher_importance_shows_sakd_spot_fractions(workspace: Path) -> None:
 
 
 def test_teacher_importance_shows_dfa_alpha_heatmaps(workspace: Path) -> None:
-    run_id = add_finished_run(workspace, "dfa", aggregator="dfa", arrays=dfa_arrays(),
+    run_id = add_finished_run(workspace, "dfa", method="dfa", weighting="fixed", arrays=dfa_arrays(),
                               extra_metrics=dfa_search_metrics())
     at = open_page("teacher_importance", selected_run=run_id)
     assert not at.error
@@ -465,22 +495,23 @@ def test_teacher_importance_shows_dfa_alpha_heatmaps(workspace: Path) -> None:
     assert entropy == set(DFA_GROUPS)
 
 
-def test_teacher_importance_names_the_aggregators_that_record_weights(finished_run: str) -> None:
+def test_teacher_importance_names_the_plugins_that_record_weights(finished_run: str) -> None:
     at = open_page("teacher_importance", selected_run=finished_run)
-    assert ("This run's aggregator (equal) records no per-instance weights: run amtml, dfa or sakd"
-            in texts(at.info))
+    message = texts(at.info)
+    assert "This run's combination (equal) records no per-instance weights: run " in message
+    assert all(name in message for name in ("amtml", "dfa", "sakd"))
     assert not at.get("plotly_chart")
 
 
 def test_teacher_importance_waits_for_the_first_telemetry(workspace: Path) -> None:
-    run_id = add_finished_run(workspace, "amtml-early", aggregator="amtml")
+    run_id = add_finished_run(workspace, "amtml-early", method="amtml", weighting="fixed")
     at = open_page("teacher_importance", selected_run=run_id)
     assert "No telemetry recorded yet: amtml records" in texts(at.info)
 
 
 def test_teacher_importance_without_the_dataset_still_draws_the_weights(workspace: Path, tmp_path: Path) -> None:
     teachers = ("a", "b", "c")
-    run_id = add_finished_run(workspace, "no-data", aggregator="amtml", teacher_ids=teachers,
+    run_id = add_finished_run(workspace, "no-data", method="amtml", weighting="fixed", teacher_ids=teachers,
                               arrays=amtml_arrays(teachers), dataset={"name": "mnist", "root": str(tmp_path / "none")})
     at = open_page("teacher_importance", selected_run=run_id)
     assert "Sample pictures are not shown: the dataset 'mnist' cannot be loaded here" in texts(at.info)

@@ -1,7 +1,7 @@
 """Real adaptive runs (trained here on digits) drawn by the Live and Teacher importance pages.
 
-The synthetic-run page tests pin the chart logic; these check the whole chain: what the
-engine's aggregators record is what the pages draw.
+The synthetic-run page tests pin the chart logic; these check the whole chain: what the engine's
+path methods and weightings log and record is what the pages draw.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.terms import term_label
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import Store, init_workspace
 from engine.worker import execute_claimed
@@ -31,15 +32,17 @@ PATHS = {
             {"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"}],
 }
 PARAMS = {"dfa": {"search_epochs": 1, "b_lr": 0.05}}
+# AMTML is weighted by uncertainty, so one run has a method's terms and a weighting's own term
+WEIGHTING = {"amtml": "uncertainty", "sakd": "fixed", "dfa": "fixed"}
 
 
-def _spec(aggregator: str) -> dict:
-    used = {p["teacher"] for p in PATHS[aggregator]}
+def _spec(method: str) -> dict:
+    used = {p["teacher"] for p in PATHS[method]}
     return tiny_spec_dict(
-        name=f"real-{aggregator}", dataset={"name": "digits", "batch_size": 32, "train_size": 400},
+        name=f"real-{method}", dataset={"name": "digits", "batch_size": 32, "train_size": 400},
         teachers=[t for t in TEACHERS if t["id"] in used], student={"arch": "small_cnn", "arch_params": {"width": 16}},
-        paths=PATHS[aggregator], aggregator={"name": aggregator, "params": PARAMS.get(aggregator, {})},
-        epochs=2, log_every=2, telemetry_every=4)
+        paths=PATHS[method], method={"name": method, "params": PARAMS.get(method, {})},
+        weighting={"name": WEIGHTING[method]}, epochs=2, log_every=2, telemetry_every=4)
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +76,29 @@ def _metric(home: Path, run_id: str, key: str) -> list[float]:
         return [r["value"] for r in store.metrics(run_id, keys=[key], phase="main")]
 
 
+def _term_names(home: Path, run_id: str) -> list[str]:
+    """Every term the run logged a weight of."""
+    with closing(Store(home, readonly=True)) as store:
+        keys = {r["key"] for r in store.metrics(run_id, phase="main")}
+    return sorted(k[len("weight/"):] for k in keys if k.startswith("weight/"))
+
+
 @pytest.mark.parametrize("name", list(PATHS))
-def test_live_draws_the_aggregators_weights(workspace: Path, real_runs, name: str) -> None:
+def test_live_draws_every_terms_weight_and_their_stack_adds_up_to_the_total(workspace: Path, real_runs,
+                                                                           name: str) -> None:
     run_id = real_runs[1][name]
     at = open_page("live", selected_run=run_id)
-    weights = {t["name"]: t for t in figure_titled(at, "Path weights")["data"]}
-    for path in PATHS[name]:
-        assert decode(weights[path["id"]]["y"]) == pytest.approx(_metric(workspace, run_id, f"weight/path:{path['id']}"))
+    names = _term_names(workspace, run_id)
+    assert "task" in names
+    weights = {t["name"]: t for t in figure_titled(at, "Term weights")["data"]}
+    stack = {t["name"]: t for t in figure_titled(at, "What each term adds to the total loss")["data"]}
+    assert set(weights) == {term_label(n) for n in names} and set(stack) == set(weights) | {"total loss (logged)"}
+    for term in names:
+        assert decode(weights[term_label(term)]["y"]) == pytest.approx(_metric(workspace, run_id, f"weight/{term}"))
+    summed = np.sum([decode(stack[term_label(n)]["y"]) for n in names], axis=0)
+    assert summed == pytest.approx(decode(stack["total loss (logged)"]["y"]), rel=1e-4, abs=1e-5)
+    if name == "amtml":  # a method's terms and a weighting's own term, each in the stack
+        assert {"amtml · fused KD", "uncertainty · regulariser"} <= set(stack)
 
 
 def test_teacher_importance_shows_real_amtml_weights_on_the_simplex(workspace: Path, real_runs) -> None:

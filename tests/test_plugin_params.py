@@ -1,4 +1,4 @@
-"""Typed plugin parameters: every distiller and aggregator declares a params model; validation, the runner
+"""Typed plugin parameters: every distiller, weighting and path method declares a params model; validation, the runner
 and the CLI listings read it; its defaults are the values the constructors used before."""
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import pytest
 import torch
 
 from tests.conftest import engine_cli, tiny_spec_dict
-from engine.aggregators import AGGREGATORS
+from engine.methods import METHODS
 from engine.params import NoParams, Params, ParamsError, parse_params
 from engine.paths import DISTILLERS
 from engine.runner import build_learner
 from engine.spec import SpecError, parse_spec
+from engine.terms import TermInfo
 from engine.validate import params_errors, validate_spec
+from engine.weightings import WEIGHTINGS
 
-PLUGINS = [("distiller", e) for e in DISTILLERS] + [("aggregator", e) for e in AGGREGATORS]
+PLUGINS = ([("distiller", e) for e in DISTILLERS] + [("weighting", e) for e in WEIGHTINGS]
+           + [("method", e) for e in METHODS])
 
 # What the hand-written constructors defaulted to before the params models (kept identical).
 OLD_DEFAULTS = {
@@ -24,18 +27,18 @@ OLD_DEFAULTS = {
     ("distiller", "cc"): {"gamma": 0.4, "order": 2},
     ("distiller", "vid"): {"init_variance": 5.0, "eps": 1e-5},
     ("distiller", "crd"): {"feat_dim": 128, "nce_k": 16384, "temperature": 0.07, "momentum": 0.5, "seed": 0},
-    ("aggregator", "fixed"): {"task_weight": 1.0},
-    ("aggregator", "dwa"): {"temperature": 2.0},
-    ("aggregator", "gradnorm"): {"alpha": 1.5, "lr": 0.025},
-    ("aggregator", "lookahead"): {"beta": 0.7, "margin": 0.15, "rate": 4.0},
-    ("aggregator", "mgda"): {"space": "params", "iterations": 50},
-    ("aggregator", "adaptive_distillation"): {"a_d": 1.0, "use_path_weights": False, "variant": "layer_wise"},
-    ("aggregator", "amtml"): {"alpha": 0.7, "temperature": 5.0, "angle_weight": 1.0, "hint_weight": 1.0,
-                              "reg_weight": 0.1, "stage_a_epochs": 0, "init_std": 0.1, "init_seed": 1},
-    ("aggregator", "dfa"): {"search_epochs": 2, "b_lr": 3e-4, "b_weight_decay": 1e-3, "w_lr": 0.025, "g_ts": 1.0,
-                            "g_st": 1.0, "lam": 1.0, "batch_size": 64, "seed": 0},
-    ("aggregator", "sakd"): {"gamma": 2.0, "lr": 1e-3, "weight_decay": 1e-3, "tau": 5.0, "same_family": None,
-                             "route_teacher": None},
+    ("weighting", "fixed"): {"task_weight": 1.0},
+    ("weighting", "dwa"): {"temperature": 2.0},
+    ("weighting", "gradnorm"): {"alpha": 1.5, "lr": 0.025},
+    ("weighting", "lookahead"): {"beta": 0.7, "margin": 0.15, "rate": 4.0},
+    ("weighting", "mgda"): {"space": "params", "iterations": 50},
+    ("weighting", "adaptive_distillation"): {"a_d": 1.0, "use_path_weights": False, "variant": "layer_wise"},
+    ("method", "amtml"): {"alpha": 0.7, "temperature": 5.0, "angle_weight": 1.0, "hint_weight": 1.0,
+                          "reg_weight": 0.1, "stage_a_epochs": 0, "init_std": 0.1, "init_seed": 1},
+    ("method", "dfa"): {"search_epochs": 2, "b_lr": 3e-4, "b_weight_decay": 1e-3, "w_lr": 0.025, "g_ts": 1.0,
+                        "g_st": 1.0, "lam": 1.0, "batch_size": 64, "seed": 0},
+    ("method", "sakd"): {"gamma": 2.0, "lr": 1e-3, "weight_decay": 1e-3, "tau": 5.0, "same_family": None,
+                         "route_teacher": None},
 }
 
 
@@ -61,7 +64,7 @@ def test_defaults_are_the_old_constructor_defaults(kind, entry) -> None:
 def test_constructors_keep_the_validated_values() -> None:
     kd = DISTILLERS.get("kd")((5,), (5,), temperature=2)
     assert kd.temperature == 2.0 and isinstance(kd.temperature, float) and kd.params.temperature == 2.0
-    dwa = AGGREGATORS.get("dwa")(["a"], {"a": 1.0})
+    dwa = WEIGHTINGS.get("dwa")([TermInfo("path:a")])
     assert dwa.temperature == 2.0
 
 
@@ -77,13 +80,15 @@ def test_a_bad_path_param_is_named_by_its_field(params, line) -> None:
     assert validate_spec(parse_spec(data)) == [line]
 
 
-def test_a_bad_aggregator_param_is_named_by_its_field() -> None:
-    data = tiny_spec_dict(aggregator={"name": "mgda", "params": {"space": "features", "iterations": 2.5}})
+def test_a_bad_weighting_or_method_param_is_named_by_its_field() -> None:
+    data = tiny_spec_dict(weighting={"name": "mgda", "params": {"space": "features", "iterations": 2.5}})
     assert validate_spec(parse_spec(data)) == [
-        "aggregator.params.space: Input should be 'params' or 'logits'",
-        "aggregator.params.iterations: Input should be a valid integer"]
-    data = tiny_spec_dict(aggregator={"name": "equal", "params": {"x": 1}})
-    assert validate_spec(parse_spec(data)) == ["aggregator.params.x: unknown parameter (known: none)"]
+        "weighting.params.space: Input should be 'params' or 'logits'",
+        "weighting.params.iterations: Input should be a valid integer"]
+    data = tiny_spec_dict(weighting={"name": "equal", "params": {"x": 1}})
+    assert validate_spec(parse_spec(data)) == ["weighting.params.x: unknown parameter (known: none)"]
+    data = tiny_spec_dict(method={"name": "amtml", "params": {"alpha": 2}})
+    assert validate_spec(parse_spec(data)) == ["method.params.alpha: Input should be less than or equal to 1"]
 
 
 def test_a_cross_field_rule_names_the_params() -> None:
@@ -95,18 +100,18 @@ def test_a_cross_field_rule_names_the_params() -> None:
 
 
 def test_the_runner_refuses_bad_params_with_the_same_message() -> None:
-    data = tiny_spec_dict(aggregator={"name": "dwa", "params": {"temperature": -1}})
+    data = tiny_spec_dict(weighting={"name": "dwa", "params": {"temperature": -1}})
     data["paths"][0]["params"] = {"temperature": "4"}
     spec = parse_spec(data)  # structure only: validate_spec was skipped
     with pytest.raises(SpecError) as err:
         build_learner(spec, None, {}, torch.device("cpu"))
     assert err.value.errors == ["paths[0].params.temperature: Input should be a valid number",
-                                "aggregator.params.temperature: Input should be greater than 0"]
+                                "weighting.params.temperature: Input should be greater than 0"]
 
 
 def test_params_error_is_a_value_error_naming_each_field() -> None:
     with pytest.raises(ParamsError) as err:
-        parse_params(AGGREGATORS.get("lookahead").params_model, {"beta": 1.0, "speed": 2})
+        parse_params(WEIGHTINGS.get("lookahead").params_model, {"beta": 1.0, "speed": 2})
     assert isinstance(err.value, ValueError)
     assert err.value.problems == [("beta", "Input should be less than 1"),
                                   ("speed", "unknown parameter (known: beta, margin, rate)")]
@@ -119,7 +124,7 @@ def test_cli_listings_print_each_parameter_with_type_default_bounds_and_descript
     assert out[kd + 1].split() == ["temperature", "float", "=", "4.0", "(>", "0):", "softening", "temperature", "T",
                                    "of", "both", "softmaxes"]
     assert out[out.index(next(line for line in out if line.startswith("at "))) + 1].strip() == "(no parameters)"
-    out = engine_cli("aggregators", check=True).stdout
+    out = engine_cli("weightings", check=True).stdout
     assert "    space       'params' | 'logits' = 'params': " in out
     assert "    beta    float = 0.7 (>= 0, < 1): " in out
-    assert "    route_teacher  str | None = null: " in out
+    assert "    route_teacher  str | None = null: " in engine_cli("methods", check=True).stdout

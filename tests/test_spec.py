@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.spec import SpecError, load_spec, parse_spec, spec_from_yaml, spec_to_yaml
+from engine.spec import (
+    SPEC_VERSION, SpecError, apply_overrides, load_spec, parse_spec, spec_from_yaml, spec_to_dict, spec_to_yaml,
+)
 from engine.validate import validate_spec
 from tests.conftest import ROOT, tiny_spec_dict
 
 CONFIGS = sorted((ROOT / "assets" / "configs").glob("*.yaml"))
+REPRO_CONFIGS = sorted((ROOT / "assets" / "configs" / "cifar100").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -20,6 +23,13 @@ def test_example_specs_round_trip_and_validate(path: Path) -> None:
     assert spec_from_yaml(text) == spec
     assert spec_to_yaml(spec_from_yaml(text)) == text  # saving a loaded spec changes nothing
     assert validate_spec(spec) == []
+
+
+@pytest.mark.parametrize("path", CONFIGS + REPRO_CONFIGS, ids=lambda p: p.name)
+def test_example_specs_are_version_2(path: Path) -> None:
+    data = yaml.safe_load(path.read_text())
+    assert data["version"] == SPEC_VERSION and "aggregator" not in data
+    assert "weighting" in data or not data.get("paths")  # the student-alone specs weigh by default
 
 
 def test_demo_spec_exists_with_one_kd_path() -> None:
@@ -78,7 +88,7 @@ def test_unknown_spot_message_lists_the_spots() -> None:
 
 
 def test_unknown_names_are_each_reported() -> None:
-    data = tiny_spec_dict(aggregator={"name": "magic"})
+    data = tiny_spec_dict(weighting={"name": "magic"}, method={"name": "wizardry"})
     data["student"]["arch"] = "resnet9000"
     data["paths"][0]["distiller"] = "telepathy"
     data["paths"].append({"id": "x", "teacher": "ghost", "distiller": "kd", "teacher_spot": "fc",
@@ -87,7 +97,8 @@ def test_unknown_names_are_each_reported() -> None:
     assert any(e.startswith("student.arch: unknown architecture 'resnet9000'") for e in errors)
     assert any(e.startswith("paths[0].distiller: unknown distiller 'telepathy' (known: ") for e in errors)
     assert any(e.startswith("paths[1].teacher: unknown teacher 'ghost' (teachers: t)") for e in errors)
-    assert any(e.startswith("aggregator.name: unknown aggregator 'magic'") for e in errors)
+    assert any(e.startswith("weighting.name: unknown weighting 'magic' (known: ") for e in errors)
+    assert any(e.startswith("method.name: unknown method 'wizardry' (known: ") for e in errors)
 
 
 def test_spot_of_wrong_kind_for_distiller() -> None:
@@ -171,15 +182,61 @@ def test_validation_leaves_the_random_state_alone(tmp_path: Path) -> None:
     assert torch.equal(before, torch.get_rng_state())
 
 
-def test_aggregator_that_cannot_use_the_paths_is_refused_at_validation() -> None:
-    data = tiny_spec_dict(aggregator={"name": "sakd", "params": {"route_teacher": "ghost"}})
+def test_method_that_cannot_use_the_paths_is_refused_at_validation() -> None:
+    data = tiny_spec_dict(method={"name": "sakd", "params": {"route_teacher": "ghost"}})
     assert validate_spec(parse_spec(data)) == [
-        "aggregator: sakd cannot use these paths: route_teacher 'ghost' has no path (teachers with paths: t)"]
+        "method: sakd cannot use these paths: route_teacher 'ghost' has no path (teachers with paths: t)"]
 
 
-def test_probe_driven_aggregator_needs_diagnostics() -> None:
-    data = tiny_spec_dict(aggregator={"name": "lookahead"})
+def test_params_errors_name_the_role() -> None:
+    data = tiny_spec_dict(method={"name": "amtml", "params": {"alpha": 2}},
+                          weighting={"name": "fixed", "params": {"task_weight": -1}})
+    errors = validate_spec(parse_spec(data))
+    assert any(e.startswith("method.params.alpha: ") for e in errors)
+    assert any(e.startswith("weighting.params.task_weight: ") for e in errors)
+
+
+def test_probe_driven_weighting_needs_diagnostics() -> None:
+    data = tiny_spec_dict(weighting={"name": "lookahead"})
     assert validate_spec(parse_spec(data)) == [
-        "aggregator: lookahead is driven by the negative-transfer probe: set diagnostics.enabled: true"]
+        "weighting: lookahead is driven by the negative-transfer probe: set diagnostics.enabled: true"]
     data["diagnostics"] = {"enabled": True}
     assert validate_spec(parse_spec(data)) == []
+
+
+# ---------------------------------------------------------------- version 1 (aggregator) data
+@pytest.mark.parametrize("name", ["amtml", "sakd", "dfa"])
+def test_version1_path_method_aggregators_become_a_method_weighted_fixed(name: str) -> None:
+    spec = parse_spec(tiny_spec_dict(aggregator={"name": name, "params": {"alpha": 0.5}}))
+    assert spec.version == SPEC_VERSION
+    assert spec.method.name == name and spec.method.params == {"alpha": 0.5}
+    assert spec.weighting.name == "fixed" and spec.weighting.params == {}
+    assert spec.combination == f"{name} · fixed"
+
+
+def test_version1_weighting_aggregators_become_the_weighting() -> None:
+    spec = parse_spec(tiny_spec_dict(aggregator={"name": "uncertainty", "params": {"lr": 0.01}}))
+    assert spec.method is None and spec.combination == "uncertainty"
+    assert spec.weighting.name == "uncertainty" and spec.weighting.params == {"lr": 0.01}
+
+
+def test_a_stored_version1_run_reads_and_saves_in_version_2() -> None:
+    old = yaml.safe_dump(tiny_spec_dict(aggregator={"name": "amtml", "params": {"alpha": 0.5}}))
+    text = spec_to_yaml(spec_from_yaml(old))
+    saved = yaml.safe_load(text)
+    assert "aggregator" not in saved and saved["version"] == SPEC_VERSION
+    assert saved["method"] == {"name": "amtml", "params": {"alpha": 0.5}} and saved["weighting"]["name"] == "fixed"
+    assert spec_to_yaml(spec_from_yaml(text)) == text
+
+
+def test_aggregator_beside_the_new_fields_is_an_unknown_key() -> None:
+    data = spec_to_dict(parse_spec(tiny_spec_dict()))
+    data["aggregator"] = {"name": "equal"}
+    assert _errors(data) == ["aggregator: unknown key"]
+
+
+def test_overrides_apply_to_the_migrated_data() -> None:
+    old = tiny_spec_dict(aggregator={"name": "amtml", "params": {"alpha": 0.5}})
+    spec = parse_spec(apply_overrides(old, ["weighting.name=dwa", "method.params.alpha=0.3"]))
+    assert spec.combination == "amtml · dwa" and spec.method.params == {"alpha": 0.3}
+    assert "aggregator" in old  # the caller's data is left as it was

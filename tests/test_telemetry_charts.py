@@ -64,13 +64,13 @@ def test_array_frame_stacks_steps_and_joins_labels_by_sample(tmp_path) -> None:
     assert missing.empty and list(missing.index.names) == queries.ARRAY_LEVELS
 
 
-def test_aggregator_summary_mean_std_and_pending() -> None:
+def test_combination_summary_mean_std_and_pending() -> None:
     runs = pd.DataFrame({
-        "aggregator": ["equal", "equal", "equal", "fixed", "fixed", "dwa"],
+        "combination": ["equal", "equal", "equal", "fixed", "fixed", "dwa"],
         "status": ["done", "done", "running", "done", "failed", "queued"],
         "test_acc_pct": [90.0, 80.0, None, 70.0, None, None],
     })
-    summary = queries.aggregator_summary(runs).set_index("aggregator")
+    summary = queries.combination_summary(runs).set_index("combination")
     assert list(summary.index) == ["dwa", "equal", "fixed"]
     assert summary.loc["equal", "finished"] == 2 and summary.loc["equal", "pending"] == 1
     assert summary.loc["equal", "mean"] == pytest.approx(85.0)
@@ -79,17 +79,17 @@ def test_aggregator_summary_mean_std_and_pending() -> None:
     assert summary.loc["dwa", "finished"] == 0 and summary.loc["dwa", "pending"] == 1
 
 
-def test_aggregator_accuracy_figure_points_and_error_bars() -> None:
-    runs = pd.DataFrame({"aggregator": ["equal", "equal", "fixed"], "status": ["done"] * 3,
+def test_combination_accuracy_figure_points_and_error_bars() -> None:
+    runs = pd.DataFrame({"combination": ["equal", "equal", "amtml · fixed"], "status": ["done"] * 3,
                          "test_acc_pct": [90.0, 80.0, 70.0], "name": ["e0", "e1", "f0"]})
-    fig = charts.aggregator_accuracy_figure(runs, queries.aggregator_summary(runs))
+    fig = charts.combination_accuracy_figure(runs, queries.combination_summary(runs))
     points = {t.name: t for t in fig.data}
-    assert list(points["equal"].y) == [90.0, 80.0] and points["equal"].marker.color == PALETTE[0]
+    assert list(points["equal"].y) == [90.0, 80.0] and points["equal"].marker.color == PALETTE[1]
     mean = points["mean ± std"]
-    assert list(mean.text) == ["equal", "fixed"] and list(mean.y) == pytest.approx([85.0, 70.0])
-    assert list(fig.layout.xaxis.ticktext) == ["equal", "fixed"]
-    assert list(points["equal"].x) == pytest.approx([-charts.AGGREGATOR_OFFSET] * 2)  # left of the mean
-    assert list(mean.error_y.array) == pytest.approx([statistics.stdev([90.0, 80.0]), 0.0])
+    assert list(mean.text) == ["amtml · fixed", "equal"] and list(mean.y) == pytest.approx([70.0, 85.0])
+    assert list(fig.layout.xaxis.ticktext) == ["amtml · fixed", "equal"]
+    assert list(points["equal"].x) == pytest.approx([1 - charts.GROUP_OFFSET] * 2)  # left of the mean
+    assert list(mean.error_y.array) == pytest.approx([0.0, statistics.stdev([90.0, 80.0])])
     assert fig.layout.yaxis.title.text == "test accuracy (%)"
 
 
@@ -103,12 +103,12 @@ def test_weighted_losses_align_weight_and_loss_on_the_step() -> None:
               for key, g in main.sort_values("step").groupby("key")}
     fig = charts.weighted_loss_figure(long_frame("main", display_series(series)), PATH_IDS)
     traces = {t.name: t for t in fig.data}
-    assert list(traces) == PATH_IDS
+    assert list(traces) == [*PATH_IDS, "total loss (logged)"]
     steps = list(traces["p-hint"].x)
     assert 999 not in steps
     assert list(traces["p-hint"].y) == pytest.approx([path_weight(1, s) * path_loss(1, s) for s in steps])
     assert traces["p-hint"].line.color == path_color("p-hint", PATH_IDS)
-    assert fig.layout.yaxis.title.text == "weighted loss (weight × loss)"
+    assert fig.layout.yaxis.title.text == "weight × loss (adds up to the total loss)"
 
 
 # ---------------------------------------------------------------- AMTML
@@ -278,15 +278,15 @@ def test_parse_seeds() -> None:
         parse_seeds(" , ")
 
 
-def test_comparison_variants_change_only_aggregator_seed_and_name() -> None:
-    spec = {"name": "base", "seed": 0, "epochs": 3, "aggregator": {"name": "fixed", "params": {"task_weight": 0.5}}}
+def test_comparison_variants_change_only_weighting_seed_and_name() -> None:
+    spec = {"name": "base", "seed": 0, "epochs": 3, "weighting": {"name": "fixed", "params": {"task_weight": 0.5}}}
     variants = comparison_variants(spec, ["equal", "fixed"], [1, 2])
-    assert [(v["aggregator"]["name"], v["seed"], v["name"]) for v in variants] == [
+    assert [(v["weighting"]["name"], v["seed"], v["name"]) for v in variants] == [
         ("equal", 1, "base · equal · seed 1"), ("equal", 2, "base · equal · seed 2"),
         ("fixed", 1, "base · fixed · seed 1"), ("fixed", 2, "base · fixed · seed 2")]
-    assert variants[0]["aggregator"]["params"] == {} and variants[2]["aggregator"]["params"] == {"task_weight": 0.5}
+    assert variants[0]["weighting"]["params"] == {} and variants[2]["weighting"]["params"] == {"task_weight": 0.5}
     assert all(v["epochs"] == 3 for v in variants)
-    variants[2]["aggregator"]["params"]["task_weight"] = 9  # variants are copies
-    assert spec["aggregator"]["params"] == {"task_weight": 0.5}
+    variants[2]["weighting"]["params"]["task_weight"] = 9  # variants are copies
+    assert spec["weighting"]["params"] == {"task_weight": 0.5}
     long = variant_name("x" * 200, "adaptive_distillation", 12)
     assert len(long) == NAME_MAX and long.endswith(" · adaptive_distillation · seed 12")

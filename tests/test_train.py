@@ -36,7 +36,7 @@ def test_a_distillation_run_learns_and_logs_named_losses(home: Path) -> None:
 
 def test_step_time_is_split_into_every_section(home: Path) -> None:
     """The Live page's "where step time goes": each section logged on every logged step, the backward pass
-    (which dominates a real step) apart from the aggregator's own work."""
+    (which dominates a real step) apart from the weighting's own work."""
     _, reporter = _run(home, "a", epochs=1)
     main = [row for row in reporter.rows if row[0] == "main"]
     logged_steps = {row[1] for row in main if row[3] == "loss/total"}
@@ -107,8 +107,8 @@ def test_exploding_loss_names_step_and_term(home: Path) -> None:
     assert f"at step {info.value.step}" in str(info.value)
 
 
-def test_fixed_aggregator_uses_spec_weight(home: Path) -> None:
-    data = tiny_spec_dict(aggregator={"name": "fixed"})
+def test_fixed_weighting_uses_spec_weight(home: Path) -> None:
+    data = tiny_spec_dict(weighting={"name": "fixed"})
     data["paths"][0]["weight"] = 0.25
     reporter = NullReporter()
     execute_run(parse_spec(data), "a", home, reporter)

@@ -13,8 +13,10 @@ from streamlit.testing.v1 import AppTest
 
 from app import charts, telemetry_views
 from engine import vocabulary as v
-from engine.aggregators import AGGREGATORS
-from engine.aggregators.equal import Equal
+from engine.methods import METHODS
+from engine.methods.base import PathMethod
+from engine.weightings import WEIGHTINGS
+from engine.weightings.equal import Equal
 from engine.store import Store
 from engine.telemetry import Recorded
 from engine.train import StepTimer
@@ -65,24 +67,28 @@ def test_app_and_pages_do_not_spell_engine_keys():
     assert spelled == [], "import these from engine.vocabulary:\n" + "\n".join(spelled)
 
 
-@pytest.mark.parametrize("name", [e.name for e in AGGREGATORS if e.obj.telemetry is not None])
-def test_every_declared_telemetry_has_a_view(name: str):
-    panel = AGGREGATORS.get(name).telemetry
+@pytest.mark.parametrize("plugin", [pytest.param(e.obj, id=e.name) for registry in (METHODS, WEIGHTINGS)
+                                    for e in registry if e.obj.telemetry is not None])
+def test_every_declared_telemetry_has_a_view(plugin):
+    panel = plugin.telemetry
     assert panel.view in telemetry_views.VIEWS and panel.view in v.VIEWS
     for array in panel.arrays:
         assert len(array.axes) == 2 and array.meaning
 
 
-def test_the_page_draws_a_new_plugins_declared_telemetry(workspace: Path):
-    """A plugin that declares a teacher_weights panel is drawn on Teacher importance with no page edit."""
+@pytest.mark.parametrize(("registry", "base"), [(METHODS, PathMethod), (WEIGHTINGS, Equal)],
+                         ids=["method", "weighting"])
+def test_the_page_draws_a_new_plugins_declared_telemetry(workspace: Path, registry, base):
+    """A path method or weighting that declares a teacher_weights panel is drawn on Teacher importance with no
+    page edit."""
     panel = v.TelemetryPanel(
         title="Planted · teacher shares", caption="a test plugin", view=v.TEACHER_WEIGHTS_VIEW, when="always",
         arrays=(v.TelemetryArray("weights", "planted/shares", ("sample", "teacher"), "share per teacher"),))
 
-    class Planted(Equal):
+    class Planted(base):
         telemetry = panel
 
-    AGGREGATORS.register("planted_shares", "a test plugin with telemetry")(Planted)
+    registry.register("planted_shares", "a test plugin with telemetry")(Planted)
     try:
         rng = np.random.default_rng(0)
         rows = []
@@ -91,8 +97,8 @@ def test_the_page_draws_a_new_plugins_declared_telemetry(workspace: Path):
             shares = rng.dirichlet([1.0, 1.0], size=8).astype(np.float32)
             rows.append((v.MAIN_PHASE, step, epoch_of(step), "planted/shares", Recorded(shares, ids, ["a", "b"])))
             rows.append(_labels_row(step, ids, (ids % 10).astype(np.float32)))
-        run_id = add_finished_run(workspace, "planted", aggregator="planted_shares", teacher_ids=("a", "b"),
-                                  arrays=rows)
+        plugin = {"method": "planted_shares"} if registry is METHODS else {"weighting": "planted_shares"}
+        run_id = add_finished_run(workspace, "planted", teacher_ids=("a", "b"), arrays=rows, **plugin)
         at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=180)
         at.session_state["selected_run"] = run_id
         at.run()
@@ -105,4 +111,4 @@ def test_the_page_draws_a_new_plugins_declared_telemetry(workspace: Path):
             last = store.arrays(run_id, "planted/shares")[-1]
         assert last.values.shape == (8, 2)
     finally:
-        AGGREGATORS._entries.pop("planted_shares", None)
+        registry._entries.pop("planted_shares", None)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from engine.data.bundle import Split, iterate_batches
 from engine.gradients import cosine, flat_grads
 from engine.diagnostics.verdicts import VERDICT_CODE, PathEvidence, VerdictRule, update
-from engine.vocabulary import TASK, diag_key, path_key
+from engine.vocabulary import TASK, diag_key
 
 if TYPE_CHECKING:
     from engine.step import LearnerView as Learner, StepContext
@@ -42,15 +42,18 @@ class GradientProbe:
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
-    def measure(self, learner: "Learner", losses: dict[str, torch.Tensor], ctx: "StepContext", lr: float,
-                weights: dict[str, float]) -> dict[str, float]:
-        """Probe this step (its graph must still be alive); returns the metrics to log."""
+    def measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
+                ctx: "StepContext", lr: float, weights: dict[str, float]) -> dict[str, float]:
+        """Probe this step (its graph must still be alive); returns the metrics to log.
+
+        path_losses: each path's own loss (engine.objective.Objective.path_losses); weights: each path's
+        weight on the previous step (1 for a path without a term of its own)."""
         params = [p for p in learner.student.parameters() if p.requires_grad]
-        task = flat_grads(losses[TASK], params).float()
-        val = self._validation_gradient(learner, params, losses[TASK].device)
+        task = flat_grads(task_loss, params).float()
+        val = self._validation_gradient(learner, params, task_loss.device)
         metrics = {diag_key("norm", TASK): float(task.norm()), diag_key("norm", "val"): float(val.norm())}
         for pid in self.path_ids:
-            g = flat_grads(losses[path_key(pid)], params).float()
+            g = flat_grads(path_losses[pid], params).float()
             weight = float(weights.get(pid, 1.0))
             measured = {"cos_val": cosine(g, val), "cos_task": cosine(g, task), "norm": float(g.norm()),
                         "lookahead": -lr * weight * float(g @ val)}

@@ -1,6 +1,6 @@
 """The whole dashboard in a real browser, as a user goes through it.
 
-1. Configure: upload a two-teacher spec, switch its aggregator to AMTML-KD in the form, launch it.
+1. Configure: upload a two-teacher spec, switch its path method to AMTML-KD in the form, launch it.
 2. Live: the progress moves while the run trains, then the per-path weight curves are drawn.
 3. Teacher importance, Negative transfer and Attribution for that run, with their charts and tables;
    attribution maps and agreement curves are computed by the worker on request.
@@ -145,15 +145,16 @@ def configure_and_launch(page, spec_file: Path) -> None:
     uploader.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(spec_file))
     expect(page.get_by_text(f"Loaded {spec_file.name} into the form.")).to_be_visible(timeout=UI_TIMEOUT_MS)
     wait_script_idle(page)
-    choose(page, "Aggregator", "amtml")
+    choose(page, "Path method", "amtml")
     expect(page.get_by_text("The spec is valid.")).to_be_visible(timeout=UI_TIMEOUT_MS)
     no_exception(page)
     shot(page, "01-configure-two-teachers")
     page.get_by_role("button", name="Launch run").click()
 
 
-def watch_live(page, path_ids: list[str]) -> None:
-    """The page updates while the run trains (its progress moves), then draws every path's weight."""
+def watch_live(page) -> None:
+    """The page updates while the run trains (its progress moves), then draws every term's weight and the
+    stack of weighted terms that adds up to the total loss."""
     expect(page.get_by_role("heading", name="Live", exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
     progress = main_area(page).get_by_test_id("stProgress")
     # Any unfinished state counts as the start: waiting for a mid-training one raced the run, whose
@@ -163,10 +164,12 @@ def watch_live(page, path_ids: list[str]) -> None:
     shot(page, "02-live-training")
     expect(progress).not_to_have_text(seen, timeout=TRAIN_TIMEOUT_MS)
     wait_until_done_on_live(page)
-    weights = charts_titled(page, "Path weights")
+    weights = charts_titled(page, "Term weights")
     expect(weights.first).to_be_visible(timeout=UI_TIMEOUT_MS)
-    for path_id in path_ids:
-        expect(weights.first.get_by_text(path_id, exact=True).first).to_be_attached()
+    stack = charts_titled(page, "What each term adds to the total loss")
+    for label in ("task (CE)", "amtml · fused KD", "total loss (logged)"):
+        expect(stack.first.get_by_text(label, exact=True).first).to_be_attached()
+    expect(page.get_by_text("the bands add up to the total loss", exact=False).first).to_be_visible()
     no_exception(page)
     shot(page, "03-live-done", focus=weights.first)
 
@@ -222,7 +225,7 @@ def test_two_teacher_run_through_every_page(server, page, two_teacher_spec, path
     expect(page.get_by_role("heading", name="PathScope")).to_be_visible(timeout=UI_TIMEOUT_MS)
     wait_script_idle(page)
     configure_and_launch(page, two_teacher_spec)
-    watch_live(page, path_ids)
+    watch_live(page)
     assert len(run_ids(server.home)) == 1
     check_teacher_importance(page)
     check_negative_transfer(page, path_ids)

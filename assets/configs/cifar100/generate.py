@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 METHODS = ("kd", "fitnet", "at", "crd", "dkd")
 METHOD_TITLES = {"kd": "KD", "fitnet": "FitNet", "at": "AT", "crd": "CRD", "dkd": "DKD"}
 EPOCHS = 240
+SPEC_VERSION = 2  # the spec format of engine/spec.py these files are written in (weighting, no aggregator)
 # RepDistiller (and mdistiller) train these light students at lr 0.01 instead of 0.05.
 LOW_LR_STUDENTS = {"mobilenetv2", "shufflenetv1", "shufflenetv2"}
 # RepDistiller's loss weights: KD runs "-r 0.1 -a 0.9" (CE 0.1, KD 0.9); the others keep CE at 1
@@ -95,13 +96,14 @@ def paths(pair: Pair, method: str) -> list[dict[str, Any]]:
 def spec(pair: Pair, method: str | None) -> dict[str, Any]:
     """The run for one table cell; method None is the "student alone" column."""
     label = method or "student"
-    data: dict[str, Any] = {"name": f"cifar100 {pair.teacher}->{pair.student} {label}", "dataset": dataset()}
+    data: dict[str, Any] = {"version": SPEC_VERSION, "name": f"cifar100 {pair.teacher}->{pair.student} {label}",
+                            "dataset": dataset()}
     if method is not None:
         data["teachers"] = [teacher(pair)]
     data["student"] = {"arch": pair.student}
     if method is not None:
         data["paths"] = paths(pair, method)
-        data["aggregator"] = {"name": "fixed", "params": {"task_weight": TASK_WEIGHT.get(method, 1.0)}}
+        data["weighting"] = {"name": "fixed", "params": {"task_weight": TASK_WEIGHT.get(method, 1.0)}}
     lr = 0.01 if pair.student in LOW_LR_STUDENTS else 0.05
     data |= {"optimizer": sgd(lr), "schedule": schedule(), "epochs": EPOCHS, "seed": 0}
     return data

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.aggregators import AGGREGATORS
-from engine.aggregators.sakd import SpotAdaptive, arch_family
+from engine.methods import METHODS
+from engine.methods.sakd import SpotAdaptive, SpotAgent, arch_family
 from engine.data import load_dataset
 from engine.data.bundle import iterate_batches
 from engine.models import build_model
@@ -16,7 +16,7 @@ from engine.runner import build_learner, execute_run
 from engine.spec import parse_spec
 from engine.store import run_dir
 from engine.telemetry import Telemetry
-from engine.train import Learner, NullReporter
+from engine.train import Learner, NullReporter, _param_groups
 from tests.conftest import tiny_spec_dict
 
 CNN_PATHS = [
@@ -32,7 +32,7 @@ def _spec_dict(**params) -> dict:
         teachers=[{"id": "t", "arch": "small_cnn", "arch_params": {"width": 16},
                    "source": {"kind": "train", "epochs": 2}}],
         student={"arch": "small_cnn", "arch_params": {"width": 16}},
-        paths=CNN_PATHS, aggregator={"name": "sakd", "params": params}, telemetry_every=4)
+        paths=CNN_PATHS, method={"name": "sakd", "params": params}, weighting={"name": "fixed"}, telemetry_every=4)
 
 
 def _learner(spec_dict: dict) -> tuple[Learner, object]:
@@ -48,8 +48,8 @@ def _learner(spec_dict: dict) -> tuple[Learner, object]:
 def _step(learner: Learner, bundle, step: int = 3, due: bool = True):
     x, y, index = next(iterate_batches(bundle.train, 64, shuffle=False, generator=None))
     ctx = StepContext(labels=y, epoch=0, step=step, index=index, telemetry=Telemetry(due=due))
-    losses, _ = learner.losses(x, y, ctx)
-    return losses, ctx
+    values, _ = learner.terms(x, y, ctx)
+    return values, ctx
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,9 @@ def mixed():
 
 def test_decisions_are_exactly_binary_recorded_and_reproducible(mixed) -> None:
     learner, bundle = mixed
-    agg = learner.aggregator
+    agent = learner.method.agent
     _, ctx = _step(learner, bundle)
-    routed = agg.decisions.routed.detach()
+    routed = agent.decisions.routed.detach()
     assert routed.shape == (64, 3)
     assert set(routed.unique().tolist()) <= {0.0, 1.0}
     assert 0 < routed.mean() < 1  # a random policy routes some samples each way
@@ -70,16 +70,16 @@ def test_decisions_are_exactly_binary_recorded_and_reproducible(mixed) -> None:
     assert recorded.columns == ["conv1", "conv2", "fc"]
     assert recorded.values.shape == (64, 3) and (recorded.index == ctx.index.numpy()).all()
     _step(learner, bundle)  # same step, same noise
-    torch.testing.assert_close(agg.decisions.routed.detach(), routed)
+    torch.testing.assert_close(agent.decisions.routed.detach(), routed)
     _step(learner, bundle, step=4)
-    assert not torch.equal(agg.decisions.routed.detach(), routed)
+    assert not torch.equal(agent.decisions.routed.detach(), routed)
 
 
 def test_each_path_loss_is_its_distiller_on_exactly_the_routed_samples(mixed) -> None:
     learner, bundle = mixed
-    agg = learner.aggregator
+    method = learner.method
     losses, ctx = _step(learner, bundle)
-    chosen = agg.decisions.routed.detach() > 0.5
+    chosen = method.agent.decisions.routed.detach() > 0.5
     for column, pid in enumerate(["at1", "fit2", "kd"]):
         tid, t_spot, s_spot = learner.path_spots[pid]
         rows = chosen[:, column]
@@ -90,27 +90,30 @@ def test_each_path_loss_is_its_distiller_on_exactly_the_routed_samples(mixed) ->
     spoiled = {spot: tap.clone() for spot, tap in ctx.teacher_taps["t"].items()}
     for column, spot in enumerate(["conv1", "conv2", "fc"]):
         spoiled[spot][~chosen[:, column]] = 1e3
-    again = agg.path_losses(learner, StepContext(labels=ctx.labels, epoch=0, step=3, index=ctx.index, x=ctx.x,
+    again = method.terms(learner, StepContext(labels=ctx.labels, epoch=0, step=3, index=ctx.index, x=ctx.x,
                                                  student_taps=ctx.student_taps, teacher_taps={"t": spoiled}))
     for pid in ["at1", "fit2", "kd"]:
         torch.testing.assert_close(again[f"path:{pid}"], losses[f"path:{pid}"])
 
 
-def test_policy_learns_from_the_routed_loss_and_never_from_the_student_loss(mixed) -> None:
+def test_policy_learns_from_the_routed_loss_and_never_from_the_student_loss(mixed, monkeypatch) -> None:
     learner, bundle = mixed
-    agg = learner.aggregator
+    method, agent = learner.method, learner.method.agent
     learner.zero_grad(set_to_none=True)
     losses, ctx = _step(learner, bundle)
-    routed = agg.decisions.routed
-    _, weights = agg.student_backward(losses, ctx)
-    assert all(p.grad is None for p in agg.parameters())  # policy and adapters untouched by the student loss
+    routed = agent.decisions.routed
+    monkeypatch.setattr(agent, "step", lambda values, ctx: None)  # the student's backward alone
+    result = learner.objective.backward(losses, ctx)
+    assert all(p.grad is None for p in agent.parameters())  # policy and adapters untouched by the student loss
     assert learner.student.model.conv1[0].weight.grad is not None
-    fraction = (routed.detach() > 0.5).float().mean(0)
-    assert float(weights["kd"]) == pytest.approx(agg.path_weights["kd"] * float(fraction[2]))
-    assert float(weights["at1"]) == pytest.approx(agg.path_weights["at1"] * float(fraction[0]))
-    agg.agent_loss(ctx, routed, losses["task"].detach()).backward()
-    assert agg.policy.weight.grad is not None and agg.policy.weight.grad.abs().sum() > 0
-    assert all(p.grad is not None for p in [*agg.to_teacher.parameters(), *agg.to_student.parameters()])
+    # the logged weight is the configured w_k; the routed share n_l / B is inside the value (see above)
+    assert float(result.weights["path:kd"]) == pytest.approx(method.path_weights["kd"])
+    assert float(result.weights["path:at1"]) == pytest.approx(method.path_weights["at1"])
+    expected = losses["task"] + sum(method.path_weights[pid] * losses[f"path:{pid}"] for pid in ["at1", "fit2", "kd"])
+    assert float(result.total) == pytest.approx(float(expected.detach()), rel=1e-6)
+    agent.loss(ctx, routed, losses["task"].detach()).backward()
+    assert agent.policy.weight.grad is not None and agent.policy.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in [*agent.to_teacher.parameters(), *agent.to_student.parameters()])
     teacher = learner.teachers["t"].model
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     recorded = ctx.telemetry.arrays["sakd/agent_losses"]
@@ -120,32 +123,44 @@ def test_policy_learns_from_the_routed_loss_and_never_from_the_student_loss(mixe
 
 def test_agent_steps_inside_backward_before_the_student_backward(mixed, monkeypatch) -> None:
     learner, bundle = mixed
-    agg = learner.aggregator
+    agent = learner.method.agent
+    assert learner.method.learners() == [agent] and agent.name == "sakd/agent"
+    assert learner.objective.learners == [agent]
     learner.zero_grad(set_to_none=True)
     losses, ctx = _step(learner, bundle)
-    before = agg.policy.weight.detach().clone()
+    before = agent.policy.weight.detach().clone()
     seen = {}
-    student_backward = SpotAdaptive.student_backward
+    agent_step = SpotAgent.step
 
-    def spy(self, losses, ctx):
+    def spy(self, values, ctx):
+        agent_step(self, values, ctx)
         seen["policy_moved"] = not torch.equal(self.policy.weight, before)
         seen["student_grad"] = learner.student.model.conv1[0].weight.grad
-        return student_backward(self, losses, ctx)
 
-    monkeypatch.setattr(SpotAdaptive, "student_backward", spy)
+    monkeypatch.setattr(SpotAgent, "step", spy)
     student_weight = learner.student.model.conv1[0].weight.detach().clone()
-    agg.backward(losses, ctx)
+    learner.objective.backward(losses, ctx)
     assert seen == {"policy_moved": True, "student_grad": None}  # the agent's backward left the student alone
     assert learner.student.model.conv1[0].weight.grad is not None
     assert torch.equal(learner.student.model.conv1[0].weight, student_weight)  # the loop steps the student
-    assert not list(agg.student_optimized_parameters())
-    assert agg.get_extra_state()["agent_optimizer"]["state"]  # Adam moments, saved with the aggregator
+    in_student_optimizer = {id(p) for group in _param_groups(learner) for p in group["params"]}
+    assert not in_student_optimizer & {id(p) for p in agent.parameters()}
+    assert learner.own_learner_parameters() == {id(p) for p in agent.parameters()}
+    assert learner.method.state_dict()["agent._extra_state"]["optimizer"]["state"]  # Adam moments, saved with the method
+
+
+def test_agent_refuses_decisions_of_another_step(mixed) -> None:
+    learner, bundle = mixed
+    losses, ctx = _step(learner, bundle, step=5)
+    ctx.step = 6  # a step whose terms() never ran
+    with pytest.raises(RuntimeError, match="no decisions for step 6"):
+        learner.method.agent.step(losses, ctx)
 
 
 def test_same_family_pairs_start_by_distilling_everywhere() -> None:
     learner, bundle = _learner(_spec_dict())
     _step(learner, bundle)
-    assert bool((learner.aggregator.decisions.routed == 1).all())
+    assert bool((learner.method.agent.decisions.routed == 1).all())
     assert arch_family("resnet20") == arch_family("resnet8x4") == arch_family("resnet18") == "resnet"
     assert arch_family("mobilenetv2") == arch_family("mobilenet_v3_small") == "mobilenet"
     assert {arch_family(a) for a in ("vgg8", "wrn_40_2", "small_cnn", "mlp", "shufflenetv1")} == {
@@ -158,27 +173,28 @@ def test_embedding_spots_route_through_linear_adapters_without_an_output_path() 
                    "source": {"kind": "train", "epochs": 2}}],
         student={"arch": "mlp", "arch_params": {"hidden": [16, 8]}},
         paths=[{"id": "h1", "teacher": "t", "distiller": "fitnet", "teacher_spot": "fc1", "student_spot": "fc1"}],
-        aggregator={"name": "sakd"})
+        method={"name": "sakd"}, weighting={"name": "fixed"})
     learner, bundle = _learner(spec)
     losses, ctx = _step(learner, bundle)
-    agg = learner.aggregator
-    assert agg.routing.spots == ["fc1", "fc"]
-    assert agg.route(ctx.x, agg.decisions.routed).shape == (64, 10)
-    total, weights = agg.backward(losses, ctx)
-    assert torch.isfinite(total) and set(weights) == {"h1"}
+    method, agent = learner.method, learner.method.agent
+    assert method.routing.spots == ["fc1", "fc"]
+    assert agent.route(ctx.x, agent.decisions.routed).shape == (64, 10)
+    result = learner.objective.backward(losses, ctx)
+    assert torch.isfinite(result.total) and set(result.weights) == {"task", "path:h1"}
     x, y, index = next(iterate_batches(bundle.train, 1, shuffle=False, generator=None))
     ragged = StepContext(labels=y, epoch=0, step=9, index=index)  # a last batch of one sample
-    losses, _ = learner.losses(x, y, ragged)
+    losses, _ = learner.terms(x, y, ragged)
     assert float(losses["path:h1"]) == 0.0
-    assert torch.isfinite(agg.backward(losses, ragged)[0])
+    assert torch.isfinite(learner.objective.backward(losses, ragged).total)
 
 
 def test_bad_params_are_refused() -> None:
-    cls = AGGREGATORS.get("sakd")
+    cls = METHODS.get("sakd")
+    assert cls is SpotAdaptive and cls.needs_live_teachers
     for params, name in [({"gamma": 0.5}, "gamma"), ({"tau": 0}, "tau"), ({"lr": -1}, "lr"),
                          ({"same_family": "yes"}, "same_family"), ({"temperature": 1}, "temperature")]:
         with pytest.raises(ValueError, match=name):
-            cls(["p"], {"p": 1.0}, **params)
+            cls(["p"], {"p": 1.0}, {"p": "kd"}, **params)
     spec = _spec_dict(route_teacher="ghost")
     with pytest.raises(ValueError, match="route_teacher 'ghost' has no path"):
         _learner(spec)
@@ -191,12 +207,12 @@ def test_second_teacher_follows_the_decisions_at_routed_spots_only() -> None:
                      {"id": "u-kd", "teacher": "u", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
                      {"id": "u-rkd", "teacher": "u", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"}]
     learner, bundle = _learner(spec)
-    agg = learner.aggregator
-    assert agg.routing.teacher_id == "t"  # the first teacher distilled at the output routes
+    method = learner.method
+    assert method.routing.teacher_id == "t"  # the first teacher distilled at the output routes
     x, y, index = next(iterate_batches(bundle.train, 16, shuffle=False, generator=None))
     ctx = StepContext(labels=y, epoch=0, step=3, index=index)
-    losses, _ = learner.losses(x, y, ctx)
-    at_output = (agg.decisions.routed[:, -1] > 0.5).nonzero().squeeze(1)
+    losses, _ = learner.terms(x, y, ctx)
+    at_output = (method.agent.decisions.routed[:, -1] > 0.5).nonzero().squeeze(1)
     sub = {"fc": ctx.student_taps["fc"][at_output]}
     expected = learner.path_loss("u-kd", sub, {"u": {"fc": ctx.teacher_taps["u"]["fc"][at_output]}}, ctx)
     torch.testing.assert_close(losses["path:u-kd"], expected * len(at_output) / 16)

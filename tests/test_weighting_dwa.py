@@ -7,22 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.aggregators import AGGREGATORS
-from engine.paths.base import StepContext
 from engine.runner import execute_run
 from engine.store import run_dir
+from engine.terms import TermInfo
 from engine.train import NullReporter
-from tests.conftest import two_teacher_spec
+from engine.weightings import WEIGHTINGS
+from tests.conftest import TWO_TEACHER_PATHS, step_ctx, two_teacher_spec
 
-PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-         {"id": "cnn-at", "teacher": "cnn", "distiller": "at", "teacher_spot": "conv2", "student_spot": "conv2"},
-         {"id": "mlp-kd", "teacher": "mlp", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-         {"id": "mlp-rkd", "teacher": "mlp", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"}]
+PATHS = TWO_TEACHER_PATHS
 IDS = ["a", "b", "c"]
+TERMS = [TermInfo(f"path:{pid}", 1.0, path=pid, kind="kd") for pid in IDS]
 
 
-def digits_spec(aggregator: dict, epochs: int = 2):
-    return two_teacher_spec(aggregator, PATHS, epochs)
+def digits_spec(weighting: dict, epochs: int = 2):
+    return two_teacher_spec(weighting, PATHS, epochs)
 
 
 def dwa_formula(last: list[float], before: list[float], temperature: float) -> list[float]:
@@ -31,49 +29,47 @@ def dwa_formula(last: list[float], before: list[float], temperature: float) -> l
     return [len(exps) * e / sum(exps) for e in exps]
 
 
-def _feed_epoch(agg, epoch: int, batches: list[list[float]]) -> list[dict[str, float]]:
-    """Backward on batches of given path losses, then end the epoch; returns the weights used."""
+def _feed_epoch(weighting, epoch: int, batches: list[list[float]]) -> list[list[float]]:
+    """Weigh and observe batches of given term values, as the loop does, then end the epoch; returns the weights."""
     used = []
     for step, values in enumerate(batches):
-        losses = {"task": torch.tensor(0.1, requires_grad=True),
-                  **{f"path:{pid}": torch.tensor(v, requires_grad=True) for pid, v in zip(IDS, values)}}
-        _, weights = agg.backward(losses, StepContext(labels=torch.zeros(1), epoch=epoch, step=step,
-                                                      index=torch.zeros(1)))
-        used.append({pid: float(w) for pid, w in weights.items()})
-    agg.on_epoch_end(epoch)
+        values = torch.tensor(values)
+        used.append(weighting.weigh(values, step_ctx(step), None).tolist())
+        weighting.observe(values)
+    weighting.on_epoch_end(epoch)
     return used
 
 
 @pytest.mark.parametrize("temperature", [2.0, 0.5])
 def test_weights_follow_the_formula_on_known_epoch_means(temperature: float) -> None:
-    agg = AGGREGATORS.get("dwa")(IDS, {pid: 1.0 for pid in IDS}, temperature=temperature)
+    weighting = WEIGHTINGS.get("dwa")(TERMS, temperature=temperature)
     epochs = [[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]],  # means 2, 2, 2
               [[1.0, 1.5, 3.0]],
               [[0.5, 1.5, 1.5], [0.5, 1.5, 1.5]],
               [[0.1, 0.1, 0.1]]]
-    used = [_feed_epoch(agg, e, batches) for e, batches in enumerate(epochs)]
-    assert all(w == {pid: 1.0 for pid in IDS} for epoch in used[:2] for w in epoch)
+    used = [_feed_epoch(weighting, e, batches) for e, batches in enumerate(epochs)]
+    assert all(w == [1.0] * len(IDS) for epoch in used[:2] for w in epoch)
     for got, expected in ((used[2], dwa_formula([1.0, 1.5, 3.0], [2.0, 2.0, 2.0], temperature)),
                           (used[3], dwa_formula([0.5, 1.5, 1.5], [1.0, 1.5, 3.0], temperature))):
         for weights in got:
-            assert [weights[pid] for pid in IDS] == pytest.approx(expected, rel=1e-6)
-            assert sum(weights.values()) == pytest.approx(len(IDS))
+            assert weights == pytest.approx(expected, rel=1e-6)
+            assert sum(weights) == pytest.approx(len(IDS))
 
 
 def test_history_is_carried_by_the_state_dict() -> None:
-    agg = AGGREGATORS.get("dwa")(IDS, {pid: 1.0 for pid in IDS})
+    weighting = WEIGHTINGS.get("dwa")(TERMS)
     for epoch, values in enumerate([[1.0, 2.0, 3.0], [2.0, 1.0, 3.0]]):
-        _feed_epoch(agg, epoch, [values])
-    restored = AGGREGATORS.get("dwa")(IDS, {pid: 1.0 for pid in IDS})
-    restored.load_state_dict(agg.state_dict())
-    weights = [float(w) for w in restored.weights({"task": torch.tensor(0.0)}, None).values()]
+        _feed_epoch(weighting, epoch, [values])
+    restored = WEIGHTINGS.get("dwa")(TERMS)
+    restored.load_state_dict(weighting.state_dict())
+    weights = restored.weigh(torch.zeros(len(IDS)), step_ctx(), None).tolist()
     assert weights == pytest.approx(dwa_formula([2.0, 1.0, 3.0], [1.0, 2.0, 3.0], 2.0))
 
 
 @pytest.mark.parametrize("params, name", [({"temperature": 0}, "temperature"), ({"T": 2}, "T")])
 def test_bad_parameters_are_named(params: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        AGGREGATORS.get("dwa")(IDS, {pid: 1.0 for pid in IDS}, **params)
+        WEIGHTINGS.get("dwa")(TERMS, **params)
 
 
 def test_digits_run_weights_the_third_epoch_by_the_first_two(home: Path) -> None:
@@ -83,7 +79,7 @@ def test_digits_run_weights_the_third_epoch_by_the_first_two(home: Path) -> None
     logged = {p["id"]: {r[2]: r[4] for r in reporter.rows if r[0] == "main" and r[3] == f"weight/path:{p['id']}"}
               for p in PATHS}
     assert all(w[0] == 1.0 and w[1] == 1.0 for w in logged.values())
-    state = torch.load(run_dir(home, "dwa") / "checkpoints" / "epoch_001.pt", weights_only=True)["aggregator"]
+    state = torch.load(run_dir(home, "dwa") / "checkpoints" / "epoch_001.pt", weights_only=True)["weighting"]
     before, last = state["epoch_means"].tolist()
     expected = dwa_formula(last, before, 2.0)
     assert [logged[p["id"]][2] for p in PATHS] == pytest.approx(expected, rel=1e-5)

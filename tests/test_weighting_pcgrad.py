@@ -1,4 +1,4 @@
-"""PCGrad: conflicting path gradients lose their conflicting part; the student gets CE + sum of projections."""
+"""PCGrad: conflicting term gradients lose their conflicting part; the student gets CE + sum of projections."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from engine.aggregators import AGGREGATORS
-from engine.aggregators.pcgrad import project_conflicting
+from engine.methods.base import PathMethod
+from engine.objective import Objective
 from engine.paths.base import StepContext
 from engine.runner import execute_run
 from engine.train import NullReporter
+from engine.weightings import WEIGHTINGS
+from engine.weightings.pcgrad import project_conflicting
 from tests.conftest import two_teacher_spec
 
 PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
@@ -24,8 +26,8 @@ PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "
          {"id": "mlp-rkd", "teacher": "mlp", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"}]
 
 
-def digits_spec(aggregator: dict, epochs: int = 2):
-    return two_teacher_spec(aggregator, PATHS, epochs)
+def digits_spec(weighting: dict, epochs: int = 2):
+    return two_teacher_spec(weighting, PATHS, epochs)
 
 
 def _project(rows: list[list[float]], seed: int = 0) -> torch.Tensor:
@@ -55,28 +57,32 @@ def test_order_is_drawn_from_the_seed() -> None:
     assert any(not torch.allclose(_project(rows, seed=0), _project(rows, seed=s)) for s in range(1, 10))
 
 
-def test_backward_writes_ce_plus_projected_paths_and_plain_adapter_grads() -> None:
+def test_backward_writes_ce_plus_projected_terms_and_plain_adapter_grads() -> None:
     student = nn.Module()
     student.theta = nn.Parameter(torch.tensor([0.5, -1.0]))
     adapter = nn.Module()
     adapter.scale = nn.Parameter(torch.tensor(1.5))
     learner = SimpleNamespace(student=student, distillers={"a": adapter, "b": nn.Module()})
-    agg = AGGREGATORS.get("pcgrad")(["a", "b"], {"a": 2.0, "b": 1.0})
-    agg.attach(learner)
+    method = PathMethod(["a", "b"], {"a": 2.0, "b": 1.0}, {"a": "fitnet", "b": "kd"})
+    terms = method.term_infos(learner)
+    weighting = WEIGHTINGS.get("pcgrad")(terms)
+    weighting.attach(learner)
+    objective = Objective(method, terms, weighting)
+    objective.attach(learner)
     theta, ua, ub = student.theta, torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
     losses = {"task": theta @ torch.tensor([0.25, 0.25]), "path:a": adapter.scale * (theta @ ua), "path:b": theta @ ub}
-    total, weights = agg.backward(losses, StepContext(labels=torch.zeros(1), epoch=0, step=7, index=torch.zeros(1)))
-    ga, gb = 2.0 * 1.5 * ua, ub  # path gradients (weighted by path_weights) on theta: (3, 0) and (-1, 1)
+    result = objective.backward(losses, StepContext(labels=torch.zeros(1), epoch=0, step=7, index=torch.zeros(1)))
+    ga, gb = 2.0 * 1.5 * ua, ub  # term gradients (weighted by the base weights) on theta: (3, 0) and (-1, 1)
     pa, pb = ga - (ga @ gb) / (gb @ gb) * gb, gb - (gb @ ga) / (ga @ ga) * ga
     assert theta.grad.tolist() == pytest.approx((torch.tensor([0.25, 0.25]) + pa + pb).tolist())
-    assert adapter.scale.grad.item() == pytest.approx(2.0 * (theta @ ua).item())  # its path's plain gradient
-    assert {pid: float(w) for pid, w in weights.items()} == {"a": 2.0, "b": 1.0}
-    assert total.item() == pytest.approx((losses["task"] + 2.0 * losses["path:a"] + losses["path:b"]).item())
+    assert adapter.scale.grad.item() == pytest.approx(2.0 * (theta @ ua).item())  # its term's plain gradient
+    assert {name: float(w) for name, w in result.weights.items()} == {"task": 1.0, "path:a": 2.0, "path:b": 1.0}
+    assert result.total.item() == pytest.approx((losses["task"] + 2.0 * losses["path:a"] + losses["path:b"]).item())
 
 
 def test_unknown_parameter_is_refused() -> None:
     with pytest.raises(ValueError, match="seed"):
-        AGGREGATORS.get("pcgrad")(["a"], {"a": 1.0}, seed=1)
+        WEIGHTINGS.get("pcgrad")(PathMethod(["a"], {"a": 1.0}, {}).term_infos(None), seed=1)
 
 
 def test_digits_run_trains_and_logs_the_path_weights(home: Path) -> None:
@@ -90,5 +96,5 @@ def test_digits_run_trains_and_logs_the_path_weights(home: Path) -> None:
     total = reporter.series("loss/total")
     assert total[-1] < total[0]
     cosines = [a[4] for a in reporter.arrays if a[0] == "main" and a[3] == "pcgrad/grad_cosine"]
-    assert cosines and cosines[0].columns == list(expected) and cosines[0].values.shape == (5, 5)
+    assert cosines and cosines[0].columns == [f"path:{pid}" for pid in expected] and cosines[0].values.shape == (5, 5)
     assert (cosines[0].index == -1).all() and abs(cosines[0].values.diagonal() - 1).max() < 1e-4

@@ -9,46 +9,53 @@ a latent theta_m in R^C; W in R^{C x 1} is shared; beta(x) is the student's "poo
     L = (1 - alpha) CE + 2 alpha T^2 KL(q || softmax(z_s/T)) + angle_weight L_angle(z_s, q)
         + hint_weight sum_h L_HT,h + reg_weight (||W||^2 + sum_m ||theta_m||^2)   (reg: stage A only)
 
-How the run's paths map onto these terms:
-- logits paths (teacher "fc" -> student "fc", whatever their distiller) are replaced by the fused
-  logits term L_F = 2 alpha T^2 KL + angle_weight L_angle. Every logits path reports L_F as its loss
-  and w_m / n_m as its weight (w_m: teacher m's batch-mean importance, n_m: its number of logits
-  paths), so the weighted logits losses sum to L_F when every teacher has a logits path. L_F enters
-  the total once, also when some teacher (or none) has a logits path: AMTML fuses every teacher.
-- feature-map paths (both taps (C, H, W)) are replaced by AMTML's hint:
-  mean || r(n(F_s)) - n(F_t) ||^2, r a bias-free 1x1 conv, n channel-wise L2 normalisation; it is
-  the path's loss, weighted hint_weight.
-- other paths (embeddings, stage pairs) keep their own distiller and configured weight.
-The task CE is weighted 1 - alpha through ``task_weight``.
+The terms, and how the run's paths map onto them:
+- ``amtml/fused_kd`` (base weight 1) is L_F = 2 alpha T^2 KL + angle_weight L_angle. It stands for every
+  logits path (teacher "fc" -> student "fc", whatever its distiller): those paths have no term of their
+  own, and L_F enters the total once, also when some teacher (or none) has a logits path: AMTML fuses
+  every teacher. Each teacher's batch-mean importance w_m is in the telemetry (amtml/teacher_weights).
+- ``amtml/hint:<path id>`` (base weight hint_weight), one per feature-map path (both taps (C, H, W)):
+  AMTML's hint mean || r(n(F_s)) - n(F_t) ||^2, r a bias-free 1x1 conv, n channel-wise L2 normalisation.
+- ``path:<id>`` (its configured weight): other paths (embeddings, stage pairs) keep their own distiller.
+- ``amtml/reg`` (weight 1, never re-weighted): reg_weight (||W||^2 + sum_m ||theta_m||^2), reg_weight
+  inside the value; 0 in stage B.
+The task CE is weighted 1 - alpha through ``task_weight``. Under the "fixed" weighting the total is the
+equation above; another weighting re-weights the fused, hint and other path terms.
 
 Stage A trains theta and W with the student (by its optimizer). With stage_a_epochs > 0 they are
 frozen after that many epochs (stage B) and the regulariser is dropped; the same student goes on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from pydantic import Field
+from torch import nn
 
-from engine.params import Params
-from engine.aggregators.registry import AGGREGATORS
-from engine.aggregators.base import TASK, Aggregator, path_key
+from engine.methods.base import PathMethod
+from engine.methods.registry import METHODS
 from engine.ops import resize_to, triplet_angles
-from engine.step import StepContext
+from engine.params import Params
+from engine.step import PathRoute, StepContext
+from engine.terms import TermInfo
 from engine.vocabulary import (
-    LOGITS_SPOT, POOL_SPOT, TEACHER_WEIGHTS_VIEW, TelemetryArray, TelemetryPanel,
+    LOGITS_SPOT, POOL_SPOT, TEACHER_WEIGHTS_VIEW, TelemetryArray, TelemetryPanel, path_key,
 )
+
+if TYPE_CHECKING:
+    from engine.step import LearnerView as Learner
 
 #: the reference's hint regressors start at uniform(-0.005, 0.005): the hint begins as ||n(F_t)||^2
 REGRESSOR_INIT = 0.005
-#: what the Teacher importance page draws from this aggregator (engine.vocabulary)
+FUSED_TERM = "amtml/fused_kd"
+REG_TERM = "amtml/reg"
+HINT_KIND = "amtml/hint"
+#: what the Teacher importance page draws from this method (engine.vocabulary)
 TELEMETRY = TelemetryPanel(
     title="AMTML-KD · per-instance teacher weights",
-    caption="For each sample the aggregator splits a weight of 1 among the teachers "
+    caption="For each sample the method splits a weight of 1 among the teachers "
             "(w(x) = softmax over teachers); the student learns from that mix of their soft targets.",
     view=TEACHER_WEIGHTS_VIEW,
     when="every `telemetry_every` steps while the student trains",
@@ -59,6 +66,11 @@ TELEMETRY = TelemetryPanel(
                        "the norm of each teacher's latent vector theta_m (one row per logged step)"),
     ),
 )
+
+
+def hint_term(path_id: str) -> str:
+    """The name of feature-map path ``path_id``'s hint term."""
+    return f"{HINT_KIND}:{path_id}"
 
 
 # ------------------------------------------------------------------ the method's terms, as functions
@@ -95,15 +107,6 @@ def hint_loss(regressor: nn.Conv2d, student_map: torch.Tensor, teacher_map: torc
     return (regressor(student) - F.normalize(teacher_map, dim=1)).pow(2).mean()
 
 
-@dataclass
-class _StepTerms:
-    """What path_losses computes once per step for combine (the fused term enters the total once)."""
-
-    fused: torch.Tensor  # L_F = 2 alpha T^2 KL + angle_weight L_angle
-    regulariser: torch.Tensor
-    mean_weights: torch.Tensor  # (M,) batch-mean teacher importance
-
-
 class AMTMLParams(Params):
     alpha: float = Field(0.7, ge=0, le=1, description="share of the fused soft-target term; the task CE weighs 1 - alpha")
     temperature: float = Field(5.0, gt=0, description="softening temperature T of the teachers' and student's logits")
@@ -116,25 +119,24 @@ class AMTMLParams(Params):
     init_seed: int = Field(1, ge=0, description="seed of theta and W's start")
 
 
-@AGGREGATORS.register("amtml", "AMTML-KD: per-sample teacher weights from learnt latents fuse the teachers' "
-                               "soft targets; + angle loss and multi-group hints")
-class AMTML(Aggregator):
+@METHODS.register("amtml", "AMTML-KD: per-sample teacher weights from learnt latents fuse the teachers' "
+                           "soft targets; + angle loss and multi-group hints")
+class AMTML(PathMethod):
     telemetry = TELEMETRY
-
     params_model = AMTMLParams
+    name = "amtml"
 
-    def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
+    def __init__(self, path_ids: list[str], path_weights: dict[str, float], distiller_names: dict[str, str],
+                 **params: Any) -> None:
         """stage_a_epochs 0: theta and W train for the whole run. init_std: theta and W start as
         N(0, init_std^2) from a generator seeded with init_seed (the reference: seed 1, std 1)."""
-        super().__init__(path_ids, path_weights, **params)
+        super().__init__(path_ids, path_weights, distiller_names, **params)
         if not path_ids:
             raise ValueError("amtml needs at least one path (its teachers are the teachers with a path)")
         p = self.params
-        alpha, temperature, angle_weight, hint_weight = p.alpha, p.temperature, p.angle_weight, p.hint_weight
-        reg_weight, stage_a_epochs, init_std, init_seed = p.reg_weight, p.stage_a_epochs, p.init_std, p.init_seed
-        self.alpha, self.temperature = float(alpha), float(temperature)
-        self.angle_weight, self.hint_weight, self.reg_weight = float(angle_weight), float(hint_weight), float(reg_weight)
-        self.stage_a_epochs, self.init_std, self.init_seed = int(stage_a_epochs), float(init_std), int(init_seed)
+        self.alpha, self.temperature = float(p.alpha), float(p.temperature)
+        self.angle_weight, self.hint_weight, self.reg_weight = float(p.angle_weight), float(p.hint_weight), float(p.reg_weight)
+        self.stage_a_epochs, self.init_std, self.init_seed = int(p.stage_a_epochs), float(p.init_std), int(p.init_seed)
         self.task_weight = 1.0 - self.alpha
         self.teacher_ids: list[str] = []  # set by wanted_spots, spec order
         self.logits_paths: dict[str, str] = {}  # path id -> teacher id
@@ -143,15 +145,15 @@ class AMTML(Aggregator):
         self.register_parameter("theta", None)
         self.register_parameter("W", None)
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))  # stage B, saved with checkpoints
-        self._step: _StepTerms | None = None
 
     # ------------------------------------------------------------ set-up
-    def wanted_spots(self, teacher_ids, path_spots):
+    def wanted_spots(self, teacher_ids: list[str], path_spots: dict[str, PathRoute]
+                     ) -> tuple[set[str], dict[str, set[str]]]:
         with_paths = {tid for tid, _, _ in path_spots.values()}
         self.teacher_ids = [tid for tid in teacher_ids if tid in with_paths]
         return {POOL_SPOT, LOGITS_SPOT}, {tid: {LOGITS_SPOT} for tid in self.teacher_ids}
 
-    def attach(self, learner) -> None:
+    def attach(self, learner: "Learner") -> None:
         if not self.teacher_ids:
             raise RuntimeError("amtml: wanted_spots must run before attach (it fixes the teachers)")
         generator = torch.Generator().manual_seed(self.init_seed)
@@ -167,6 +169,17 @@ class AMTML(Aggregator):
                 self.regressors.append(_regressor(learner.shapes.student[s_spot][0],
                                                   learner.shapes.teachers[tid][t_spot][0], generator))
 
+    def term_infos(self, learner: "Learner") -> list[TermInfo]:
+        """The fused term (for every logits path), a hint per feature-map path, other paths, the regulariser."""
+        infos = [TermInfo(FUSED_TERM, 1.0, kind=FUSED_TERM)]
+        for pid in self.path_ids:
+            if pid in self.hint_paths:
+                infos.append(TermInfo(hint_term(pid), self.hint_weight, path=pid, kind=HINT_KIND))
+            elif pid not in self.logits_paths:
+                infos.append(self.path_term(pid))
+        infos.append(TermInfo(REG_TERM, 1.0, weighable=False, kind=REG_TERM))
+        return infos
+
     def on_epoch_end(self, epoch: int) -> None:
         if self.stage_a_epochs and epoch + 1 >= self.stage_a_epochs:
             self.frozen.fill_(True)
@@ -179,32 +192,32 @@ class AMTML(Aggregator):
             param.requires_grad_(train)
 
     # ------------------------------------------------------------ step
-    def path_losses(self, learner, ctx: StepContext) -> dict[str, torch.Tensor]:
+    def terms(self, learner: "Learner", ctx: StepContext) -> dict[str, torch.Tensor]:
         self._sync_stage()
-        student_logits = ctx.student_taps[LOGITS_SPOT]
         weights = teacher_weights(ctx.student_taps[POOL_SPOT], self.theta, self.W)
+        self._record(weights, ctx)
+        values = {FUSED_TERM: self._fused(weights, ctx), REG_TERM: self._regulariser()}
+        for pid in self.path_ids:
+            if pid in self.hint_paths:
+                values[hint_term(pid)] = self._hint(learner, pid, ctx)
+            elif pid not in self.logits_paths:
+                values[path_key(pid)] = learner.path_loss(pid, ctx.student_taps, ctx.teacher_taps, ctx)
+        return values
+
+    def _fused(self, weights: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """L_F = 2 alpha T^2 KL(q || p_s) + angle_weight L_angle, q fused from every teacher's logits."""
+        student_logits = ctx.student_taps[LOGITS_SPOT]
         log_q = fused_log_target(weights, [ctx.teacher_taps[tid][LOGITS_SPOT] for tid in self.teacher_ids],
                                  self.temperature)
-        fused = (fused_kd(student_logits, log_q, self.alpha, self.temperature)
-                 + self.angle_weight * angle_loss(student_logits, log_q.exp()))
-        self._step = _StepTerms(fused, self._regulariser(), weights.detach().mean(0))
-        self._record(weights, ctx)
-        losses = {}
-        for pid in self.path_ids:
-            if pid in self.logits_paths:
-                losses[path_key(pid)] = fused
-            elif pid in self.hint_paths:
-                losses[path_key(pid)] = self._hint(learner, pid, ctx)
-            else:
-                losses[path_key(pid)] = learner.path_loss(pid, ctx.student_taps, ctx.teacher_taps, ctx)
-        return losses
+        return (fused_kd(student_logits, log_q, self.alpha, self.temperature)
+                + self.angle_weight * angle_loss(student_logits, log_q.exp()))
 
     def _regulariser(self) -> torch.Tensor:
         if bool(self.frozen):
             return torch.zeros((), device=self.W.device)
         return self.reg_weight * (self.W.pow(2).sum() + self.theta.pow(2).sum())
 
-    def _hint(self, learner, pid: str, ctx: StepContext) -> torch.Tensor:
+    def _hint(self, learner: "Learner", pid: str, ctx: StepContext) -> torch.Tensor:
         tid, t_spot, s_spot = learner.path_spots[pid]
         regressor = self.regressors[self.hint_paths.index(pid)]
         return hint_loss(regressor, ctx.student_taps[s_spot], ctx.teacher_taps[tid][t_spot])
@@ -213,31 +226,6 @@ class AMTML(Aggregator):
         ctx.telemetry.record(TELEMETRY.array("weights").key, weights, ctx.index, columns=self.teacher_ids)
         ctx.telemetry.record(TELEMETRY.array("norms").key, self.theta.detach().norm(dim=1)[None, :], torch.tensor([-1]),
                              columns=self.teacher_ids)
-
-    def weights(self, losses, ctx) -> dict[str, torch.Tensor]:
-        """Logits path of teacher m: w_m / n_m (batch mean); hint paths: hint_weight; others: their own."""
-        device = losses[TASK].device
-        per_teacher = dict(zip(self.teacher_ids, self._step.mean_weights))
-        count = {tid: list(self.logits_paths.values()).count(tid) for tid in self.teacher_ids}
-        out = {}
-        for pid in self.path_ids:
-            if pid in self.logits_paths:
-                tid = self.logits_paths[pid]
-                out[pid] = per_teacher[tid] / count[tid]
-            elif pid in self.hint_paths:
-                out[pid] = torch.tensor(self.hint_weight, device=device)
-            else:
-                out[pid] = torch.tensor(self.path_weights[pid], device=device)
-        return out
-
-    def combine(self, losses, ctx) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        weights = self.weights(losses, ctx)
-        total = self.task_weight * losses[TASK] + self._step.fused + self._step.regulariser
-        for pid in self.path_ids:
-            if pid not in self.logits_paths:  # the logits paths' share is the fused term, added once
-                total = total + weights[pid] * losses[path_key(pid)]
-        self._step = None  # the step's graph is not kept past its update
-        return total, weights
 
 
 def _is_map(shape: tuple[int, ...] | None) -> bool:

@@ -7,24 +7,25 @@ import pytest
 import torch
 import yaml
 
-import engine.aggregators.lookahead  # noqa: F401  (registers)
-from engine.aggregators import AGGREGATORS
 from engine.paths.base import StepContext
 from engine.runner import execute_run
 from engine.spec import parse_spec
 from engine.store import init_workspace
+from engine.terms import TermInfo
 from engine.train import NullReporter
+from engine.weightings import WEIGHTINGS
 from tests.conftest import ROOT
 
 PLANTED = ROOT / "assets" / "configs" / "digits_planted.yaml"
 IDS = ["helps", "hurts", "neutral"]
 W0 = {"helps": 1.0, "hurts": 2.0, "neutral": 1000.0}
+TERMS = [TermInfo(f"path:{pid}", W0[pid], path=pid, kind="kd") for pid in IDS]
 CTX = StepContext(labels=torch.zeros(1), epoch=0, step=0, index=torch.zeros(1))
-LOSSES = {"task": torch.zeros(()), **{f"path:{pid}": torch.zeros(()) for pid in IDS}}
+VALUES = torch.zeros(len(IDS))
 
 
 def _make(**params):
-    return AGGREGATORS.get("lookahead")(IDS, W0, **params)
+    return WEIGHTINGS.get("lookahead")(TERMS, **params)
 
 
 def _probe(scores: dict[str, float]) -> SimpleNamespace:
@@ -32,67 +33,74 @@ def _probe(scores: dict[str, float]) -> SimpleNamespace:
     return SimpleNamespace(evidence={pid: SimpleNamespace(score=[score]) for pid, score in scores.items()})
 
 
-def _weights(aggregator) -> dict[str, float]:
-    return {pid: float(w) for pid, w in aggregator.weights(LOSSES, CTX).items()}
+def _weights(weighting) -> dict[str, float]:
+    return dict(zip(IDS, weighting.weigh(VALUES, CTX, None).tolist()))
 
 
 def test_a_negative_stream_closes_the_gate_and_the_others_keep_theirs() -> None:
-    aggregator = _make()
+    weighting = _make()
     closed_after = None
     for n in range(1, 9):
-        aggregator.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": -0.1}))
-        if closed_after is None and aggregator.gate[1] == 0.0:
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": -0.1}))
+        if closed_after is None and weighting.gate[1] == 0.0:
             closed_after = n
     assert closed_after is not None and closed_after <= 4  # within a few probes
-    assert aggregator.gate.tolist() == [1.0, 0.0, 1.0]  # a mildly negative (neutral) path keeps its weight
-    weights = _weights(aggregator)
-    assert weights == {pid: W0[pid] * m for pid, m in zip(IDS, aggregator.gate.tolist())}
+    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]  # a mildly negative (neutral) path keeps its weight
+    weights = _weights(weighting)
+    assert weights == {pid: W0[pid] * m for pid, m in zip(IDS, weighting.gate.tolist())}
 
 
 def test_weights_are_the_configured_ones_times_the_gate() -> None:
-    aggregator = _make()
-    aggregator.on_probe(_probe({"helps": 0.2, "hurts": -0.9, "neutral": 0.0}))
-    gate = aggregator.gate.tolist()
+    weighting = _make()
+    weighting.on_probe(_probe({"helps": 0.2, "hurts": -0.9, "neutral": 0.0}))
+    gate = weighting.gate.tolist()
     assert 0.0 < gate[1] < 1.0  # partly closed
-    assert _weights(aggregator) == pytest.approx({pid: W0[pid] * m for pid, m in zip(IDS, gate)})
+    assert _weights(weighting) == pytest.approx({pid: W0[pid] * m for pid, m in zip(IDS, gate)})
 
 
 def test_a_closed_gate_reopens_gradually_once_the_path_agrees() -> None:
-    aggregator = _make()
+    weighting = _make()
     for _ in range(8):
-        aggregator.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": 0.0}))
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": 0.0}))
     history = []
     for _ in range(8):
-        aggregator.on_probe(_probe({"helps": 0.5, "hurts": 0.5, "neutral": 0.0}))
-        history.append(float(aggregator.gate[1]))
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": 0.5, "neutral": 0.0}))
+        history.append(float(weighting.gate[1]))
     assert history[0] == 0.0  # one good probe does not reopen it: the smoothed score is still negative
     assert history == sorted(history) and history[-1] == 1.0
 
 
 def test_a_silenced_path_scoring_neutral_stays_silenced() -> None:
-    aggregator = _make()
+    weighting = _make()
     for _ in range(8):
-        aggregator.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": 0.0}))
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": 0.0}))
     for _ in range(20):  # silenced, the permuted teacher's disagreement weakens into the neutral band
-        aggregator.on_probe(_probe({"helps": 0.5, "hurts": 0.1, "neutral": 0.0}))
-    assert aggregator.gate.tolist() == [1.0, 0.0, 1.0]
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": 0.1, "neutral": 0.0}))
+    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]
 
 
 def test_without_a_probe_it_is_fixed() -> None:
-    fixed = AGGREGATORS.get("fixed")(IDS, W0)
-    assert _weights(_make()) == {pid: float(w) for pid, w in fixed.weights(LOSSES, CTX).items()}
+    fixed = WEIGHTINGS.get("fixed")(TERMS)
+    assert _weights(_make()) == dict(zip(IDS, fixed.weigh(VALUES, CTX, None).tolist()))
+
+
+def test_a_term_without_a_path_keeps_its_base_weight() -> None:
+    weighting = WEIGHTINGS.get("lookahead")([*TERMS, TermInfo("amtml/fused_kd", 3.0)])
+    for _ in range(4):
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": 0.0}))
+    assert weighting.weigh(torch.zeros(4), CTX, None).tolist() == [1.0, 0.0, 1000.0, 3.0]
 
 
 def test_state_round_trips_through_a_checkpoint() -> None:
-    aggregator = _make()
+    weighting = _make()
     for score in (-0.6, -0.4, 0.3):
-        aggregator.on_probe(_probe({"helps": score, "hurts": -score, "neutral": 0.1}))
-    state = aggregator.state_dict()
+        weighting.on_probe(_probe({"helps": score, "hurts": -score, "neutral": 0.1}))
+    state = weighting.state_dict()
     assert set(state) == {"signal", "gate"}  # the configured weights come from the spec, not the checkpoint
     restored = _make()
     restored.load_state_dict(state)
-    assert torch.equal(restored.gate, aggregator.gate) and torch.equal(restored.signal, aggregator.signal)
-    assert _weights(restored) == _weights(aggregator)
+    assert torch.equal(restored.gate, weighting.gate) and torch.equal(restored.signal, weighting.signal)
+    assert _weights(restored) == _weights(weighting)
 
 
 @pytest.mark.parametrize("params, name", [({"beta": 1.0}, "beta"), ({"margin": -0.1}, "margin"),
@@ -114,7 +122,7 @@ def planted_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[di
     runs = {}
     for name in ("equal", "lookahead"):
         spec = yaml.safe_load(PLANTED.read_text())
-        spec.update(epochs=4, aggregator={"name": name})
+        spec.update(epochs=4, weighting={"name": name})
         for path in spec["paths"]:
             path["weight"] = 1.0
         reporter = NullReporter()

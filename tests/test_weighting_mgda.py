@@ -1,4 +1,4 @@
-"""MGDA: the min-norm point of known gradient sets, K*alpha as path weights, and digits runs in both spaces."""
+"""MGDA: the min-norm point of known gradient sets, K*alpha as term weights, and digits runs in both spaces."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,21 +10,22 @@ import scipy.optimize
 import torch
 from torch import nn
 
-from engine.aggregators import AGGREGATORS
-from engine.aggregators.mgda import min_norm_point
+from engine.methods.base import PathMethod
+from engine.objective import Objective
 from engine.paths.base import StepContext
 from engine.runner import execute_run
+from engine.step import PathRoute
+from engine.terms import TermInfo
 from engine.train import NullReporter
-from tests.conftest import two_teacher_spec
+from engine.weightings import WEIGHTINGS
+from engine.weightings.mgda import min_norm_point
+from tests.conftest import TWO_TEACHER_PATHS, two_teacher_spec
 
-PATHS = [{"id": "cnn-kd", "teacher": "cnn", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-         {"id": "cnn-at", "teacher": "cnn", "distiller": "at", "teacher_spot": "conv2", "student_spot": "conv2"},
-         {"id": "mlp-kd", "teacher": "mlp", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
-         {"id": "mlp-rkd", "teacher": "mlp", "distiller": "rkd", "teacher_spot": "pool", "student_spot": "pool"}]
+PATHS = TWO_TEACHER_PATHS
 
 
-def digits_spec(aggregator: dict, paths: list[dict] = PATHS):
-    return two_teacher_spec(aggregator, paths)
+def digits_spec(weighting: dict, paths: list[dict] = PATHS):
+    return two_teacher_spec(weighting, paths)
 
 
 def _alpha(vectors: list[list[float]], iterations: int = 50) -> list[float]:
@@ -67,34 +68,66 @@ def _linear_learner(theta: torch.Tensor) -> SimpleNamespace:
     """A learner stand-in whose student is one shared parameter vector and whose paths read fc."""
     student = nn.Module()
     student.theta = nn.Parameter(theta)
-    return SimpleNamespace(student=student, path_spots={"a": ("t", "fc", "fc"), "b": ("t", "fc", "fc")})
+    return SimpleNamespace(student=student, path_spots={"a": PathRoute("t", "fc", "fc"),
+                                                        "b": PathRoute("t", "fc", "fc")})
 
 
-def test_path_weights_are_k_alpha_of_the_parameter_gradients() -> None:
+def _objective(learner: SimpleNamespace, **params) -> Objective:
+    """Paths a and b under mgda, wired as a Learner wires them."""
+    method = PathMethod(["a", "b"], {"a": 1.0, "b": 1.0}, {"a": "kd", "b": "kd"})
+    terms = method.term_infos(learner)
+    weighting = WEIGHTINGS.get("mgda")(terms, **params)
+    weighting.attach(learner)
+    objective = Objective(method, terms, weighting)
+    objective.attach(learner)
+    return objective
+
+
+def _ctx() -> StepContext:
+    return StepContext(labels=torch.zeros(1), epoch=0, step=0, index=torch.zeros(1))
+
+
+def test_term_weights_are_k_alpha_of_the_parameter_gradients() -> None:
     learner = _linear_learner(torch.zeros(2))
-    agg = AGGREGATORS.get("mgda")(["a", "b"], {"a": 1.0, "b": 1.0})
-    agg.attach(learner)
+    objective = _objective(learner)
+    assert objective.weighting.needs_gradients
     theta = learner.student.theta
     losses = {"task": theta.sum() * 0, "path:a": theta @ torch.tensor([2.0, 0.0]),
               "path:b": theta @ torch.tensor([0.0, 1.0])}  # gradients (2, 0) and (0, 1): alpha (0.2, 0.8)
-    total, weights = agg.backward(losses, StepContext(labels=torch.zeros(1), epoch=0, step=0, index=torch.zeros(1)))
-    assert [float(weights["a"]), float(weights["b"])] == pytest.approx([0.4, 1.6])
+    result = objective.backward(losses, _ctx())
+    assert [float(result.weights["path:a"]), float(result.weights["path:b"])] == pytest.approx([0.4, 1.6])
     assert theta.grad.tolist() == pytest.approx([0.4 * 2.0, 1.6 * 1.0])  # CE + sum K alpha_k L_k
 
 
-def test_logits_space_needs_every_path_at_fc() -> None:
+def test_logits_space_takes_the_gradients_on_the_logits_itself() -> None:
     learner = _linear_learner(torch.zeros(2))
-    learner.path_spots["b"] = ("t", "conv2", "conv2")
-    agg = AGGREGATORS.get("mgda")(["a", "b"], {"a": 1.0, "b": 1.0}, space="logits")
-    with pytest.raises(ValueError, match="space 'logits'.*: b"):
-        agg.attach(learner)
+    objective = _objective(learner, space="logits")
+    assert not objective.weighting.needs_gradients
+    theta = learner.student.theta
+    logits = theta * torch.tensor([1.0, 1.0])
+    ctx = _ctx()
+    ctx.student_taps = {"fc": logits}
+    losses = {"task": theta.sum() * 0, "path:a": logits @ torch.tensor([2.0, 0.0]),
+              "path:b": logits @ torch.tensor([0.0, 1.0])}
+    result = objective.backward(losses, ctx)
+    assert [float(result.weights["path:a"]), float(result.weights["path:b"])] == pytest.approx([0.4, 1.6])
+
+
+def test_logits_space_needs_every_term_at_fc() -> None:
+    learner = _linear_learner(torch.zeros(2))
+    learner.path_spots["b"] = PathRoute("t", "conv2", "conv2")
+    with pytest.raises(ValueError, match="space 'logits'.*: path:b"):
+        _objective(learner, space="logits")
+    fused = WEIGHTINGS.get("mgda")([TermInfo("amtml/fused_kd", 1.0)], space="logits")
+    with pytest.raises(ValueError, match="space 'logits'.*: amtml/fused_kd"):
+        fused.attach(_linear_learner(torch.zeros(2)))
 
 
 @pytest.mark.parametrize("params, name", [({"space": "features"}, "space"), ({"iterations": 0}, "iterations"),
                                           ({"normalize": "l2"}, "normalize")])
 def test_bad_parameters_are_named(params: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        AGGREGATORS.get("mgda")(["a"], {"a": 1.0}, **params)
+        WEIGHTINGS.get("mgda")([TermInfo("path:a", 1.0, path="a")], **params)
 
 
 @pytest.mark.parametrize("space, paths", [
@@ -112,6 +145,6 @@ def test_digits_run_logs_weights_summing_to_k(home: Path, space: str, paths: lis
         assert min(step_weights) >= 0 and sum(step_weights) == pytest.approx(len(paths), rel=1e-5)
     assert any(max(w) - min(w) > 0.1 for w in zip(*series))  # MGDA does move away from equal weights
     cosines = [a[4] for a in reporter.arrays if a[0] == "main" and a[3] == "mgda/grad_cosine"]
-    assert cosines and cosines[0].columns == [p["id"] for p in paths]
+    assert cosines and cosines[0].columns == [f"path:{p['id']}" for p in paths]
     assert cosines[0].values.shape == (len(paths), len(paths)) and (cosines[0].index == -1).all()
     assert np.allclose(np.diag(cosines[0].values), 1.0, atol=1e-4)

@@ -1,17 +1,17 @@
-"""Sener & Koltun 2018: multiple-gradient descent (MGDA / MGDA-UB) over the path losses."""
+"""Sener & Koltun 2018: multiple-gradient descent (MGDA / MGDA-UB) over the distillation terms."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import nn
 from pydantic import Field
 
-from engine.params import Params
-from engine.aggregators.registry import AGGREGATORS
-from engine.aggregators.base import Aggregator, path_key
 from engine.gradients import flat_grads, record_grad_cosines
+from engine.params import Params
+from engine.terms import TermInfo
 from engine.vocabulary import LOGITS_SPOT
+from engine.weightings.base import Weighting
+from engine.weightings.registry import WEIGHTINGS
 
 if TYPE_CHECKING:
     from engine.step import LearnerView as Learner
@@ -79,48 +79,47 @@ class MGDAParams(Params):
     iterations: int = Field(50, ge=1, description="Frank-Wolfe iterations of the min-norm solver")
 
 
-@AGGREGATORS.register("mgda", "MGDA: path weights from the min-norm point of the path gradients (Pareto descent)")
-class MGDA(Aggregator):
+@WEIGHTINGS.register("mgda", "MGDA: path weights from the min-norm point of the path gradients (Pareto descent)")
+class MGDA(Weighting):
     """alpha = argmin_{alpha in simplex} || sum_k alpha_k g_k ||^2;  L = CE + sum_k (K alpha_k) L_k.
 
-    g_k is the gradient of path loss k with respect to
-      space "params" (default): every student parameter, flattened: exact MGDA. In PathScope paths tap
-          different student layers, so there is no single shared representation Z; a path that taps an
-          early layer simply has zero gradient on the later ones.
+    g_k is the gradient of term k with respect to
+      space "params" (default): every student parameter, flattened: exact MGDA (the loop builds these
+          gradients once and hands them to weigh). In PathScope paths tap different student layers, so
+          there is no single shared representation Z; a path that taps an early layer simply has zero
+          gradient on the later ones.
       space "logits": the student's fc tap (per-sample logits), the paper's MGDA-UB upper bound: one
-          cheap backward through the distillers; it needs every path to end at the student's fc.
-    The min-norm point is exact for two paths and Frank-Wolfe (`iterations` steps) for more; unlike the
+          cheap backward through the distillers; it needs every term to be a path's that ends at the
+          student's fc.
+    The min-norm point is exact for two terms and Frank-Wolfe (`iterations` steps) for more; unlike the
     authors' plain Frank-Wolfe it also takes away steps, which converge linearly (see min_norm_point).
     Deviations from the paper: the task CE stays outside the min-norm problem with weight 1, and the
-    path weights are K alpha_k instead of alpha_k, so uniform alpha is exactly the "equal" aggregator;
-    gradients are not normalised and path_weights are ignored. The reported weight is K alpha_k.
-    Telemetry: "mgda/grad_cosine", the K x K cosines between the path gradients (index -1, columns: path ids).
+    weights are K alpha_k instead of alpha_k, so uniform alpha is exactly the "equal" weighting;
+    gradients are not normalised and base weights are ignored.
+    Telemetry: "mgda/grad_cosine", the K x K cosines between the term gradients (index -1, columns: term names).
     """
 
     params_model = MGDAParams
 
-    def __init__(self, path_ids, path_weights, **params) -> None:
-        super().__init__(path_ids, path_weights, **params)
+    def __init__(self, terms: list[TermInfo], **params) -> None:
+        super().__init__(terms, **params)
         self.space = self.params.space
         self.iterations = self.params.iterations
-        self._shared: list[nn.Parameter] = []  # plain list: the student's weights are not the aggregator's
+        self.needs_gradients = self.space == "params"  # "logits" takes its own, cheaper gradients
 
     def attach(self, learner: "Learner") -> None:
-        self._shared = [p for p in learner.student.parameters() if p.requires_grad]
         if self.space == "logits":
-            off = [pid for pid in self.path_ids if learner.path_spots[pid][2] != LOGITS_SPOT]
+            off = [t.name for t in self.terms
+                   if t.path is None or learner.path_spots[t.path].student_spot != LOGITS_SPOT]
             if off:
-                raise ValueError(f"space 'logits' needs every path to read the student's {LOGITS_SPOT} spot; "
-                                 f"these do not: {', '.join(off)} (use space 'params')")
+                raise ValueError(f"space 'logits' needs every term to be a path's that reads the student's "
+                                 f"{LOGITS_SPOT} spot; these are not: {', '.join(off)} (use space 'params')")
 
-    def weights(self, losses, ctx) -> dict[str, torch.Tensor]:
-        k = len(self.path_ids)
-        if k == 0:
-            return {}
-        inputs = [ctx.student_taps[LOGITS_SPOT]] if self.space == "logits" else self._shared
-        grads = torch.stack([flat_grads(losses[path_key(pid)], inputs) for pid in self.path_ids])
+    def weigh(self, values, ctx, grads) -> torch.Tensor:
+        if grads is None:  # space "logits"
+            logits = [ctx.student_taps[LOGITS_SPOT]]
+            grads = torch.stack([flat_grads(value, logits) for value in values.unbind()])
         gram = grads @ grads.T
-        record_grad_cosines(ctx, "mgda/grad_cosine", gram, self.path_ids)
+        record_grad_cosines(ctx, "mgda/grad_cosine", gram, self.names)
         alpha = min_norm_point(gram, self.iterations)
-        w = (k * alpha).to(grads.dtype)
-        return dict(zip(self.path_ids, w.unbind()))
+        return (len(self.terms) * alpha).to(grads.dtype)

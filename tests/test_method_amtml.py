@@ -1,5 +1,6 @@
 """AMTML-KD: per-sample teacher weights on the simplex, a fused soft target, gradients into the
-latents, the METHODS total recomputed by hand, the stage-B freeze, and a real two-teacher digits run."""
+latents, the METHODS total recomputed by hand (under the "fixed" weighting), the stage-B freeze, and a real
+two-teacher digits run."""
 from __future__ import annotations
 
 import math
@@ -9,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.aggregators import AGGREGATORS
-from engine.aggregators.amtml import AMTML, fused_log_target, teacher_weights
+from engine.methods import METHODS
+from engine.methods.amtml import AMTML, fused_log_target, teacher_weights
 from engine.data import load_dataset
 from engine.data.bundle import iterate_batches
 from engine.models import build_model
@@ -19,10 +20,12 @@ from engine.runner import build_learner, execute_run
 from engine.spec import RunSpec, parse_spec
 from engine.store import run_dir
 from engine.telemetry import Telemetry
-from engine.train import Learner, NullReporter
+from engine.train import Learner, NullReporter, _param_groups
 
 TEACHERS = ["cnn", "mlp"]
 PATHS = ["cnn-kd", "mlp-kd", "cnn-fitnet-conv2"]
+#: the terms the three paths become: one fused term for both kd paths, a hint for the feature path
+TERMS = ["amtml/fused_kd", "amtml/hint:cnn-fitnet-conv2", "amtml/reg"]
 
 
 def _spec(epochs: int = 2, **params) -> RunSpec:
@@ -38,7 +41,7 @@ def _spec(epochs: int = 2, **params) -> RunSpec:
             {"id": "mlp-kd", "teacher": "mlp", "distiller": "kd", "teacher_spot": "fc", "student_spot": "fc"},
             {"id": "cnn-fitnet-conv2", "teacher": "cnn", "distiller": "fitnet", "teacher_spot": "conv2",
              "student_spot": "conv2"}],
-        "aggregator": {"name": "amtml", "params": params},
+        "method": {"name": "amtml", "params": params}, "weighting": {"name": "fixed"},
         "epochs": epochs, "seed": 0, "log_every": 5, "telemetry_every": 5})
 
 
@@ -57,10 +60,10 @@ def _learner(batch: int = 8, **params) -> tuple[Learner, torch.Tensor, torch.Ten
 
 def _step(learner: Learner, x, y, index, due: bool = False):
     ctx = StepContext(labels=y, epoch=0, step=0, index=index, telemetry=Telemetry(due=due))
-    losses, _ = learner.losses(x, y, ctx)
+    values, _ = learner.terms(x, y, ctx)
     learner.zero_grad(set_to_none=True)
-    total, weights = learner.aggregator.backward(losses, ctx)
-    return ctx, losses, total, weights
+    result = learner.objective.backward(values, ctx)
+    return ctx, result.values, result.total, result.weights
 
 
 def test_weights_are_per_sample_distributions_and_q_is_a_distribution() -> None:
@@ -76,25 +79,35 @@ def test_weights_are_per_sample_distributions_and_q_is_a_distribution() -> None:
 
 def test_teachers_spots_and_path_roles() -> None:
     learner, *_ = _learner()
-    agg: AMTML = learner.aggregator
+    agg: AMTML = learner.method
     assert agg.teacher_ids == TEACHERS and agg.theta.shape == (2, 16) and agg.W.shape == (16, 1)
     assert agg.logits_paths == {"cnn-kd": "cnn", "mlp-kd": "mlp"} and agg.hint_paths == ["cnn-fitnet-conv2"]
     assert {"pool", "fc"} <= set(learner.student.spots)
     assert all("fc" in learner.teachers[t].model.spots for t in TEACHERS)
     assert agg.task_weight == pytest.approx(0.3)
-    assert {id(p) for p in [agg.theta, agg.W]} <= {id(p) for p in agg.student_optimized_parameters()}
+    assert learner.objective.infos["task"].weight == pytest.approx(0.3)
+    infos = learner.objective.infos
+    assert [n for n in infos if n != "task"] == TERMS  # the kd paths have no term of their own: fused_kd is theirs
+    assert (infos["amtml/fused_kd"].weight, infos["amtml/fused_kd"].path, infos["amtml/fused_kd"].weighable) == (
+        1.0, None, True)
+    assert infos["amtml/hint:cnn-fitnet-conv2"].path == "cnn-fitnet-conv2"
+    assert infos["amtml/hint:cnn-fitnet-conv2"].kind == "amtml/hint"
+    assert not infos["amtml/reg"].weighable
+    undecayed = [g for g in _param_groups(learner) if g.get("weight_decay") == 0.0]
+    assert {id(p) for p in [agg.theta, agg.W]} <= {id(p) for g in undecayed for p in g["params"]}  # student's optimizer
 
 
 def test_latents_and_hint_regressor_receive_gradient_and_telemetry_is_recorded() -> None:
     learner, x, y, index = _learner()
     ctx, _, _, weights = _step(learner, x, y, index, due=True)
-    agg: AMTML = learner.aggregator
+    agg: AMTML = learner.method
     for param in [agg.theta, agg.W, *agg.regressors.parameters()]:
         assert param.grad is not None and param.grad.abs().sum() > 0
-    assert float(weights["cnn-kd"] + weights["mlp-kd"]) == pytest.approx(1.0)
-    assert float(weights["cnn-fitnet-conv2"]) == 1.0
+    assert float(weights["amtml/fused_kd"]) == 1.0 and float(weights["amtml/hint:cnn-fitnet-conv2"]) == 1.0
     recorded = ctx.telemetry.arrays["amtml/teacher_weights"]
     assert recorded.values.shape == (8, 2) and recorded.columns == TEACHERS
+    # the kd paths' share of the fused term: each teacher's batch-mean importance, summing to 1
+    assert float(recorded.values.mean(0).sum()) == pytest.approx(1.0)
     assert recorded.index.tolist() == index.tolist()
     norms = ctx.telemetry.arrays["amtml/theta_norm"]
     assert norms.values.shape == (1, 2) and norms.index.tolist() == [-1] and norms.columns == TEACHERS
@@ -117,7 +130,7 @@ def test_total_is_the_methods_equation_recomputed_by_hand() -> None:
     alpha, t, reg = 0.6, 3.0, 0.1
     learner, x, y, index = _learner(batch=5, alpha=alpha, temperature=t, init_std=0.7, angle_weight=2.0)
     ctx, losses, total, _ = _step(learner, x, y, index)
-    agg: AMTML = learner.aggregator
+    agg: AMTML = learner.method
     s, teacher = ctx.student_taps, ctx.teacher_taps
     with torch.no_grad():
         scores = torch.stack([(s["pool"] * agg.theta[m]) @ agg.W[:, 0] for m in range(2)], dim=1)
@@ -134,17 +147,21 @@ def test_total_is_the_methods_equation_recomputed_by_hand() -> None:
         expected = ((1 - alpha) * F.cross_entropy(s["fc"], y) + 2 * alpha * t**2 * kl + 2.0 * angle + hint
                     + reg * (agg.W.pow(2).sum() + agg.theta.pow(2).sum()))
     assert float(total.detach()) == pytest.approx(float(expected), rel=1e-5)
-    assert float(losses["path:cnn-kd"].detach()) == pytest.approx(float(2 * alpha * t**2 * kl + 2.0 * angle), rel=1e-5)
-    assert float(losses["path:cnn-fitnet-conv2"].detach()) == pytest.approx(float(hint), rel=1e-5)
+    assert float(losses["amtml/fused_kd"].detach()) == pytest.approx(float(2 * alpha * t**2 * kl + 2.0 * angle),
+                                                                     rel=1e-5)
+    assert float(losses["amtml/hint:cnn-fitnet-conv2"].detach()) == pytest.approx(float(hint), rel=1e-5)
+    regulariser = reg * (agg.W.pow(2).sum() + agg.theta.pow(2).sum())
+    assert float(losses["amtml/reg"].detach()) == pytest.approx(float(regulariser.detach()), rel=1e-6)
 
 
 def test_stage_b_freezes_latents_drops_the_regulariser_and_survives_a_resume() -> None:
     learner, x, y, index = _learner(stage_a_epochs=1)
-    agg: AMTML = learner.aggregator
+    agg: AMTML = learner.method
     _, _, stage_a_total, _ = _step(learner, x, y, index)
     agg.on_epoch_end(0)
     assert not agg.theta.requires_grad and not agg.W.requires_grad
     _, losses, stage_b_total, _ = _step(learner, x, y, index)
+    assert float(losses["amtml/reg"]) == 0.0
     assert agg.theta.grad is None and agg.W.grad is None
     assert all(p.grad is not None for p in learner.student.parameters())  # the same student goes on
     regulariser = 0.1 * (agg.W.pow(2).sum() + agg.theta.pow(2).sum())
@@ -152,7 +169,7 @@ def test_stage_b_freezes_latents_drops_the_regulariser_and_survives_a_resume() -
     resumed, *_ = _learner(stage_a_epochs=1)
     resumed.load_checkpoint_state(learner.state_for_checkpoint())
     _step(resumed, x, y, index)
-    assert not resumed.aggregator.theta.requires_grad and resumed.aggregator.theta.grad is None
+    assert not resumed.method.theta.requires_grad and resumed.method.theta.grad is None
 
 
 @pytest.mark.parametrize("params, named", [({"bogus": 1}, "bogus"), ({"alpha": 1.5}, "alpha"),
@@ -160,19 +177,22 @@ def test_stage_b_freezes_latents_drops_the_regulariser_and_survives_a_resume() -
                                             ({"stage_a_epochs": -1}, "stage_a_epochs")])
 def test_invalid_params_are_value_errors_naming_the_param(params, named) -> None:
     with pytest.raises(ValueError, match=named):
-        AGGREGATORS.get("amtml")(["p"], {"p": 1.0}, **params)
+        METHODS.get("amtml")(["p"], {"p": 1.0}, {"p": "kd"}, **params)
 
 
 def test_digits_run_with_two_teachers_logs_weights_and_teacher_importance(home: Path) -> None:
     reporter = NullReporter()
     result = execute_run(_spec(epochs=2, stage_a_epochs=1), "amtml", home, reporter)
     assert result["test_acc"] > 0.2  # 2 epochs of a tiny student: it learns, far from converged
-    for pid in PATHS:
-        losses, weights = reporter.series(f"loss/path:{pid}"), reporter.series(f"weight/path:{pid}")
+    for name in TERMS:
+        losses, weights = reporter.series(f"loss/{name}"), reporter.series(f"weight/{name}")
         assert len(losses) >= 5 and len(weights) == len(losses) and all(map(math.isfinite, losses))
-    kd_sums = [a + b for a, b in zip(reporter.series("weight/path:cnn-kd"), reporter.series("weight/path:mlp-kd"))]
-    assert kd_sums == pytest.approx([1.0] * len(kd_sums), abs=1e-5)
-    assert set(reporter.series("weight/path:cnn-fitnet-conv2")) == {1.0}
+    assert not reporter.series("loss/path:cnn-kd") and not reporter.series("weight/path:mlp-kd")  # fused_kd is theirs
+    assert set(reporter.series("weight/amtml/fused_kd")) == {1.0}
+    assert set(reporter.series("weight/amtml/hint:cnn-fitnet-conv2")) == {1.0}
+    weighted = [sum(reporter.series(f"weight/{n}")[i] * reporter.series(f"loss/{n}")[i] for n in ["task", *TERMS])
+                for i in range(len(reporter.series("loss/total")))]
+    assert weighted == pytest.approx(reporter.series("loss/total"), rel=1e-4)  # the logged terms add up
     arrays = [(epoch, rec) for phase, _, epoch, key, rec in reporter.arrays
               if phase == "main" and key == "amtml/teacher_weights"]
     assert len(arrays) >= 4 and all(rec.columns == TEACHERS for _, rec in arrays)
@@ -184,7 +204,7 @@ def test_digits_run_with_two_teachers_logs_weights_and_teacher_importance(home: 
             norms[epoch].append(rec.values.tolist())
     assert norms[0][0] != norms[0][-1]  # stage A: the latents train
     checkpoints = run_dir(home, "amtml") / "checkpoints"
-    after_a, last = (torch.load(checkpoints / name, weights_only=True)["aggregator"]
+    after_a, last = (torch.load(checkpoints / name, weights_only=True)["method"]
                      for name in ("epoch_000.pt", "last.pt"))
     assert torch.equal(after_a["theta"], last["theta"]) and torch.equal(after_a["W"], last["W"])  # stage B
     assert bool(last["frozen"]) and len({str(n) for n in norms[1]}) == 1

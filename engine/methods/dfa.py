@@ -11,9 +11,11 @@ Stage 1 (``prepare``) searches b on a throw-away copy of the student, DARTS-styl
 copy + 1x1 connectors) on a training batch, then a b step on a held-out batch, both on the bridge loss
 L_bridge = g_TS CE(rest_of_student_i(C_TS(A_i)), y) + g_ST ||C_ST(S_i) - A_i||^2 summed over groups.
 Stage 2 trains the real student with CE + lam * sum_k w_k d_k(F_t(A_i), F_s(S_i)) under the frozen alpha;
-paths that are not single feature maps (logits, embeddings, stage pairs) pass unchanged.
+paths that are not single feature maps (logits, embeddings, stage pairs) pass unchanged. Each path is one
+term ``path:<id>`` whose base weight is lam x its configured weight w_k (what the "fixed" weighting uses).
 
-b is a parameter of this module (saved with the checkpoint) that only the search trains. ``prepare`` runs
+b is a parameter of this module (saved with the checkpoint) that only the search trains: it is frozen
+(requires_grad off) once ``prepare`` is done, so the student's optimizer never holds it. ``prepare`` runs
 before ``fit`` loads a checkpoint, so a resumed run cannot know it already searched: it searches again.
 The search is seeded by the ``seed`` param alone and starts from the student's seeded initial weights,
 so it finds the same b, which the checkpoint then overwrites with identical values.
@@ -32,24 +34,25 @@ from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 from pydantic import Field
 
-from engine.params import Params
-from engine.aggregators.registry import AGGREGATORS
-from engine.aggregators.base import Aggregator, path_key
 from engine.data.bundle import Split, iterate_batches
+from engine.methods.base import PathMethod
+from engine.methods.registry import METHODS
 from engine.models.segments import Segments, cut_at_spots
 from engine.models.spots import TappedModel
 from engine.ops import resize_to
+from engine.params import Params
 from engine.step import StepContext
 from engine.telemetry import Recorded
+from engine.terms import TermInfo
 from engine.vocabulary import (
-    GROUP_HEATMAPS_VIEW, SEARCH_PHASE, TelemetryArray, TelemetryMetric, TelemetryPanel,
+    GROUP_HEATMAPS_VIEW, SEARCH_PHASE, TelemetryArray, TelemetryMetric, TelemetryPanel, path_key,
 )
 
 if TYPE_CHECKING:
     from engine.data.bundle import DataBundle
     from engine.step import LearnerView as Learner, Reporter
 
-#: what the Teacher importance page draws from this aggregator (engine.vocabulary)
+#: what the Teacher importance page draws from this method (engine.vocabulary)
 TELEMETRY = TelemetryPanel(
     title="DFA · feature aggregation search",
     caption="Within each layer group the student learns from a mix of all teacher blocks, "
@@ -153,18 +156,20 @@ class DFAParams(Params):
     seed: int = Field(0, ge=0, description="seed of the search's batches and connectors")
 
 
-@AGGREGATORS.register("dfa", "DFA: distil a searched softmax mix of each teacher stage's block outputs (2 stages)")
-class DFA(Aggregator):
+@METHODS.register("dfa", "DFA: distil a searched softmax mix of each teacher stage's block outputs (2 stages)")
+class DFA(PathMethod):
     telemetry = TELEMETRY
 
     # Block outputs are not spots, so no tap cache holds them: the mix needs the teacher's live forward.
     needs_live_teachers = True
 
     params_model = DFAParams
+    name = "dfa"
 
-    def __init__(self, path_ids: list[str], path_weights: dict[str, float], **params: Any) -> None:
+    def __init__(self, path_ids: list[str], path_weights: dict[str, float], distiller_names: dict[str, str],
+                 **params: Any) -> None:
         """search_epochs 0 keeps alpha uniform (the plain mix, no search)."""
-        super().__init__(path_ids, path_weights, **params)
+        super().__init__(path_ids, path_weights, distiller_names, **params)
         p = self.params
         self.search_epochs = p.search_epochs
         self.b_lr, self.b_weight_decay, self.w_lr = float(p.b_lr), float(p.b_weight_decay), float(p.w_lr)
@@ -197,6 +202,10 @@ class DFA(Aggregator):
             extractor = create_feature_extractor(learner.teachers[tid].model.model, return_nodes=nodes)
             self.extractors[tid] = extractor.eval()
 
+    def term_infos(self, learner: "Learner") -> list[TermInfo]:
+        """One term per path, at lam x its configured weight."""
+        return [self.path_term(pid, self.lam * self.path_weights[pid]) for pid in self.path_ids]
+
     def prepare(self, learner: "Learner", bundle: "DataBundle", device: torch.device, reporter: "Reporter") -> None:
         if bool(self.searched):
             return
@@ -213,6 +222,7 @@ class DFA(Aggregator):
                 BridgeSearch(self, learner, device).run(bundle, reporter)
             self._report_alphas(reporter)
         self.searched.fill_(True)
+        self.b.requires_grad_(False)  # stage 2 keeps alpha: b stays out of the student's optimizer
 
     def _keep_same_shape_maps(self, input_shape: tuple[int, int, int], device: torch.device) -> None:
         """Probe the block shapes with a dummy batch; size b by the maps that can be mixed."""
@@ -230,9 +240,6 @@ class DFA(Aggregator):
                          for label, mix in alphas.items())
         reporter.event("info", f"dfa: searched alpha {text}", {"alpha": alphas})
 
-    def student_optimized_parameters(self) -> Iterator[nn.Parameter]:
-        yield from ()  # b is searched in prepare() and frozen afterwards
-
     # ------------------------------------------------------------ the mix
     def alpha(self, i: int) -> Tensor:
         return torch.softmax(self.b[i], dim=0)
@@ -247,7 +254,7 @@ class DFA(Aggregator):
         return torch.tensordot(self.alpha(i), stacked, dims=1)
 
     # ------------------------------------------------------------ stage 2
-    def path_losses(self, learner: "Learner", ctx: StepContext) -> dict[str, Tensor]:
+    def terms(self, learner: "Learner", ctx: StepContext) -> dict[str, Tensor]:
         if len(self.b) != len(self.groups):
             raise RuntimeError("dfa: prepare() must run before training (it sizes and searches alpha)")
         mixed_groups = {g.path_id: i for i, g in enumerate(self.groups) if len(g.maps) > 1}
@@ -261,10 +268,6 @@ class DFA(Aggregator):
                 teacher_taps = {**teacher_taps, g.teacher_id: {**teacher_taps[g.teacher_id], g.teacher_spot: mixed}}
             losses[path_key(pid)] = learner.path_loss(pid, ctx.student_taps, teacher_taps, ctx)
         return losses
-
-    def weights(self, losses: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
-        device = losses["task"].device
-        return {pid: torch.tensor(self.lam * self.path_weights[pid], device=device) for pid in self.path_ids}
 
 
 class BridgeSearch:

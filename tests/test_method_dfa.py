@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.aggregators import AGGREGATORS
-from engine.aggregators.dfa import DFA, stage_blocks
+from engine.methods import METHODS
+from engine.methods.dfa import DFA, stage_blocks
 from engine.data.bundle import DataBundle, Split
 from engine.models import build_model
 from engine.models.spots import TappedModel
@@ -17,7 +17,8 @@ from engine.paths import DISTILLERS
 from engine.paths.base import StepContext
 from engine.runner import execute_run
 from engine.spec import parse_spec
-from engine.train import Learner, NullReporter, TappedShapes, TeacherTaps
+from engine.train import Learner, NullReporter, TappedShapes, TeacherTaps, _param_groups
+from engine.weightings import WEIGHTINGS
 from tests.conftest import tiny_spec_dict
 
 CPU = torch.device("cpu")
@@ -87,17 +88,19 @@ def _learner(**params) -> tuple[Learner, DFA, ThreeBlockTeacher]:
     shapes = TappedShapes(student={"conv1": (4, 8, 8), "fc": (2,)}, teachers={"t": {"conv1": (4, 8, 8), "fc": (2,)}})
     distillers = {"map": DISTILLERS.get("at")((4, 8, 8), (4, 8, 8)), "kd": DISTILLERS.get("kd")((2,), (2,))}
     path_spots = {"map": ("t", "conv1", "conv1"), "kd": ("t", "fc", "fc")}
-    dfa = AGGREGATORS.get("dfa")(list(path_spots), {"map": 1000.0, "kd": 1.0}, **params)
+    dfa = METHODS.get("dfa")(list(path_spots), {"map": 1000.0, "kd": 1.0}, {"map": "at", "kd": "kd"}, **params)
     teachers = {"t": TeacherTaps(TappedModel(teacher, "small_cnn", ["conv1"]))}
-    return Learner(student, distillers, path_spots, dfa, teachers, shapes), dfa, teacher
+    fixed = WEIGHTINGS.get("fixed")
+    return Learner(student, distillers, path_spots, dfa, lambda terms: fixed(terms), teachers, shapes), dfa, teacher
 
 
 def test_params_are_checked_and_named() -> None:
+    assert METHODS.get("dfa") is DFA and DFA.needs_live_teachers  # block outputs need the teacher's live forward
     with pytest.raises(ValueError, match="bogus"):
-        DFA(["p"], {"p": 1.0}, bogus=1)
+        DFA(["p"], {"p": 1.0}, {"p": "at"}, bogus=1)
     for name, bad in [("search_epochs", -1), ("b_lr", 0.0), ("g_st", -1.0), ("batch_size", 1.5), ("lam", "x")]:
         with pytest.raises(ValueError, match=name):
-            DFA(["p"], {"p": 1.0}, **{name: bad})
+            DFA(["p"], {"p": 1.0}, {"p": "at"}, **{name: bad})
 
 
 def test_layer_groups_are_the_stage_blocks() -> None:
@@ -132,7 +135,9 @@ def test_search_keeps_alpha_on_the_simplex_and_favours_the_informative_map() -> 
     assert alpha[0] > 1 / 3 + 0.1, alpha  # the informative block 0 wins over the two noise blocks
     assert alpha[1] < 1 / 3 and alpha[2] < 1 / 3
     assert any("dfa: searched alpha conv1: conv1.0" in message for _, message in reporter.events)
-    assert bool(dfa.searched) and "b.0" in dfa.state_dict() and not list(dfa.student_optimized_parameters())
+    assert bool(dfa.searched) and "b.0" in dfa.state_dict()
+    in_student_optimizer = {id(p) for group in _param_groups(learner) for p in group["params"]}
+    assert not in_student_optimizer & {id(p) for p in dfa.b}  # b is searched in prepare() and frozen afterwards
 
     again, dfa_again, _ = _learner(search_epochs=3, b_lr=0.05)
     dfa_again.prepare(again, _bundle(), CPU, NullReporter())
@@ -150,7 +155,7 @@ def test_path_losses_give_the_distiller_the_alpha_mix() -> None:
         dfa.b[0].copy_(torch.tensor([1.0, -0.5, 0.3]))
     x, y = _bundle().train.x[:16], _bundle().train.y[:16]
     ctx = StepContext(labels=y, epoch=0, step=0, index=torch.arange(16))
-    losses, _ = learner.losses(x, y, ctx)
+    losses, _ = learner.terms(x, y, ctx)
 
     with torch.no_grad():  # the mix computed independently, block by block
         t0 = teacher.conv1[0](x)
@@ -165,9 +170,11 @@ def test_path_losses_give_the_distiller_the_alpha_mix() -> None:
     kd = learner.distillers["kd"](ctx.student_taps["fc"], ctx.teacher_taps["t"]["fc"], ctx)
     torch.testing.assert_close(losses["path:kd"], kd)  # logits paths pass unchanged
 
-    total, weights_used = dfa.backward(losses, ctx)
+    result = learner.objective.backward(losses, ctx)
     assert dfa.b[0].grad is None  # the mix is detached: b stays frozen in stage 2
-    assert {pid: float(w) for pid, w in weights_used.items()} == {"map": 1000.0, "kd": 1.0}
+    assert {name: float(w) for name, w in result.weights.items()} == {"task": 1.0, "path:map": 1000.0, "path:kd": 1.0}
+    infos = learner.objective.infos
+    assert (infos["path:map"].path, infos["path:map"].kind, infos["path:kd"].kind) == ("map", "at", "kd")
 
 
 # ------------------------------------------------------------------ a real run
@@ -184,7 +191,8 @@ def test_digits_run_searches_then_distils(home: Path) -> None:
     ]
     spec = parse_spec(tiny_spec_dict(teachers=teachers, paths=paths, student={"arch": "small_cnn",
                                      "arch_params": {"width": 16}},
-                                     aggregator={"name": "dfa", "params": {"search_epochs": 1, "lam": 0.02}}))
+                                     method={"name": "dfa", "params": {"search_epochs": 1, "lam": 0.02}},
+                                     weighting={"name": "fixed"}))
     reporter = NullReporter()
     result = execute_run(spec, "dfa", home, reporter)
     assert result["test_acc"] > 0.5, result

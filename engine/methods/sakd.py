@@ -4,7 +4,24 @@ A policy decides, per sample and per step, at which spots of the run's one teach
 It learns only through a routed network: teacher and student segments interleaved at the spots,
 a sample's stream taking the teacher segment ending at spot l when a_bl = 1 and the student's
 otherwise, with adapters converting the stream when it changes sides. The student is then
-distilled at spot l on exactly the samples routed to the teacher there.
+distilled at spot l on exactly the samples routed to the teacher there:
+
+    L = CE(z_s, y) + sum_k w_k (n_l(k) / B) D_k(f_s[S_l], f_t[S_l]),  S_l = samples routed to the teacher at l
+
+w_k is path k's configured weight (the paper's alpha for the output spot, beta for the others). Each path's
+term ``path:<id>`` is (n_l(k) / B) D_k(...): the routed share n_l / B is inside the value (and in the
+telemetry's decisions), so the logged weight of a path is its configured w_k, its base weight.
+
+The agent (policy + adapters) is a part with its own Adam optimizer (``sakd/agent``, see ``learners()``),
+stepped by the loop before the student's backward, on l_r = CE(z_route, y) scaled by gamma (x gamma when
+worse than the student's own CE, / gamma when better) plus max(0, B/2 - sum_b a_bL). terms() draws the
+step's decisions through the agent, which keeps them under the step's number for its own update.
+Params: gamma (2.0, the reference's AT configs; its FitNet configs use 1.0 = no scaling),
+lr (1e-3) and weight_decay (1e-3, the reference's agent decay) of the agent optimizer,
+tau (5.0, Gumbel temperature), same_family (None: auto, the two archs share a family prefix),
+route_teacher (None: the teacher distilled at the output). The paper routes through one teacher;
+with several, the routed network uses route_teacher's blocks, other teachers' paths at a routed
+student spot follow that spot's decisions, and paths at other spots apply to the whole batch.
 """
 from __future__ import annotations
 
@@ -15,23 +32,24 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from pydantic import Field
+from torch import nn
 
-from engine.params import Params
-from engine.aggregators.registry import AGGREGATORS
-from engine.aggregators.base import TASK, Aggregator, path_key
+from engine.methods.base import PathMethod
+from engine.methods.registry import METHODS
 from engine.models.segments import Segments, cut_at_spots
 from engine.ops import resize_to
+from engine.params import Params
 from engine.paths.base import split_spot
 from engine.step import PathRoute, StepContext
-from engine.vocabulary import LOGITS_SPOT, POOL_SPOT, ROUTING_VIEW, TelemetryArray, TelemetryPanel
+from engine.terms import OwnLearner
+from engine.vocabulary import LOGITS_SPOT, POOL_SPOT, ROUTING_VIEW, TASK, TelemetryArray, TelemetryPanel, path_key
 
 if TYPE_CHECKING:
     from engine.step import LearnerView as Learner
 
 OUTPUT = LOGITS_SPOT
-#: what the Teacher importance page draws from this aggregator (engine.vocabulary)
+#: what the Teacher importance page draws from this method (engine.vocabulary)
 TELEMETRY = TelemetryPanel(
     title="SAKD · where each sample is distilled",
     caption="Per sample and spot, the policy routes the sample through the teacher's block (distilled) "
@@ -50,6 +68,8 @@ DISTIL = 1  # index of the "distil" decision on the policy's last axis
 SAME_FAMILY_BIAS = 10.0  # the reference's start for homogeneous pairs: distil nearly everywhere
 MIN_SUBSET = 2  # relational distillers (rkd, sp, pkt, cc) and BN layers need two samples
 _NOISE_SALT = 7_919  # keeps the decision noise apart from other step-seeded generators
+#: the agent's parts, which a checkpoint from before the split (the SAKD aggregator) kept at its top level
+_LEGACY_AGENT_PARTS = ("to_teacher.", "to_student.", "policy.")
 
 
 @dataclass
@@ -66,9 +86,8 @@ class _Routing:
 
 @dataclass
 class _Decisions:
-    step: int
+    step: int  # the step they were drawn for: the agent's update must use that step's
     routed: torch.Tensor  # (B, L) exactly 0/1, straight-through: carries the policy's gradient
-    fractions: list[float]  # n_l / B per spot
 
 
 def _adapter(source: tuple[int, ...], target: tuple[int, ...]) -> nn.Module:
@@ -159,48 +178,122 @@ class SpotAdaptiveParams(Params):
     route_teacher: str | None = Field(None, description="teacher id whose blocks route (null: the one distilled at the output)")
 
 
-@AGGREGATORS.register("sakd", "spot-adaptive KD: a Gumbel policy picks per sample the spots to distil")
-class SpotAdaptive(Aggregator):
+class SpotAgent(OwnLearner):
+    """The policy and the adapters, trained on their own Adam through the routed network only."""
+
+    name = "sakd/agent"
+
+    def __init__(self, routing: _Routing, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]], policy_inputs: int,
+                 same_family: bool, params: SpotAdaptiveParams) -> None:
+        """pairs: (student shape, teacher shape) at each routed spot before the output."""
+        super().__init__()
+        self.routing = routing
+        self.gamma, self.tau = float(params.gamma), float(params.tau)
+        # registered in the SAKD aggregator's order, so a checkpoint from before the split fits the optimizer
+        self.to_teacher = nn.ModuleList(_adapter(s_shape, t_shape) for s_shape, t_shape in pairs)
+        self.to_student = nn.ModuleList(_adapter(t_shape, s_shape) for s_shape, t_shape in pairs)
+        self.policy = nn.Linear(policy_inputs, 2 * len(routing.spots))
+        if same_family:
+            with torch.no_grad():
+                self.policy.bias.view(len(routing.spots), 2)[:, DISTIL] += SAME_FAMILY_BIAS
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=float(params.lr), weight_decay=float(params.weight_decay))
+        self.decisions: _Decisions | None = None  # the last step's, drawn by decide()
+
+    def decide(self, ctx: StepContext) -> torch.Tensor:
+        """(B, L) decisions a_bl from the pooled (detached) teacher and student embeddings, kept for step()."""
+        routing = self.routing
+        h_t = ctx.teacher_taps[routing.teacher_id][POOL].detach().flatten(1)
+        h_s = ctx.student_taps[POOL].detach().flatten(1)
+        logits = self.policy(torch.cat([h_t, h_s], dim=1)).view(len(h_s), len(routing.spots), 2)
+        generator = torch.Generator().manual_seed(_NOISE_SALT + ctx.step)
+        routed = gumbel_decisions(logits, self.tau, generator)[..., DISTIL]
+        self.decisions = _Decisions(ctx.step, routed)
+        return routed
+
+    def step(self, values: dict[str, torch.Tensor], ctx: StepContext) -> None:
+        """One update of the policy and adapters on the routed network's loss.
+
+        A one-sample batch (a ragged last batch) skips the agent: its BN adapters need two samples.
+        """
+        if len(ctx.labels) < MIN_SUBSET:
+            return
+        decisions = self._decisions_of(ctx.step)
+        agent_loss = self.loss(ctx, decisions.routed, values[TASK].detach())
+        params = [p for p in self.parameters() if p.requires_grad]
+        self.optimizer.zero_grad(set_to_none=True)
+        agent_loss.backward(inputs=params)  # only the agent's parameters collect this gradient
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _decisions_of(self, step: int) -> _Decisions:
+        if self.decisions is None or self.decisions.step != step:
+            drawn = "none" if self.decisions is None else f"step {self.decisions.step}'s"
+            raise RuntimeError(f"sakd/agent: no decisions for step {step} ({drawn} were drawn); "
+                               f"the method's terms() must run for a step before the agent's update")
+        return self.decisions
+
+    def loss(self, ctx: StepContext, routed: torch.Tensor, student_ce: torch.Tensor) -> torch.Tensor:
+        """gamma-scaled CE of the routed logits plus max(0, B/2 - sum_b a_bL); records both CEs."""
+        route_ce = F.cross_entropy(self.route(ctx.x, routed), ctx.labels)
+        ctx.telemetry.record(TELEMETRY.array("losses").key, torch.stack([route_ce.detach(), student_ce]).view(1, 2),
+                             torch.tensor([-1]), columns=["l_route", "l_student"])
+        if route_ce > student_ce:
+            scaled = route_ce * self.gamma
+        elif route_ce < student_ce:
+            scaled = route_ce / self.gamma
+        else:
+            scaled = route_ce
+        # Without this floor the agent could send every sample through the student's output segment,
+        # and KD at the output would vanish.
+        floor = torch.clamp(routed.shape[0] / 2 - routed[:, -1].sum(), min=0)
+        return scaled + floor
+
+    def route(self, x: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
+        """Routed logits: at spot l each sample takes the teacher segment if a_bl = 1, else the student's.
+
+        Both segments run on the whole batch and the straight-through mask selects, so the policy
+        gets gradient; the student runs in eval mode (as in the reference) so its BN statistics
+        only see real student streams.
+        """
+        routing = self.routing
+        h_s = h_t = x
+        last = len(routing.spots) - 1
+        with _eval_mode(routing.student_model):
+            for l in range(last):
+                s_out, t_out = routing.student.pieces[l](h_s), routing.teacher.pieces[l](h_t)
+                a = routed[:, l].reshape(-1, *([1] * (s_out.dim() - 1)))
+                h_t = a * t_out + (1 - a) * self.to_teacher[l](s_out)
+                h_s = a * self.to_student[l](t_out) + (1 - a) * s_out
+            a = routed[:, last:]
+            return a * routing.teacher.pieces[last](h_t) + (1 - a) * routing.student.pieces[last](h_s)
+
+
+@METHODS.register("sakd", "spot-adaptive KD: a Gumbel policy picks per sample the spots to distil")
+class SpotAdaptive(PathMethod):
+    """Each path's distiller on the samples routed to the teacher at its spot, times n_l / B (see the module)."""
+
     telemetry = TELEMETRY
-
-    """L = CE(z_s, y) + sum_k w_k (n_l(k) / B) D_k(f_s[S_l], f_t[S_l]), S_l = samples routed to the teacher at l.
-
-    w_k is path k's configured weight (the paper's alpha for the output spot, beta for the others).
-    The agent (policy + adapters) trains on its own Adam optimizer, stepped inside backward()
-    before the student's backward, on l_r = CE(z_route, y) scaled by gamma (x gamma when worse than
-    the student's own CE, / gamma when better) plus max(0, B/2 - sum_b a_bL).
-    Params: gamma (2.0, the reference's AT configs; its FitNet configs use 1.0 = no scaling),
-    lr (1e-3) and weight_decay (1e-3, the reference's agent decay) of the agent optimizer,
-    tau (5.0, Gumbel temperature), same_family (None: auto, the two archs share a family prefix),
-    route_teacher (None: the teacher distilled at the output). The paper routes through one teacher;
-    with several, the routed network uses route_teacher's blocks, other teachers' paths at a routed
-    student spot follow that spot's decisions, and paths at other spots apply to the whole batch.
-    """
-
-    needs_live_teachers = True
-
+    needs_live_teachers = True  # the routed network runs the teacher's segments on the step's batch
     params_model = SpotAdaptiveParams
+    name = "sakd"
 
-    def __init__(self, path_ids, path_weights, **params: Any) -> None:
-        super().__init__(path_ids, path_weights, **params)
-        p = self.params
-        self.gamma, self.lr, self.weight_decay, self.tau = float(p.gamma), float(p.lr), float(p.weight_decay), float(p.tau)
-        self.same_family = p.same_family
-        self.route_teacher = p.route_teacher
+    def __init__(self, path_ids: list[str], path_weights: dict[str, float], distiller_names: dict[str, str],
+                 **params: Any) -> None:
+        super().__init__(path_ids, path_weights, distiller_names, **params)
         self.routing: _Routing | None = None
-        self.agent_optimizer: torch.optim.Optimizer | None = None
-        self.decisions: _Decisions | None = None
+        self.agent: SpotAgent | None = None
+        self._register_load_state_dict_pre_hook(_move_legacy_agent_state)
 
     # ------------------------------------------------------------ set-up
     def wanted_spots(self, teacher_ids: list[str], path_spots: dict[str, PathRoute]
                      ) -> tuple[set[str], dict[str, set[str]]]:
         """The policy reads both pooled embeddings; raising here stops an unroutable run before any work."""
-        tid = routing_teacher(path_spots, self.route_teacher)
+        tid = routing_teacher(path_spots, self.params.route_teacher)
         self._spot_pairs(path_spots, tid)
         return {POOL}, {tid: {POOL}}
 
     def attach(self, learner: "Learner") -> None:
-        tid = routing_teacher(learner.path_spots, self.route_teacher)
+        tid = routing_teacher(learner.path_spots, self.params.route_teacher)
         student_spot, teacher_spot = self._spot_pairs(learner.path_spots, tid)
         self.routing = _cut(learner, tid, student_spot, teacher_spot)
         spots = self.routing.spots
@@ -210,16 +303,11 @@ class SpotAdaptive(Aggregator):
             if len(s_shape) != len(t_shape) or len(s_shape) not in (1, 3):
                 raise ValueError(f"sakd routes between two feature maps or two embeddings, but student {s!r} "
                                  f"is {s_shape} and teacher {teacher_spot[s]!r} is {t_shape}")
-        self.to_teacher = nn.ModuleList(_adapter(s_shape, t_shape) for s_shape, t_shape in pairs)
-        self.to_student = nn.ModuleList(_adapter(t_shape, s_shape) for s_shape, t_shape in pairs)
-        self.policy = nn.Linear(_numel(t_shapes[POOL]) + _numel(s_shapes[POOL]), 2 * len(spots))
-        same = self.same_family
+        same = self.params.same_family
         if same is None:
             same = arch_family(learner.student.arch) == arch_family(learner.teachers[tid].model.arch)
-        if same:
-            with torch.no_grad():
-                self.policy.bias.view(len(spots), 2)[:, DISTIL] += SAME_FAMILY_BIAS
-        self.agent_optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        self.agent = SpotAgent(self.routing, pairs, _numel(t_shapes[POOL]) + _numel(s_shapes[POOL]), same,
+                               self.params)
 
     def _spot_pairs(self, path_spots: dict[str, PathRoute], tid: str
                     ) -> tuple[dict[str, str], dict[str, str]]:
@@ -245,38 +333,28 @@ class SpotAdaptive(Aggregator):
             raise ValueError(f"sakd needs one student spot per teacher spot, but {doubled} feed several")
         return student_spot, teacher_spot
 
-    def student_optimized_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(())  # the agent trains on its own optimizer
+    def learners(self) -> list[OwnLearner]:
+        return [self._attached()[1]]
 
     # ------------------------------------------------------------ step
-    def path_losses(self, learner: "Learner", ctx: StepContext) -> dict[str, torch.Tensor]:
+    def terms(self, learner: "Learner", ctx: StepContext) -> dict[str, torch.Tensor]:
         """Each path's distiller on the samples routed to the teacher at its spot, times n_l / B."""
-        routing = self._attached()
-        routed = self._decide(ctx)
+        routing, agent = self._attached()
+        routed = agent.decide(ctx)
         chosen = routed.detach() > 0.5  # the student loss must not reach the policy
         batch = chosen.shape[0]
-        self.decisions = _Decisions(ctx.step, routed, (chosen.sum(0).float() / batch).tolist())
         ctx.telemetry.record(TELEMETRY.array("decisions").key, routed.detach(), ctx.index, columns=routing.spots)
-        losses = {}
+        values = {}
         for pid in self.path_ids:
             if pid not in routing.spot_of_path:  # another teacher's path at a spot nobody routes
-                losses[path_key(pid)] = learner.path_loss(pid, ctx.student_taps, ctx.teacher_taps, ctx)
+                values[path_key(pid)] = learner.path_loss(pid, ctx.student_taps, ctx.teacher_taps, ctx)
                 continue
             samples = chosen[:, routing.spot_of_path[pid]].nonzero().squeeze(1)
             if len(samples) < MIN_SUBSET:
-                losses[path_key(pid)] = ctx.labels.new_zeros((), dtype=torch.float32)
+                values[path_key(pid)] = ctx.labels.new_zeros((), dtype=torch.float32)
                 continue
-            losses[path_key(pid)] = self._subset_loss(learner, pid, ctx, samples) * (len(samples) / batch)
-        return losses
-
-    def _decide(self, ctx: StepContext) -> torch.Tensor:
-        """(B, L) decisions a_bl from the pooled (detached) teacher and student embeddings."""
-        routing = self._attached()
-        h_t = ctx.teacher_taps[routing.teacher_id][POOL].detach().flatten(1)
-        h_s = ctx.student_taps[POOL].detach().flatten(1)
-        logits = self.policy(torch.cat([h_t, h_s], dim=1)).view(len(h_s), len(routing.spots), 2)
-        generator = torch.Generator().manual_seed(_NOISE_SALT + ctx.step)
-        return gumbel_decisions(logits, self.tau, generator)[..., DISTIL]
+            values[path_key(pid)] = self._subset_loss(learner, pid, ctx, samples) * (len(samples) / batch)
+        return values
 
     def _subset_loss(self, learner: "Learner", pid: str, ctx: StepContext, samples: torch.Tensor) -> torch.Tensor:
         tid, t_spot, s_spot = learner.path_spots[pid]
@@ -286,95 +364,20 @@ class SpotAdaptive(Aggregator):
                       teacher_taps={tid: {t_spot: ctx.teacher_taps[tid][t_spot][samples]}})
         return learner.path_loss(pid, sub.student_taps, sub.teacher_taps, sub)
 
-    def backward(self, losses: dict[str, torch.Tensor], ctx: StepContext
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Agent backward and step first, then the student's backward (its step follows in the loop).
-
-        A one-sample batch (a ragged last batch) skips the agent: its BN adapters need two samples.
-        """
-        if len(ctx.labels) >= MIN_SUBSET:
-            self.agent_step(losses, ctx)
-        return self.student_backward(losses, ctx)
-
-    def agent_step(self, losses: dict[str, torch.Tensor], ctx: StepContext) -> None:
-        """One update of the policy and adapters on the routed network's loss."""
-        decisions = self._current(ctx)
-        agent_loss = self.agent_loss(ctx, decisions.routed, losses[TASK].detach())
-        params = [p for p in self.parameters() if p.requires_grad]
-        self.agent_optimizer.zero_grad(set_to_none=True)
-        agent_loss.backward(inputs=params)  # only the agent's parameters collect this gradient
-        self.agent_optimizer.step()
-        self.agent_optimizer.zero_grad(set_to_none=True)
-
-    def agent_loss(self, ctx: StepContext, routed: torch.Tensor, student_ce: torch.Tensor) -> torch.Tensor:
-        """gamma-scaled CE of the routed logits plus max(0, B/2 - sum_b a_bL); records both CEs."""
-        route_ce = F.cross_entropy(self.route(ctx.x, routed), ctx.labels)
-        ctx.telemetry.record(TELEMETRY.array("losses").key, torch.stack([route_ce.detach(), student_ce]).view(1, 2),
-                             torch.tensor([-1]), columns=["l_route", "l_student"])
-        if route_ce > student_ce:
-            scaled = route_ce * self.gamma
-        elif route_ce < student_ce:
-            scaled = route_ce / self.gamma
-        else:
-            scaled = route_ce
-        # Without this floor the agent could send every sample through the student's output segment,
-        # and KD at the output would vanish.
-        floor = torch.clamp(routed.shape[0] / 2 - routed[:, -1].sum(), min=0)
-        return scaled + floor
-
-    def route(self, x: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
-        """Routed logits: at spot l each sample takes the teacher segment if a_bl = 1, else the student's.
-
-        Both segments run on the whole batch and the straight-through mask selects, so the policy
-        gets gradient; the student runs in eval mode (as in the reference) so its BN statistics
-        only see real student streams.
-        """
-        routing = self._attached()
-        h_s = h_t = x
-        last = len(routing.spots) - 1
-        with _eval_mode(routing.student_model):
-            for l in range(last):
-                s_out, t_out = routing.student.pieces[l](h_s), routing.teacher.pieces[l](h_t)
-                a = routed[:, l].reshape(-1, *([1] * (s_out.dim() - 1)))
-                h_t = a * t_out + (1 - a) * self.to_teacher[l](s_out)
-                h_s = a * self.to_student[l](t_out) + (1 - a) * s_out
-            a = routed[:, last:]
-            return a * routing.teacher.pieces[last](h_t) + (1 - a) * routing.student.pieces[last](h_s)
-
-    def student_backward(self, losses: dict[str, torch.Tensor], ctx: StepContext
-                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """CE + sum_k w_k L_k (each L_k already masked and scaled by n_l / B); reports w_k n_l / B."""
-        decisions, routing = self._current(ctx), self._attached()
-        total = losses[TASK]
-        for pid in self.path_ids:
-            total = total + self.path_weights[pid] * losses[path_key(pid)]
-        ctx.mark("aggregator")  # the agent's update and the routing
-        total.backward()
-        weights = {pid: torch.tensor(self.path_weights[pid] * self._routed_share(pid, decisions, routing))
-                   for pid in self.path_ids}
-        return total, weights
-
-    @staticmethod
-    def _routed_share(pid: str, decisions: _Decisions, routing: _Routing) -> float:
-        return decisions.fractions[routing.spot_of_path[pid]] if pid in routing.spot_of_path else 1.0
-
-    # ------------------------------------------------------------ state
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"agent_optimizer": self.agent_optimizer.state_dict() if self.agent_optimizer else None}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if state.get("agent_optimizer") is not None:
-            self.agent_optimizer.load_state_dict(state["agent_optimizer"])
-
-    def _attached(self) -> _Routing:
-        if self.routing is None:
+    def _attached(self) -> tuple[_Routing, SpotAgent]:
+        if self.routing is None or self.agent is None:
             raise RuntimeError("sakd: attach(learner) must run before training steps")
-        return self.routing
+        return self.routing, self.agent
 
-    def _current(self, ctx: StepContext) -> _Decisions:
-        if self.decisions is None or self.decisions.step != ctx.step:
-            raise RuntimeError(f"sakd: no decisions for step {ctx.step}; path_losses must run before backward")
-        return self.decisions
+
+def _move_legacy_agent_state(state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """A checkpoint from before the split kept the agent's parts and optimizer on the SAKD aggregator
+    itself: move them under ``agent.`` so such a run resumes."""
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix):].startswith(_LEGACY_AGENT_PARTS)]:
+        state_dict[f"{prefix}agent.{key[len(prefix):]}"] = state_dict.pop(key)
+    legacy = state_dict.pop(f"{prefix}_extra_state", None)
+    if legacy is not None:
+        state_dict[f"{prefix}agent._extra_state"] = {"optimizer": legacy.get("agent_optimizer")}
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -7,8 +7,9 @@ import torch
 from pydantic import Field
 
 from engine.params import Params
-from engine.aggregators.registry import AGGREGATORS
-from engine.aggregators.base import Aggregator
+from engine.terms import TermInfo
+from engine.weightings.base import Weighting
+from engine.weightings.registry import WEIGHTINGS
 
 if TYPE_CHECKING:
     from engine.diagnostics.probe import GradientProbe
@@ -20,12 +21,14 @@ class LookaheadParams(Params):
     rate: float = Field(4.0, gt=0, description="gate change per probe per unit of smoothed score beyond the band")
 
 
-@AGGREGATORS.register("lookahead", "configured weights gated by the probe's measured agreement: a path that "
-                                   "keeps raising validation loss is driven to zero (needs diagnostics)")
-class Lookahead(Aggregator):
-    """Each path weighs w0_k * m_k: its configured weight times a gate m_k in [0, 1] driven by the probe.
+@WEIGHTINGS.register("lookahead", "configured weights gated by the probe's measured agreement: a path that "
+                                  "keeps raising validation loss is driven to zero (needs diagnostics)")
+class Lookahead(Weighting):
+    """Each term weighs w0_k * m_k: its base weight times a gate m_k in [0, 1] driven by the probe.
 
     Needs ``diagnostics.enabled: true`` (validation says so); without a probe the gates stay 1.
+    The probe measures paths, so a term's gate is its path's; a term of several paths or none
+    (a method's fused term) keeps its base weight.
 
     Signal. After each probe, s_k <- beta * s_k + (1 - beta) * score_k (s_k starts at 0, neutral),
     where score_k is the verdicts' agreement score: the mean of the path gradient's cosine with
@@ -57,25 +60,24 @@ class Lookahead(Aggregator):
 
     params_model = LookaheadParams
 
-    def __init__(self, path_ids, path_weights, **params) -> None:
-        super().__init__(path_ids, path_weights, **params)
+    def __init__(self, terms: list[TermInfo], **params) -> None:
+        super().__init__(terms, **params)
         p = self.params
         self.beta, self.margin, self.rate = float(p.beta), float(p.margin), float(p.rate)
-        count = len(self.path_ids)
+        count = len(self.terms)
         self.register_buffer("signal", torch.zeros(count, dtype=torch.float64))  # smoothed agreement score
         self.register_buffer("gate", torch.ones(count, dtype=torch.float64))
-        # configuration, not state: the spec re-creates it, so checkpoints leave it out
-        configured = [float(self.path_weights[pid]) for pid in self.path_ids]
-        self.register_buffer("base", torch.tensor(configured, dtype=torch.float64), persistent=False)
+        self.gated = [k for k, pid in enumerate(self.paths_of_terms()) if pid is not None]
 
     def on_probe(self, probe: GradientProbe) -> None:
-        scores = torch.tensor([probe.evidence[pid].score[-1] for pid in self.path_ids], dtype=torch.float64)
-        self.signal.mul_(self.beta).add_((1.0 - self.beta) * scores.to(self.signal.device))
-        self.gate.copy_(next_gate(self.gate, self.signal, self.margin, self.rate))
+        paths = self.paths_of_terms()
+        scores = torch.tensor([probe.evidence[paths[k]].score[-1] for k in self.gated], dtype=torch.float64)
+        signal = self.signal[self.gated].mul(self.beta).add((1.0 - self.beta) * scores.to(self.signal.device))
+        self.signal[self.gated] = signal
+        self.gate[self.gated] = next_gate(self.gate[self.gated], signal, self.margin, self.rate)
 
-    def weights(self, losses, ctx) -> dict[str, torch.Tensor]:
-        current = (self.base * self.gate).to(device=losses["task"].device, dtype=torch.float32)
-        return {pid: current[k] for k, pid in enumerate(self.path_ids)}
+    def weigh(self, values, ctx, grads) -> torch.Tensor:
+        return (self.base.double() * self.gate).float()
 
 
 def next_gate(gate: torch.Tensor, signal: torch.Tensor, margin: float, rate: float) -> torch.Tensor:
