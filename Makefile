@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test worker system-packages clean-workspace planted bench bench-data
+.PHONY: run test worker system-packages clean-workspace planted bench bench-data repro soak
 
 # Re-installs only when requirements.txt changes, so repeated make calls start at once.
 $(STAMP): requirements.txt
@@ -16,8 +16,9 @@ $(STAMP): requirements.txt
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $(STAMP)
 
+# Through the launcher: 127.0.0.1, no usage statistics, Host and Origin checked (ARGS="--expose" serves a network).
 run: $(STAMP)
-	$(PY) -m streamlit run app/main.py
+	$(PY) -m app $(ARGS)
 
 worker: $(STAMP)
 	$(PY) -m engine worker
@@ -42,6 +43,15 @@ planted: $(STAMP)
 # bench/.venv-torchdistill, once).
 bench: $(STAMP)
 	QUICK=$(QUICK) $(PY) bench/speed.py
+
+# Soak: 4 runs in flight, 2 workers, a reader at Live's cadence, random kills and pauses; SOAK_SECONDS (600).
+soak: $(STAMP)
+	SOAK_SECONDS=$(or $(SOAK_SECONDS),600) $(PY) bench/soak.py
+
+# Reproduction on the CIFAR-10 JPEG slice with the akamaster teachers (bench/repro.py): 12 configurations x 3 seeds
+# x 30 epochs, hours on a CPU; QUICK=1: 2 seeds x 2 epochs on 600 images, a check of the set-up (about half an hour here).
+repro: $(STAMP)
+	QUICK=$(QUICK) $(PY) bench/repro.py
 
 # Data bench: time to first step on the CIFAR-10 JPEG folder (cold, warm), epoch time against the plain PyTorch
 # floor, and the memory of a streamed 20,000-image folder. QUICK=1: under about three minutes.

@@ -19,7 +19,7 @@ from app.samples import SampleImages
 from engine.ablation import AblationRow, ablation_progress, ablation_table, group_id_of
 from engine.data import load_dataset
 from engine.spec import DatasetSpec
-from engine.store import RunRow, Store, db_path, workspace_home
+from engine.store import RunRow, Store, db_path, mark_orphaned_runs, workspace_home
 
 TTL_S = 1.0
 
@@ -42,6 +42,9 @@ def _reader(home_dir: str) -> closing[Store]:
 def runs(home_dir: str) -> pd.DataFrame:
     if not workspace_exists(home_dir):
         return pd.DataFrame(columns=queries.RUN_COLUMNS)
+    # The run list is where a run left `running` by a dead process would mislead: it is marked interrupted
+    # first (the read side's only write, at most once a second, and none in a read-only workspace).
+    mark_orphaned_runs(Path(home_dir))
     with _reader(home_dir) as store:
         return queries.runs_frame(store)
 

@@ -8,6 +8,7 @@ import yaml
 
 from app.plugin_params import AUTO, ParamInput, current_value, fits, fold_params, number_step, param_inputs, unknown_params
 from engine.params import Params
+from engine.spec import SpecError, load_yaml_value
 
 
 def _yaml_text(value: Any) -> str:
@@ -17,9 +18,12 @@ def _yaml_text(value: Any) -> str:
 def _yaml_input(label: str, value: Any, key: str, help_text: str, field: str, problems: list[str]) -> Any:
     text = st.text_input(label, _yaml_text(value), key=key, help=help_text)
     try:
-        return yaml.safe_load(text)
+        return load_yaml_value(text)
     except yaml.YAMLError as err:
         problems.append(f"{field}: not valid YAML ({' '.join(str(err).split())})")
+        return value
+    except SpecError as err:  # an alias bomb, a duplicate key, nesting too deep
+        problems += [f"{field}: {line}" for line in err.errors]
         return value
 
 

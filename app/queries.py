@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from engine.spec import SpecError, migrate_spec_data, parse_spec
-from engine.store import FINAL_STATUSES, RunRow, Store
+from engine.spec import SpecError, migrate_spec_data, parse_spec, printable
+from engine.store import ACTIVE_STATUSES, RunRow, Store
 from engine.vocabulary import LABELS_KEY, MAIN_PHASE  # noqa: F401  (pages read them from here too)
 
 METRIC_COLUMNS = ["phase", "step", "epoch", "key", "value"]
@@ -88,7 +88,7 @@ def combination(data: dict[str, Any]) -> str:
 
 
 def run_label(run: RunRow) -> str:
-    return f"{run.name} · {run.id} · {run.status}"
+    return f"{printable(run.name)} · {run.id} · {run.status}"
 
 
 def run_duration(run: RunRow, now: float | None = None) -> float | None:
@@ -109,7 +109,7 @@ def _percent(value: Any) -> float | None:
 def run_record(run: RunRow) -> dict[str, Any]:
     result = run.result
     return {
-        "id": run.id, "name": run.name, "group_id": run.group_id, "status": run.status, "phase": run.phase,
+        "id": run.id, "name": printable(run.name), "group_id": run.group_id, "status": run.status, "phase": run.phase,
         "progress": run.progress, "error": run.error, "label": run_label(run),
         "created": datetime.fromtimestamp(run.created_at),
         "duration_s": run_duration(run),
@@ -249,7 +249,7 @@ def combination_summary(runs: pd.DataFrame) -> pd.DataFrame:
     Only runs that finished with a test accuracy count; queued and running ones are counted as pending.
     """
     done = runs[(runs["status"] == "done") & runs["test_acc_pct"].notna()]
-    pending = runs[~runs["status"].isin(FINAL_STATUSES)]
+    pending = runs[runs["status"].isin(ACTIVE_STATUSES)]
     stats = done.groupby("combination")["test_acc_pct"].agg(["count", "mean", "std", "min", "max"])
     summary = pd.DataFrame(index=pd.Index(sorted(set(runs["combination"])), name="combination"))
     summary = summary.join(stats).rename(columns={"count": "finished"})

@@ -12,14 +12,15 @@ from app import cached
 from app.nav import page_file
 from engine.export import student_path
 from engine.spec import SpecError
-from engine.store import FINAL_STATUSES, RunRow, WorkspaceError
+from engine.store import ACTIVE_STATUSES, RunRow, WorkspaceError
 
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_kd.yaml"
 SELECTED_RUN = "selected_run"
 EMPTY_RUNS_MESSAGE = "No runs yet — press **Run the demo** on Home or launch one from Configure."
 # Smoothing windows in steps (0: off); windows, not point counts, so runs logged at any rate smooth alike.
 SMOOTHING_WINDOWS = (0, 10, 50, 100, 500, 1000, 5000)
-STATUS_COLORS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "cancelled": "orange"}
+STATUS_COLORS = {"queued": "gray", "running": "blue", "interrupted": "violet", "done": "green", "failed": "red",
+                 "cancelled": "orange"}
 
 
 @contextmanager
@@ -70,7 +71,7 @@ def pick_run(home: str, runs: pd.DataFrame, refresh_what: str | None = None) -> 
     if run is None:
         st.error(f"Run {run_id} is no longer in the workspace.")
         return None
-    if refresh_what is not None and run.status not in FINAL_STATUSES:
+    if refresh_what is not None and run.status in ACTIVE_STATUSES:
         st.button("Refresh", icon=":material/refresh:", help=f"The run is {run.status}: load the newest {refresh_what}")
     return run
 

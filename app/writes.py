@@ -7,8 +7,14 @@ worker (tests/test_write_side.py checks it); everything else reads through ``app
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import os
 import re
+import tempfile
+from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,15 @@ def cancel_run(home: str | Path, run_id: str) -> None:
         store.request_cancel(run_id)
 
 
+def resume_run(home: str | Path, run_id: str) -> bool:
+    """Queue an interrupted or failed run again from its last checkpoint, and make sure a worker takes it."""
+    with _writer(home) as store:
+        queued = store.resume_run(run_id)
+    if queued:
+        _queued(home, [run_id])
+    return queued
+
+
 def submit_job(home: str | Path, run_id: str, kind: str, params: dict[str, Any]) -> str:
     """Queue a job of a run (attribution maps, sample index, agreement) for a worker; the job id."""
     with _writer(home) as store:
@@ -107,11 +122,61 @@ def uploads_dir(home: str | Path) -> Path:
     return Path(home) / "uploads"
 
 
-def save_checkpoint(home: str | Path, file: Any) -> Path:
-    """Write an uploaded checkpoint into the workspace's uploads folder under its (made safe) base name."""
-    folder = uploads_dir(home)
+@dataclass(frozen=True)
+class SavedUpload:
+    """Where an upload went: ``path``; ``reused``: those bytes were there already; ``renamed_from``: the name it
+    came with, when that name held other bytes (which finished runs may name, so they are kept)."""
+    path: Path
+    reused: bool = False
+    renamed_from: str | None = None
+
+    def describe(self) -> str:
+        if self.reused:
+            return f"Already in the workspace as {self.path} (the same bytes; nothing was written)"
+        if self.renamed_from:
+            return (f"Saved as {self.path} ({self.renamed_from} there holds different bytes, which runs may "
+                    "name: it was kept unchanged)")
+        return f"Saved as {self.path}"
+
+
+def _candidates(folder: Path, name: str, data: bytes) -> Iterator[Path]:
+    """The upload's own name, then that name tagged with the content's hash, then numbered (a file copied by hand
+    may hold any name)."""
+    yield folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    tagged = f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}"
+    yield folder / f"{tagged}{suffix}"
+    for n in itertools.count(2):
+        yield folder / f"{tagged}-{n}{suffix}"
+
+
+def _claim(temporary: str, candidate: Path, data: bytes, asked: str) -> SavedUpload | None:
+    """``candidate`` made the upload (a hard link of the written temporary file: atomic, and it fails when the name
+    exists, so neither a concurrent upload nor a reader such as a worker loading a teacher sees half a file),
+    or found holding these very bytes; None when it holds other bytes."""
+    try:
+        os.link(temporary, candidate)
+    except FileExistsError:
+        same = candidate.is_file() and candidate.stat().st_size == len(data) and candidate.read_bytes() == data
+        return SavedUpload(candidate, reused=True) if same else None
+    return SavedUpload(candidate, renamed_from=None if candidate.name == asked else asked)
+
+
+def save_upload(folder: Path, name: str, data: bytes) -> SavedUpload:
+    """Save ``data`` in ``folder`` under the first of ``_candidates`` that is free or holds these bytes already:
+    a file already there is never replaced."""
     folder.mkdir(parents=True, exist_ok=True)
-    # Only the base name, made filesystem-safe: an uploaded name must not pick the folder.
-    target = folder / re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(file.name).name)
-    target.write_bytes(file.getvalue())
-    return target
+    # Only the base name, made filesystem-safe (no leading dot: not "..", not hidden): it must not pick the folder.
+    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(name).name).lstrip(".") or "upload"
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".upload-", delete=False) as tmp:
+        tmp.write(data)
+    try:
+        return next(saved for candidate in _candidates(folder, safe, data)
+                    if (saved := _claim(tmp.name, candidate, data, safe)) is not None)
+    finally:
+        os.unlink(tmp.name)
+
+
+def save_checkpoint(home: str | Path, file: Any) -> SavedUpload:
+    """Keep an uploaded checkpoint in the workspace's uploads folder (see ``save_upload``: nothing is replaced)."""
+    return save_upload(uploads_dir(home), file.name, file.getvalue())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from engine.diagnostics.verdicts import HELPS, HURTS, NEUTRAL
 from engine.spec import RunSpec, SpecError, parse_spec, spec_from_yaml, spec_to_dict, spec_to_yaml
-from engine.store import FINAL_STATUSES, RunRow, Store
+from engine.store import ACTIVE_STATUSES, RunRow, Store
 
 SEP = " · "
 NO_PATHS = "no paths"
@@ -129,7 +129,7 @@ def submit_ablation(store: Store, run_id: str) -> str:
 
 def wait_for_group(store: Store, group_id: str, poll_seconds: float = 1.0) -> None:
     """Block until every run of the group has ended (some may be trained by other workers)."""
-    while any(run.status not in FINAL_STATUSES for run in store.list_runs(group_id=group_id)):
+    while any(run.status in ACTIVE_STATUSES for run in store.list_runs(group_id=group_id)):
         time.sleep(poll_seconds)
 
 
@@ -163,7 +163,7 @@ def final_accuracy(run: RunRow | None) -> float | None:
 def run_state(run: RunRow | None) -> str:
     if run is None:
         return MISSING
-    return PENDING if run.status not in FINAL_STATUSES else run.status
+    return PENDING if run.status in ACTIVE_STATUSES else run.status
 
 
 def measured_verdict(effect: float, tolerance: float) -> str:

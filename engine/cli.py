@@ -6,14 +6,19 @@ import csv
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any, Callable
 
 from engine.ablation import DEFAULT_TOLERANCE, AblationError, AblationRow
 from engine.registry import Registry
-from engine.spec import RunSpec, SpecError, apply_overrides, load_spec_data, parse_spec, spec_to_yaml
-from engine.store import STALE_AFTER_SECONDS, Store, WorkspaceError, init_workspace, workspace_home
+from engine.spec import (
+    RunSpec, SpecError, apply_overrides, load_spec_data, parse_spec, printable, spec_from_yaml, spec_to_yaml,
+)
+from engine.store import (
+    STALE_AFTER_SECONDS, Store, WorkspaceError, init_workspace, mark_orphaned_runs, workspace_home,
+)
 
 EXIT_INVALID = 2
 
@@ -45,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", type=int, help="use this CUDA device only (one worker per GPU)")
     p.add_argument("--stale-after", type=float, default=STALE_AFTER_SECONDS, metavar="SECONDS",
                    help="a running run whose heartbeat is older than this has lost its worker")
-    command("ls", cmd_ls, "list the runs of the workspace")
+    command("ls", cmd_ls, "list the runs of the workspace (runs whose process died are marked interrupted)")
+    p = command("resume", cmd_resume, "continue an interrupted or failed run from its last checkpoint, here in the "
+                                      "foreground; the last line is the result as JSON")
+    p.add_argument("run")
+    p.add_argument("--queue", action="store_true", help="queue it for a worker instead; prints the run id")
     command("show", cmd_show, "status, result and events of a run").add_argument("run")
     command("cancel", cmd_cancel, "stop a queued or running run").add_argument("run")
     p = command("export", cmd_export, "write a run's metrics as CSV, or its distilled student as a file "
@@ -104,9 +113,12 @@ def _shape_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load_valid_spec(args: argparse.Namespace) -> RunSpec:
-    from engine.validate import check_spec
+    from engine.validate import check_spec, spec_warnings
 
-    return check_spec(parse_spec(_spec_data(args)), workspace_home())
+    spec = check_spec(parse_spec(_spec_data(args)), workspace_home())
+    for line in spec_warnings(spec):
+        print(f"warning: {line}", file=sys.stderr)
+    return spec
 
 
 def _spec_data(args: argparse.Namespace) -> Any:
@@ -122,18 +134,40 @@ def _spec_data(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    spec = _load_valid_spec(args)
+    store = Store(init_workspace())
+    return _train_here(store, store.create_run(spec_to_yaml(spec), spec.name), spec.device)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = Store(init_workspace())
+    store.interrupt_orphaned_runs(STALE_AFTER_SECONDS)  # a run whose process died is resumable too
+    run = _get_run(store, args.run)
+    if not store.resume_run(run.id):
+        raise WorkspaceError(f"run {run.id} is {run.status}: only an interrupted or failed run can be resumed")
+    if args.queue:
+        print(run.id)
+        return 0
+    return _train_here(store, run.id, spec_from_yaml(run.spec_yaml).device)
+
+
+def _train_here(store: Store, run_id: str, device: str) -> int:
+    """Train a queued run in this process; the last line printed is the result as JSON.
+
+    Ctrl-C or SIGTERM ends it `interrupted` with its last checkpoint at the next step (a second Ctrl-C stops at
+    once); exit code 1 for a failed or cancelled run, 130 for an interrupted one.
+    """
     from tqdm import tqdm
 
     from engine.worker import Heartbeat, execute_claimed
 
-    spec = _load_valid_spec(args)
-    store = Store(init_workspace())
-    run_id = store.create_run(spec_to_yaml(spec), spec.name)
     worker_id = f"cli-{os.getpid()}"
-    store.register_worker(worker_id, spec.device)
+    store.register_worker(worker_id, device)
     run = store.claim_run(worker_id, run_id)
+    if run is None:
+        raise WorkspaceError(f"run {run_id} was taken by a worker meanwhile (python -m engine show {run_id})")
     heartbeat = Heartbeat(store.home, worker_id)
-    heartbeat.current_run = run_id
+    heartbeat.follow(run)
     heartbeat.start()
     bar = tqdm(total=100, desc=run_id, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
 
@@ -141,19 +175,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar.n = round(100 * fraction, 1)
         bar.set_postfix_str(phase, refresh=True)
 
+    stop_event = threading.Event()
+    previous = {sig: signal.signal(sig, _stop_handler(stop_event)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = execute_claimed(store, run, threading.Event(), on_progress)
+        result = execute_claimed(store, run, stop_event, on_progress, stopped_status="interrupted")
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bar.close()
         heartbeat.stop()
         store.stop_worker(worker_id)
     final = store.get_run(run_id)
     if result is None:
-        print(f"error: run {run_id} {final.status}: {final.error}", file=sys.stderr)
+        error = final.error or f"resume with python -m engine resume {run_id}"
+        print(f"error: run {run_id} {final.status}: {error}", file=sys.stderr)
         print(json.dumps({"run_id": run_id, "status": final.status, "error": final.error}))
-        return 1
+        return 130 if final.status == "interrupted" else 1
     print(json.dumps({**result, "status": "done"}))
     return 0
+
+
+def _stop_handler(stop_event: threading.Event) -> Callable[[int, Any], None]:
+    """The first signal asks the run to stop at its next step; a second one (Ctrl-C pressed again while the data
+    loads, say) stops at once. Either way the run ends `interrupted`."""
+    def handle(_signum: int, _frame: Any) -> None:
+        if stop_event.is_set():
+            raise KeyboardInterrupt
+        stop_event.set()
+    return handle
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -173,12 +222,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    mark_orphaned_runs(workspace_home())
     store = Store(workspace_home(), readonly=True)
-    print(f"{'run':<22} {'status':<10} {'progress':>8} {'test acc':>8}  name")
+    print(f"{'run':<22} {'status':<11} {'progress':>8} {'test acc':>8}  name")
     for run in store.list_runs():
         acc = run.result.get("test_acc")
         acc_text = f"{100 * acc:7.2f}%" if acc is not None else f"{'':>8}"
-        print(f"{run.id:<22} {run.status:<10} {100 * run.progress:7.1f}% {acc_text}  {run.name}")
+        print(f"{run.id:<22} {run.status:<11} {100 * run.progress:7.1f}% {acc_text}  {printable(run.name)}")
     return 0
 
 
@@ -192,7 +242,8 @@ def _get_run(store: Store, run_id: str):
 def cmd_show(args: argparse.Namespace) -> int:
     store = Store(workspace_home(), readonly=True)
     run = _get_run(store, args.run)
-    print(f"run {run.id}: {run.name}\nstatus: {run.status} ({100 * run.progress:.1f}%, phase {run.phase or '-'})")
+    print(f"run {run.id}: {printable(run.name)}\n"
+          f"status: {run.status} ({100 * run.progress:.1f}%, phase {run.phase or '-'})")
     if run.error:
         print(f"error: {run.error}")
     if run.result:
@@ -309,7 +360,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     group_id, run_ids = submit_comparison(store, plan)
     print(group_id)
     for run_id, spec in zip(run_ids, plan.valid):
-        print(f"{run_id}\t{spec.name}")
+        print(f"{run_id}\t{printable(spec.name)}")
     return 0
 
 

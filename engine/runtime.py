@@ -12,7 +12,13 @@ class RunCancelled(Exception):
 
 
 class RunInterrupted(Exception):
-    """The worker is shutting down; the run goes back to the queue and resumes later."""
+    """The process is stopping on purpose (SIGTERM, Ctrl-C): a worker hands the run back to the queue, a foreground
+    run ends `interrupted`; either resumes from the last checkpoint."""
+
+
+class LostClaim(Exception):
+    """Another attempt owns the run now (this one was paused past the grace and reclaimed): stop at once and write
+    nothing more; the run's state is the new owner's to record."""
 
 
 class NonFiniteLoss(Exception):

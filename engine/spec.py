@@ -11,28 +11,70 @@ Version 2 split the old ``aggregator`` into a ``weighting`` and an optional path
 from __future__ import annotations
 
 import copy
+import math
+import re
+import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SPEC_VERSION = 2
+#: a spec is a few KB (1,000 paths fit in about 150 KB); a larger file is a mistake or an attack, refused before
+#: it is parsed: the pure-Python YAML parser needs seconds per 100 KB
+MAX_SPEC_BYTES = 256 << 10
+#: nesting of mappings and lists; real specs nest about 5 deep, and a deep one would exhaust Python's stack
+MAX_YAML_DEPTH = 50
+#: values a spec may hold once its aliases (*name) are expanded: bounds what an alias bomb can build
+MAX_YAML_VALUES = 100_000
+MAX_EPOCHS = 10_000
+MAX_SEED = 2**32 - 1  # numpy's and most libraries' seed range
+MAX_STEPS = 10**6  # step counts (log_every, telemetry_every, diagnostics.every)
+MAX_BATCH = 65_536
 #: version-1 aggregators that changed what paths compute: they are path methods now, weighted "fixed"
 #: (their weights were their own: AMTML's teacher importance and hint weight, SAKD's and DFA's path weights)
 LEGACY_PATH_METHODS = frozenset({"amtml", "sakd", "dfa"})
 
 
+def _not_bool(value: Any) -> Any:
+    # pydantic reads true as 1: `epochs: true` or `temperature: true` is a mistake, not a number
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+#: numbers that refuse true/false; NaN and infinity are refused by the models' allow_inf_nan=False
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=MAX_SEED)]
+
+
 class _Strict(BaseModel):
-    # Unknown keys are errors: a typo in a YAML file must not be silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors: a typo in a YAML file must not be silently ignored. NaN and infinity would be
+    # stored as null and fail at run start, far from their field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _finite_values(value: Any, where: str = "") -> Any:
+    """Free-form parameters (arch_params) hold no NaN or infinity, anywhere inside."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'} is {value}: give a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _finite_values(item, f"{where}.{key}" if where else str(key))
+    return value
+
+
+FreeParams = Annotated[dict[str, Any], BeforeValidator(_finite_values)]
 
 
 class NormalizeValues(_Strict):
     """Explicit per-channel normalisation, in [0, 1] pixel units: x = (pixel / max - mean) / std."""
 
-    mean: list[float] = Field(min_length=1, max_length=4)
-    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=4)
+    mean: list[Float] = Field(min_length=1, max_length=4)
+    std: list[Annotated[Float, Field(gt=0)]] = Field(min_length=1, max_length=4)
 
     @model_validator(mode="after")
     def _same_length(self) -> "NormalizeValues":
@@ -50,12 +92,12 @@ class DatasetSpec(_Strict):
     root: str | None = Field(None, description="folder holding the files; default per dataset. For image_folder: "
                                                 "class subfolders, or train/ (val/, test/) folders of them")
     download: bool = Field(False, description="allow torchvision to download the files")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training pool held out for "
+    val_fraction: Float = Field(0.1, ge=0.0, lt=1.0, description="share of the training pool held out for "
                                                                  "validation when there is no val folder")
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share held out for testing when a dataset "
+    test_fraction: Float = Field(0.2, gt=0.0, lt=1.0, description="share held out for testing when a dataset "
                                                                   "has no test split of its own")
-    train_size: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")
-    image_size: int | None = Field(None, gt=0, description="side length: image folders are resized on the "
+    train_size: Int | None = Field(None, gt=0, le=10**9, description="cap on training samples (quick runs)")
+    image_size: Int | None = Field(None, gt=0, le=4096, description="side length: image folders are resized on the "
                                                            "shorter side and centre-cropped to it")
     augment: Literal["none", "crop", "flip_crop", "random_resized_crop"] = "none"
     normalize: Normalize = Field("dataset", description="dataset: the train split's statistics; imagenet; none; "
@@ -63,11 +105,11 @@ class DatasetSpec(_Strict):
     stream: Literal["auto", "on", "off"] = Field(
         "auto", description="image_folder: read images from disk batch by batch (auto: when their decoded "
                             "float32 size exceeds memory_limit_mb)")
-    memory_limit_mb: int = Field(2048, gt=0, description="image_folder: decoded images above this size (float32) "
-                                                         "stream from disk")
-    loader_workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes when streaming")
-    batch_size: int = Field(64, gt=0)
-    split_seed: int = Field(0, description="fixes the train/val/test split independently of the run seed")
+    memory_limit_mb: Int = Field(2048, gt=0, le=1 << 24, description="image_folder: decoded images above this "
+                                                                     "size (float32) stream from disk")
+    loader_workers: Int = Field(2, ge=0, le=64, description="DataLoader worker processes when streaming")
+    batch_size: Int = Field(64, gt=0, le=MAX_BATCH)
+    split_seed: Seed = Field(0, description="fixes the train/val/test split independently of the run seed")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DatasetSpec":
@@ -81,7 +123,7 @@ class TeacherCacheSpec(_Strict):
     """Frozen teachers' outputs computed once and reused (see engine/data/teacher_cache.py)."""
 
     enabled: bool = True
-    views: int = Field(4, gt=0, le=64, description="fixed augmented views per sample when augmentation is on")
+    views: Int = Field(4, gt=0, le=64, description="fixed augmented views per sample when augmentation is on")
     fp16: bool = Field(False, description="store cached outputs in half precision (half the disk and memory)")
 
 
@@ -89,38 +131,40 @@ class DiagnosticsSpec(_Strict):
     """The negative-transfer probe (see engine/diagnostics/probe.py)."""
 
     enabled: bool = False
-    every: int | None = Field(None, gt=0, description="steps between probes; None: about 10% overhead")
-    window: int = Field(8, ge=2, description="probes a verdict looks back over")
-    margin: float = Field(0.15, ge=0, lt=1, description="|mean agreement score| below this is neutral")
-    t_threshold: float = Field(3.0, gt=0, description="standard errors the mean score must clear")
-    val_batch_size: int = Field(256, gt=0)
+    every: Int | None = Field(None, gt=0, le=MAX_STEPS, description="steps between probes; None: about 10% overhead")
+    window: Int = Field(8, ge=2, le=10_000, description="probes a verdict looks back over")
+    margin: Float = Field(0.15, ge=0, lt=1, description="|mean agreement score| below this is neutral")
+    t_threshold: Float = Field(3.0, gt=0, le=100, description="standard errors the mean score must clear")
+    val_batch_size: Int = Field(256, gt=0, le=MAX_BATCH)
 
 
 class OptimizerSpec(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    # 1e12 still runs (and diverges: the non-finite-loss check names it); 1e300 overflows inside the optimizer
+    lr: Float = Field(0.05, gt=0, le=1e12)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(5e-4, ge=0, le=1)
     nesterov: bool = False
 
 
 class ScheduleSpec(_Strict):
     name: Literal["constant", "multistep", "cosine"] = "constant"
-    milestones: list[int] = Field(default_factory=list, description="epochs at which lr is multiplied by gamma")
-    gamma: float = Field(0.1, gt=0)
+    milestones: list[Annotated[Int, Field(gt=0, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, max_length=100, description="epochs at which lr is multiplied by gamma")
+    gamma: Float = Field(0.1, gt=0, le=10)
 
 
 class TrainSource(_Strict):
     """Train the teacher inside this run (cached in the workspace by its recipe)."""
 
     kind: Literal["train"] = "train"
-    epochs: int = Field(10, gt=0)
+    epochs: Int = Field(10, gt=0, le=MAX_EPOCHS)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    seed: int = 0
+    seed: Seed = 0
     defect: Literal["none", "permuted_labels", "noisy_labels", "inverted_input", "under_trained", "random_init"] = \
         Field("none", description="plant a defect, for teaching and for testing negative-transfer detection")
-    noise: float = Field(0.4, ge=0, le=1, description="share of labels replaced when defect is noisy_labels")
+    noise: Float = Field(0.4, ge=0, le=1, description="share of labels replaced when defect is noisy_labels")
 
 
 class CheckpointSource(_Strict):
@@ -160,13 +204,13 @@ StudentSource = Annotated[Union[ScratchSource, PretrainedSource, CheckpointSourc
 class TeacherSpec(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=40)
     arch: str
-    arch_params: dict[str, Any] = Field(default_factory=dict)
+    arch_params: FreeParams = Field(default_factory=dict)
     source: TeacherSource = Field(default_factory=TrainSource)
 
 
 class StudentSpec(_Strict):
     arch: str
-    arch_params: dict[str, Any] = Field(default_factory=dict)
+    arch_params: FreeParams = Field(default_factory=dict)
     source: StudentSource = Field(default_factory=ScratchSource, description="where the student's initial "
                                   "weights come from; a head of the wrong size is replaced")
 
@@ -177,7 +221,7 @@ class PathSpec(_Strict):
     distiller: str
     teacher_spot: str
     student_spot: str
-    weight: float | None = Field(None, ge=0, description="None: the distiller's conventional weight")
+    weight: Float | None = Field(None, ge=0, le=1e6, description="None: the distiller's conventional weight")
     params: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
 
@@ -193,37 +237,42 @@ class MethodSpec(_Strict):
 
 
 class RunSpec(_Strict):
-    version: int = SPEC_VERSION
+    version: Int = SPEC_VERSION
     name: str = Field("run", max_length=120)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    teachers: list[TeacherSpec] = Field(default_factory=list)
+    teachers: list[TeacherSpec] = Field(default_factory=list, max_length=64)
     student: StudentSpec
-    paths: list[PathSpec] = Field(default_factory=list)
+    paths: list[PathSpec] = Field(default_factory=list, max_length=1000)
     weighting: WeightingSpec = Field(default_factory=WeightingSpec, description="how the terms are weighted")
     method: MethodSpec | None = Field(None, description="a path method (amtml, sakd, dfa); None: each path's "
                                                         "distiller on the whole batch")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    epochs: int = Field(10, gt=0)
-    seed: int = 0
+    epochs: Int = Field(10, gt=0, le=MAX_EPOCHS)
+    seed: Seed = 0
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    log_every: int = Field(10, gt=0, description="steps between logged loss values")
-    telemetry_every: int = Field(50, gt=0, description="steps between recorded per-sample arrays (aggregators)")
+    log_every: Int = Field(10, gt=0, le=MAX_STEPS, description="steps between logged loss values")
+    telemetry_every: Int = Field(50, gt=0, le=MAX_STEPS,
+                                 description="steps between recorded per-sample arrays (aggregators)")
     teacher_cache: TeacherCacheSpec = Field(default_factory=TeacherCacheSpec)
     diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 otherwise")
 
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        if not 1 <= version <= SPEC_VERSION:
+            raise ValueError(f"unknown spec version {version}: this PathScope reads versions 1 to {SPEC_VERSION} "
+                             f"(a newer PathScope wrote it, or it is a typo)")
+        return version
+
     @model_validator(mode="after")
     def _check_references(self) -> "RunSpec":
-        teacher_ids = [t.id for t in self.teachers]
-        duplicates = {t for t in teacher_ids if teacher_ids.count(t) > 1}
-        if duplicates:
-            raise ValueError(f"teachers: duplicate id(s) {sorted(duplicates)}")
-        path_ids = [p.id for p in self.paths]
-        duplicates = {p for p in path_ids if path_ids.count(p) > 1}
-        if duplicates:
-            raise ValueError(f"paths: duplicate id(s) {sorted(duplicates)}")
+        for field, ids in (("teachers", [t.id for t in self.teachers]), ("paths", [p.id for p in self.paths])):
+            duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)  # linear: a spec may list many paths
+            if duplicates:
+                raise ValueError(f"{field}: duplicate id(s) {duplicates}")
         return self
 
     @property
@@ -250,6 +299,19 @@ class SpecError(ValueError):
 
 
 SOURCE_KINDS = ("train", "checkpoint", "run", "pretrained", "scratch")
+
+#: an ANSI escape sequence (colours, cursor moves, a terminal title): a name printed raw could rewrite the screen
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|.)")
+#: bidirectional overrides make a name read differently from what it holds
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """A user-given name made safe to print or draw: ANSI escapes, control characters and bidirectional overrides
+    removed, tabs and line breaks turned into spaces (names are stored as given, stripped only on display)."""
+    text = _ANSI.sub("", text)
+    return "".join(" " if c in "\t\n\r" else c for c in text
+                   if c in "\t\n\r" or (unicodedata.category(c) != "Cc" and c not in _BIDI))
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
@@ -312,11 +374,111 @@ def parse_spec(data: Any) -> RunSpec:
         raise SpecError(_format_validation_error(err)) from None
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses what a spec never needs and an attacker would use: a key given twice (the
+    second would silently win), nesting deeper than MAX_YAML_DEPTH, and aliases that expand past
+    MAX_YAML_VALUES values (an alias bomb: a few lines that build billions of values)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> yaml.Node:
+        # composing recurses once per level: stop before Python's stack does
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise SpecError([f"yaml: nested deeper than {MAX_YAML_DEPTH} levels (line {line})"])
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` then a key of base: an override, as YAML means it
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader names it below
+            if first is not None:
+                raise SpecError([f"yaml: duplicate key {key!r} (lines {first} and {line}): give each key once"])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_VALUES values or MAX_YAML_DEPTH levels, counting
+    each shared node once per use without building the expansion."""
+    known: dict[int, tuple[int, int] | None] = {}  # id(node) -> (values, depth) once counted; None while counting
+
+    def measure(node: yaml.Node, level: int) -> tuple[int, int]:
+        if id(node) in known:
+            found = known[id(node)]
+            if found is None:
+                raise SpecError(["yaml: an alias refers to a collection that contains it; write the values out"])
+        else:
+            known[id(node)] = None
+            children = [] if isinstance(node, yaml.ScalarNode) else (
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value)
+            parts = [measure(child, level + 1) for child in children]
+            found = known[id(node)] = (1 + sum(v for v, _ in parts), 1 + max((d for _, d in parts), default=0))
+        values, depth = found
+        if level + depth > MAX_YAML_DEPTH:
+            raise SpecError([f"yaml: aliases nest the spec deeper than {MAX_YAML_DEPTH} levels; write the values out"])
+        if values > MAX_YAML_VALUES:
+            raise SpecError([f"yaml: the spec holds {values:,} values (each alias *name counted as the values it "
+                             f"repeats), more than the {MAX_YAML_VALUES:,} a spec may hold"])
+        return found
+
+    if root is not None:
+        measure(root, 0)
+
+
 def spec_data_from_yaml(text: str) -> Any:
+    """The plain data of spec text; SpecError when it is too large, not YAML, or uses what _SpecLoader refuses."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([f"spec: {len(text):,} characters, more than the {MAX_SPEC_BYTES:,} a spec may have"])
     try:
-        return yaml.safe_load(text)
+        return load_yaml_value(text)
     except yaml.YAMLError as err:
         raise SpecError([f"yaml: {err}".replace("\n", " ")]) from None
+
+
+def load_yaml_value(text: str) -> Any:
+    """YAML text through _SpecLoader, for every YAML a user gives (files, uploads, --set values, form fields):
+    SpecError for what it refuses, yaml.YAMLError for what is not YAML."""
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    except SpecError:
+        raise
+    except (ValueError, OverflowError, LookupError, TypeError) as err:
+        # a scalar YAML resolves but its constructor cannot build: a 5,000-digit int, `!!float ''`, a 13th month
+        raise SpecError([f"yaml: a value cannot be read ({type(err).__name__}: {err})"]) from None
+    finally:
+        loader.dispose()
+
+
+def spec_data_from_bytes(raw: bytes, where: str = "spec") -> Any:
+    """The plain data of an uploaded or read spec file: UTF-8 YAML text of at most MAX_SPEC_BYTES bytes."""
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([f"{where}: larger than the {MAX_SPEC_BYTES:,} bytes a spec may have; is it a spec file?"])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpecError([f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); a spec is "
+                         f"a YAML text file saved as UTF-8"]) from None
+    return spec_data_from_yaml(text)
 
 
 def spec_from_yaml(text: str) -> RunSpec:
@@ -327,10 +489,14 @@ def load_spec_data(path: str | Path) -> Any:
     """The plain data of a spec file (before validation, so overrides can be applied first)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if not path.is_file():  # a folder, a device or a pipe: never read (a pipe would block forever)
+            problem = "no such file" if not path.exists() else "not a regular file"
+            raise SpecError([f"{path}: cannot read ({problem})"])
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)  # never more: a huge file is refused without reading it whole
     except OSError as err:
         raise SpecError([f"{path}: cannot read ({err.strerror})"]) from None
-    return spec_data_from_yaml(text)
+    return spec_data_from_bytes(raw, str(path))
 
 
 def load_spec(path: str | Path) -> RunSpec:
@@ -362,9 +528,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             errors.append(f"--set {override}: expected KEY=VALUE, such as epochs=2 or dataset.batch_size=128")
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml_value(text) if text.strip() else None
         except yaml.YAMLError:
             value = text  # not YAML: keep the plain string (a path with a colon, say)
+        except SpecError as err:  # YAML, but refused (an alias bomb, a duplicate key)
+            errors += [f"--set {key.strip()}: {line}" for line in err.errors]
+            continue
         problem = _assign(data, key.strip().split("."), value)
         if problem:
             errors.append(f"--set {key.strip()}: {problem}")

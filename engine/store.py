@@ -20,28 +20,38 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from engine.runtime import LostClaim
 from engine.telemetry import Recorded
 from engine.workspace import run_dir, workspace_home  # noqa: F401  (the store's callers import them from here)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.attempt_token (fencing) and the `interrupted` status
 BUSY_TIMEOUT_MS = 10_000
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
+#: `interrupted`: stopped mid-run (Ctrl-C, or its process died with no worker around) with its last
+#: checkpoint; ``resume_run`` queues it again
+STATUSES = ("queued", "running", "interrupted", "done", "failed", "cancelled")
 FINAL_STATUSES = ("done", "failed", "cancelled")
-#: a running run whose heartbeat is older than this has lost its worker
-STALE_AFTER_SECONDS = 15.0
+#: a run that can still change without anyone asking: pages poll it, groups wait for it
+ACTIVE_STATUSES = ("queued", "running")
+#: a run ``resume_run`` can queue again from its last checkpoint
+RESUMABLE_STATUSES = ("interrupted", "failed")
+#: A running run whose heartbeat is older than this has lost its worker. Heartbeats come every 2 s from
+#: their own thread, so only a stopped process misses them: 60 s covers a GC pause, a heartbeat that waited
+#: out the 10 s busy timeout several times in a row, and a laptop lid closed for a minute. A longer suspension
+#: is safe too: the reclaimed worker's next write fails its attempt token and it stops (fencing), and a
+#: worker that itself just woke waits a beat before reclaiming (worker.serve).
+STALE_AFTER_SECONDS = 60.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+_RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     group_id TEXT,
     spec_yaml TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('queued','running','done','failed','cancelled')),
+    status TEXT NOT NULL CHECK (status IN ('queued','running','interrupted','done','failed','cancelled')),
     phase TEXT NOT NULL DEFAULT '',
     progress REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
@@ -52,8 +62,14 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    result_json TEXT
+    result_json TEXT,
+    attempt_token TEXT
 );
+"""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{runs_table}
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL,
@@ -109,7 +125,10 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat_at REAL NOT NULL,
     stopped_at REAL
 );
-"""
+""".replace("{runs_table}", _RUNS_TABLE.format(name="runs"))
+#: the columns a version-1 runs table has (all but attempt_token), copied as they are by the migration
+_V1_RUN_COLUMNS = ("id, name, group_id, spec_yaml, status, phase, progress, created_at, started_at, finished_at,"
+                   " heartbeat_at, worker_id, attempts, cancel_requested, error, result_json")
 
 
 class WorkspaceError(RuntimeError):
@@ -137,9 +156,14 @@ def init_workspace(home: Path | None = None) -> Path:
     try:
         con.execute("PRAGMA journal_mode=WAL")
         con.executescript(_SCHEMA)
+        # The version check and the migration share one write transaction: two workers starting together
+        # migrate once.
+        con.execute("BEGIN IMMEDIATE")
         found = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if found is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) == 1:
+            _migrate_from_v1(con)
         elif int(found[0]) != SCHEMA_VERSION:
             raise WorkspaceError(
                 f"{db_path(home)} has schema version {found[0]}, this PathScope reads version {SCHEMA_VERSION}"
@@ -150,15 +174,54 @@ def init_workspace(home: Path | None = None) -> Path:
     return home
 
 
+def _migrate_from_v1(con: sqlite3.Connection) -> None:
+    """Version 1 -> 2, keeping every run: SQLite changes a CHECK constraint (the new `interrupted` status) only
+    by rebuilding the table, which also adds attempt_token."""
+    con.execute(_RUNS_TABLE.format(name="runs_v2"))
+    con.execute(f"INSERT INTO runs_v2 ({_V1_RUN_COLUMNS}) SELECT {_V1_RUN_COLUMNS} FROM runs")
+    con.execute("DROP TABLE runs")
+    con.execute("ALTER TABLE runs_v2 RENAME TO runs")
+    con.execute("CREATE INDEX runs_status ON runs(status, created_at)")
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     except sqlite3.OperationalError as err:
         raise WorkspaceError(f"cannot open {path}: {err}") from None
+    try:  # connect() reads nothing: a damaged or foreign file shows only at the first read, checked here
+        con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as err:
+        con.close()
+        if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+            raise
+        raise WorkspaceError(
+            f"{path} is not a readable PathScope database ({err}): restore it from a backup, or move it aside "
+            f"(rename it to {path.name}.broken) and PathScope starts an empty one; run folders under "
+            f"{path.parent / 'runs'} are kept") from None
     con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     con.row_factory = sqlite3.Row
     return con
+
+
+def mark_orphaned_runs(home: Path) -> list[str]:
+    """For processes that list runs but train none (``engine ls``, the dashboard): mark runs whose process died
+    `interrupted` (Store.interrupt_orphaned_runs), so none is shown `running` forever. A workspace that does not
+    exist yet or that this user cannot write is left as it is. Returns the ids marked."""
+    if not db_path(home).exists():
+        return []
+    try:
+        store = Store(home)
+    except WorkspaceError:
+        return []
+    try:
+        return store.interrupt_orphaned_runs(STALE_AFTER_SECONDS)
+    except sqlite3.OperationalError:  # a read-only file or folder: the runs are only listed
+        return []
+    finally:
+        store.close()
 
 
 def new_run_id() -> str:
@@ -183,6 +246,7 @@ class RunRow:
     cancel_requested: int
     error: str | None
     result_json: str | None
+    attempt_token: str | None  # set by each claim; a worker's writes hold only while it matches
 
     @property
     def result(self) -> dict[str, Any]:
@@ -256,6 +320,22 @@ class Store:
         else:
             self.con.commit()
 
+    @contextmanager
+    def _run_write(self, run_id: str, token: str | None) -> Iterator[sqlite3.Connection]:
+        """A write for a run; given the attempt token of a claim, it happens only while that claim holds (the check
+        and the write share one transaction, so a reclaim cannot slip in between)."""
+        with self._write() as con:
+            if token is not None:
+                found = con.execute("SELECT attempt_token FROM runs WHERE id=?", (run_id,)).fetchone()
+                if found is None or found[0] != token:
+                    raise LostClaim(f"run {run_id} was reclaimed by another attempt; this one stops writing")
+            yield con
+
+    def while_holding(self, run_id: str, token: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (a file rename) only while the claim holds, under the write lock so no reclaim races it."""
+        with self._run_write(run_id, token):
+            action()
+
     # ---------------------------------------------------------------- runs
     def create_run(self, spec_yaml: str, name: str, group_id: str | None = None,
                    status: str = "queued") -> str:
@@ -291,7 +371,7 @@ class Store:
         return [RunRow(**dict(r)) for r in rows]
 
     def claim_run(self, worker_id: str, run_id: str | None = None) -> RunRow | None:
-        """Mark the oldest queued run (or the given one) running for this worker."""
+        """Mark the oldest queued run (or the given one) running for this worker, under a new attempt token."""
         with self._write() as con:
             if run_id is None:
                 row = con.execute("SELECT id FROM runs WHERE status='queued' AND cancel_requested=0"
@@ -303,8 +383,8 @@ class Store:
             now = time.time()
             con.execute(
                 "UPDATE runs SET status='running', worker_id=?, started_at=COALESCE(started_at, ?),"
-                " heartbeat_at=?, attempts=attempts+1, error=NULL WHERE id=?",
-                (worker_id, now, now, row["id"]),
+                " heartbeat_at=?, attempts=attempts+1, error=NULL, attempt_token=? WHERE id=?",
+                (worker_id, now, now, secrets.token_hex(8), row["id"]),
             )
         return self.get_run(row["id"])
 
@@ -312,7 +392,8 @@ class Store:
         """Runs whose worker stopped beating: requeue them (to resume) or fail them after max_attempts.
 
         Returns (run_id, "requeued" | "failed") for each. Done in one write transaction so
-        two workers never recover the same run twice.
+        two workers never recover the same run twice; clearing the attempt token fences the old owner out,
+        should it only have been paused.
         """
         cutoff = time.time() - max_age_s
         outcomes = []
@@ -321,40 +402,73 @@ class Store:
                                " AND COALESCE(heartbeat_at, 0) < ?", (cutoff,)).fetchall()
             for row in rows:
                 if row["attempts"] < max_attempts:
-                    con.execute("UPDATE runs SET status='queued', worker_id=NULL WHERE id=?", (row["id"],))
+                    con.execute("UPDATE runs SET status='queued', worker_id=NULL, attempt_token=NULL WHERE id=?",
+                                (row["id"],))
                     message = (f"worker {row['worker_id']} stopped responding; the run will resume from its "
                                f"last checkpoint (attempt {row['attempts'] + 1} of {max_attempts})")
                     outcomes.append((row["id"], "requeued"))
                 else:
                     message = (f"worker {row['worker_id']} stopped responding and the run has already been "
                                f"tried {row['attempts']} times; giving up")
-                    con.execute("UPDATE runs SET status='failed', error=?, finished_at=? WHERE id=?",
-                                (message, time.time(), row["id"]))
+                    con.execute("UPDATE runs SET status='failed', error=?, finished_at=?, attempt_token=NULL"
+                                " WHERE id=?", (message, time.time(), row["id"]))
                     outcomes.append((row["id"], "failed"))
                 con.execute("INSERT INTO events (run_id, time, level, message) VALUES (?,?,?,?)",
                             (row["id"], time.time(), "warning", message))
         return outcomes
 
-    def update_progress(self, run_id: str, progress: float, phase: str) -> None:
+    def interrupt_orphaned_runs(self, max_age_s: float) -> list[str]:
+        """Running runs whose heartbeat stopped more than max_age_s ago: no process owns them. Mark them
+        `interrupted` (resumable from their last checkpoint) so none stays `running` forever; returns their ids.
+
+        For processes that will not resume them themselves (``engine ls``, the dashboard); a worker requeues them.
+        """
+        cutoff = time.time() - max_age_s
         with self._write() as con:
+            rows = con.execute("SELECT id, worker_id FROM runs WHERE status='running'"
+                               " AND COALESCE(heartbeat_at, 0) < ?", (cutoff,)).fetchall()
+            for row in rows:
+                con.execute("UPDATE runs SET status='interrupted', worker_id=NULL, attempt_token=NULL WHERE id=?",
+                            (row["id"],))
+                con.execute("INSERT INTO events (run_id, time, level, message) VALUES (?,?,?,?)",
+                            (row["id"], time.time(), "warning",
+                             f"{row['worker_id']} stopped responding with no worker to take the run over; "
+                             f"interrupted, resume it with python -m engine resume {row['id']}"))
+        return [row["id"] for row in rows]
+
+    def release_run(self, run_id: str, token: str | None, status: str, reason: str) -> None:
+        """End an attempt stopped on purpose without spending one of the run's attempts: back to the queue
+        ('queued') or waiting for the user ('interrupted'); either resumes from the last checkpoint."""
+        assert status in ("queued", "interrupted"), status
+        with self._run_write(run_id, token) as con:
+            con.execute("UPDATE runs SET status=?, worker_id=NULL, attempt_token=NULL, attempts=MAX(attempts-1, 0)"
+                        " WHERE id=?", (status, run_id))
+            con.execute("INSERT INTO events (run_id, time, level, message) VALUES (?,?,?,?)",
+                        (run_id, time.time(), "warning", reason))
+
+    def resume_run(self, run_id: str) -> bool:
+        """Queue an interrupted or failed run again, to resume from its last checkpoint (after a full disk was
+        freed, say) with a fresh count of attempts; False when the run is in neither state."""
+        with self._write() as con:
+            return con.execute("UPDATE runs SET status='queued', error=NULL, finished_at=NULL, attempts=0"
+                               f" WHERE id=? AND status IN {RESUMABLE_STATUSES}", (run_id,)).rowcount == 1
+
+    def update_progress(self, run_id: str, progress: float, phase: str, token: str | None = None) -> None:
+        with self._run_write(run_id, token) as con:
             con.execute("UPDATE runs SET progress=?, phase=?, heartbeat_at=? WHERE id=?",
                         (progress, phase, time.time(), run_id))
 
     def finish_run(self, run_id: str, status: str, error: str | None = None,
-                   result: dict[str, Any] | None = None) -> None:
+                   result: dict[str, Any] | None = None, token: str | None = None) -> None:
+        """The run's final state; with the attempt's token, only if that attempt still owns the run."""
         assert status in FINAL_STATUSES, status
-        with self._write() as con:
+        with self._run_write(run_id, token) as con:
             con.execute(
                 "UPDATE runs SET status=?, error=?, result_json=?, finished_at=?,"
                 " progress=CASE WHEN ?='done' THEN 1.0 ELSE progress END WHERE id=?",
                 (status, error, json.dumps(result) if result is not None else None,
                  time.time(), status, run_id),
             )
-
-    def requeue_run(self, run_id: str, reason: str) -> None:
-        with self._write() as con:
-            con.execute("UPDATE runs SET status='queued', worker_id=NULL WHERE id=?", (run_id,))
-        self.add_event(run_id, "warning", reason)
 
     def request_cancel(self, run_id: str) -> None:
         """Queued runs are cancelled at once; running ones at the next step boundary."""
@@ -370,27 +484,29 @@ class Store:
         return bool(row and row[0])
 
     # ---------------------------------------------------------------- metrics and events
-    def add_metrics(self, run_id: str, rows: list[tuple[str, int, int, str, float]]) -> None:
+    def add_metrics(self, run_id: str, rows: list[tuple[str, int, int, str, float]], token: str | None = None
+                    ) -> None:
         """rows: (phase, step, epoch, key, value)."""
         if not rows:
             return
-        with self._write() as con:
+        with self._run_write(run_id, token) as con:
             con.executemany(
                 "INSERT INTO metrics (run_id, phase, step, epoch, key, value) VALUES (?,?,?,?,?,?)",
                 [(run_id, *r) for r in rows],
             )
 
-    def delete_metrics_after(self, run_id: str, phase: str, epoch: int) -> None:
+    def delete_metrics_after(self, run_id: str, phase: str, epoch: int, token: str | None = None) -> None:
         """On resume, drop what was logged after the checkpoint so series stay single-valued."""
-        with self._write() as con:
+        with self._run_write(run_id, token) as con:
             con.execute("DELETE FROM metrics WHERE run_id=? AND phase=? AND epoch>?", (run_id, phase, epoch))
             con.execute("DELETE FROM arrays WHERE run_id=? AND phase=? AND epoch>?", (run_id, phase, epoch))
 
-    def add_arrays(self, run_id: str, rows: list[tuple[str, int, int, str, Recorded]]) -> None:
+    def add_arrays(self, run_id: str, rows: list[tuple[str, int, int, str, Recorded]], token: str | None = None
+                   ) -> None:
         """rows: (phase, step, epoch, key, recorded array with its sample ids and column names)."""
         if not rows:
             return
-        with self._write() as con:
+        with self._run_write(run_id, token) as con:
             con.executemany(
                 "INSERT INTO arrays (run_id, phase, step, epoch, key, dtype, shape, data, sample_index, columns)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -424,8 +540,8 @@ class Store:
         return self.con.execute(sql + " ORDER BY phase, key, step", args).fetchall()
 
     def add_event(self, run_id: str | None, level: str, message: str,
-                  data: dict[str, Any] | None = None) -> None:
-        with self._write() as con:
+                  data: dict[str, Any] | None = None, token: str | None = None) -> None:
+        with self._run_write(run_id, token) as con:
             con.execute(
                 "INSERT INTO events (run_id, time, level, message, data_json) VALUES (?,?,?,?,?)",
                 (run_id, time.time(), level, message, json.dumps(data) if data else None),
@@ -500,12 +616,28 @@ class Store:
                 (worker_id, os.getpid(), os.uname().nodename, device, now, now),
             )
 
-    def worker_heartbeat(self, worker_id: str, run_id: str | None) -> None:
+    def worker_heartbeat(self, worker_id: str, run_id: str | None, token: str | None = None) -> None:
+        """Stamp the worker and, while its attempt still owns it, its run (a reclaimed run is not kept alive)."""
         now = time.time()
         with self._write() as con:
             con.execute("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, worker_id))
             if run_id:
-                con.execute("UPDATE runs SET heartbeat_at=? WHERE id=? AND status='running'", (now, run_id))
+                con.execute("UPDATE runs SET heartbeat_at=? WHERE id=? AND status='running'"
+                            " AND attempt_token IS ?", (now, run_id, token))
+
+    def release_worker_runs(self, worker_id: str, reason: str) -> list[str]:
+        """Hand back, without spending an attempt, every run a stopping worker still holds (an error escaped its
+        loop): they go back to the queue at once rather than waiting out the stale grace."""
+        held = self.con.execute("SELECT id, attempt_token FROM runs WHERE status='running' AND worker_id=?",
+                                (worker_id,)).fetchall()
+        released = []
+        for row in held:
+            try:
+                self.release_run(row["id"], row["attempt_token"], "queued", reason)
+                released.append(row["id"])
+            except LostClaim:  # reclaimed meanwhile: it is no longer this worker's to hand back
+                continue
+        return released
 
     def stop_worker(self, worker_id: str) -> None:
         with self._write() as con:

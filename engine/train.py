@@ -111,6 +111,12 @@ def read_tap(taps: dict[str, torch.Tensor], spot: str) -> torch.Tensor | tuple[t
 WeightingFactory = Callable[[list[TermInfo]], Weighting]
 
 
+def module_key(path_id: str) -> str:
+    """A path id as an nn.ModuleDict key: module names cannot hold '.', which path ids may; ids without one are
+    unchanged, so checkpoints written before stay loadable."""
+    return path_id.replace(".", "\u00b7")
+
+
 class Learner(nn.Module):
     """The student, its paths' distillers, the path method and the weighting: everything a step trains."""
 
@@ -120,7 +126,7 @@ class Learner(nn.Module):
         """make_weighting gets the method's weighable terms (known once the method is attached)."""
         super().__init__()
         self.student = student
-        self.distillers = nn.ModuleDict(distillers)
+        self.distillers = nn.ModuleDict({module_key(pid): d for pid, d in distillers.items()})
         self.path_spots = path_spots  # path id -> PathRoute(teacher id, teacher spot, student spot)
         self.teachers = teachers  # plain dict: frozen teachers are neither trained nor saved here
         self.shapes = shapes or TappedShapes({}, {})
@@ -159,7 +165,15 @@ class Learner(nn.Module):
                   teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor:
         """Path `pid`'s distiller on the given taps (path methods may pass subsets or mixed taps)."""
         tid, t_spot, s_spot = self.path_spots[pid]
-        return self.distillers[pid](read_tap(student_taps, s_spot), read_tap(teacher_taps[tid], t_spot), ctx)
+        distiller = self.distillers[module_key(pid)]
+        return distiller(read_tap(student_taps, s_spot), read_tap(teacher_taps[tid], t_spot), ctx)
+
+    def path_sample_losses(self, pid: str, student_taps: dict[str, torch.Tensor],
+                           teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor:
+        """Path `pid`'s (B,) per-sample losses (per-sample teacher weights); TypeError if its distiller has none."""
+        tid, t_spot, s_spot = self.path_spots[pid]
+        distiller = self.distillers[module_key(pid)]
+        return distiller.sample_losses(read_tap(student_taps, s_spot), read_tap(teacher_taps[tid], t_spot), ctx)
 
     def state_for_checkpoint(self) -> dict[str, Any]:
         return {"model": self.student.model.state_dict(), "distillers": self.distillers.state_dict(),
@@ -268,9 +282,11 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
         learner.method.on_epoch_end(epoch)
         learner.weighting.on_epoch_end(epoch)
         metrics = _end_of_epoch(learner, bundle, cfg, epoch, step, train_acc, device, reporter)
+        # The epoch's rows are stored before its checkpoint: a process killed in between resumes from the epoch
+        # before, dropping and re-logging these rows, where the other order would lose them.
+        reporter.flush()
         if cfg.checkpoint_dir is not None:
             _save_checkpoint(learner, optimizer, scheduler, cfg, epoch, step)
-        reporter.flush()
     if not metrics:  # resumed after the last epoch: recompute what the run ended with
         metrics = _final_metrics(learner, bundle, device)
     return metrics

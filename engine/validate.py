@@ -22,7 +22,7 @@ from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.params import ParamsError, parse_params
 from engine.paths.base import DataInfo, split_spot
-from engine.spec import CheckpointSource, PretrainedSource, RunSource, RunSpec, SpecError, spec_from_yaml
+from engine.spec import CheckpointSource, DatasetSpec, PretrainedSource, RunSource, RunSpec, SpecError, spec_from_yaml
 from engine.store import Store, WorkspaceError, run_dir
 
 
@@ -53,6 +53,24 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
         errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
     errors += _weighting_errors(spec) + _method_errors(spec)
     return errors
+
+
+#: dataset fields only a dataset that streams from disk reads
+STREAMING_FIELDS = ("stream", "memory_limit_mb", "loader_workers")
+
+
+def spec_warnings(spec: RunSpec) -> list[str]:
+    """Fields the spec gives a value that its dataset ignores (its registration's ``ignores``, and the streaming
+    fields of a dataset that never streams), as 'dataset.root: digits ignores it (...)': a spec that says more
+    than it does would mislead whoever reads it."""
+    if spec.dataset.name not in DATASETS:
+        return []
+    meta = DATASETS.entry(spec.dataset.name).meta
+    ignored = [*meta.get("ignores", ()), *(() if meta.get("streams") else STREAMING_FIELDS)]
+    defaults = DatasetSpec.model_fields
+    return [f"dataset.{field}: {spec.dataset.name} ignores it (given {getattr(spec.dataset, field)!r}); "
+            f"remove it from the spec" for field in ignored
+            if field in spec.dataset.model_fields_set and getattr(spec.dataset, field) != defaults[field].default]
 
 
 def params_errors(spec: RunSpec) -> list[str]:

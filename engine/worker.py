@@ -4,14 +4,21 @@ Start one per GPU (``python -m engine worker --gpu N``) or one on the CPU. A hea
 thread stamps the worker and its current run every few seconds; any worker that finds a
 running run whose heartbeat stopped (its worker was killed) puts it back in the queue to
 resume from its last checkpoint, or fails it after MAX_ATTEMPTS.
+
+Each claim carries an attempt token and every write of the run holds only while that token is current
+(fencing): a worker paused past the grace (SIGSTOP, a debugger) and reclaimed stops at its next write.
+A worker stopped on purpose (SIGTERM, Ctrl-C) hands its run back without spending an attempt.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +28,8 @@ from engine.runner import execute_run
 from engine.spec import SpecError, spec_from_yaml
 from engine.store import STALE_AFTER_SECONDS, RunRow, Store, init_workspace
 from engine.reporting import StoreReporter
-from engine.runtime import NonFiniteLoss, RunCancelled, RunInterrupted, resolve_device
+from engine.runtime import LostClaim, NonFiniteLoss, RunCancelled, RunInterrupted, resolve_device
+from engine.workspace import fenced_files
 
 HEARTBEAT_SECONDS = 2.0
 MAX_ATTEMPTS = 3
@@ -30,21 +38,30 @@ log = logging.getLogger("pathscope.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Keeps the worker's and its current run's heartbeat fresh, even during a long step."""
+    """Keeps the worker's and its current run's heartbeat fresh, even during a long step.
+
+    ``current_run`` and ``current_token`` name the run and the attempt it beats for: a reclaimed attempt's beats
+    no longer touch the run.
+    """
 
     def __init__(self, home: Path, worker_id: str) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.store = Store(home)
         self.worker_id = worker_id
         self.current_run: str | None = None
+        self.current_token: str | None = None
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.wait(HEARTBEAT_SECONDS):
             try:
-                self.store.worker_heartbeat(self.worker_id, self.current_run)
+                self.store.worker_heartbeat(self.worker_id, self.current_run, self.current_token)
             except Exception:  # a locked database must not kill the heartbeat; try again next beat
                 log.exception("heartbeat failed")
+
+    def follow(self, run: RunRow | None) -> None:
+        """Beat for this claimed run from now on (None: for no run)."""
+        self.current_run, self.current_token = (run.id, run.attempt_token) if run else (None, None)
 
     def stop(self) -> None:
         self._halt.set()
@@ -53,38 +70,114 @@ class Heartbeat(threading.Thread):
 
 
 def execute_claimed(store: Store, run: RunRow, stop_event: threading.Event,
-                    on_progress: Callable[[float, str], None] | None = None) -> dict[str, Any] | None:
-    """Execute a run this process has claimed and record its final state. Returns the result when done."""
-    reporter = StoreReporter(store, run.id, stop_event, on_progress)
+                    on_progress: Callable[[float, str], None] | None = None,
+                    stopped_status: str = "queued") -> dict[str, Any] | None:
+    """Execute a run this process has claimed and record its final state. Returns the result when done.
+
+    A run stopped on purpose (``stop_event``, Ctrl-C) becomes ``stopped_status`` without spending an attempt:
+    'queued' for a worker handing it back, 'interrupted' for a foreground run. A reclaimed attempt (LostClaim)
+    records nothing: the run is its new owner's.
+    """
+    reporter = StoreReporter(store, run.id, stop_event, on_progress, token=run.attempt_token)
+    token = run.attempt_token
     try:
-        spec = spec_from_yaml(run.spec_yaml)
-        result = execute_run(spec, run.id, store.home, reporter)
+        with fenced_files(reporter.file_fence()):
+            result = execute_run(spec_from_yaml(run.spec_yaml), run.id, store.home, reporter)
+    except LostClaim:
+        log.warning("run %s was reclaimed while this worker was paused; it stops here and writes nothing", run.id)
+    except (RunInterrupted, KeyboardInterrupt):
+        _record(run.id, reporter.flush,
+                lambda: store.release_run(run.id, token, stopped_status, _stopped_reason(stopped_status, run.id)))
     except RunCancelled:
-        reporter.flush()
-        store.finish_run(run.id, "cancelled", error="cancelled by the user; the last epoch checkpoint is kept")
-        store.add_event(run.id, "info", "cancelled")
-    except RunInterrupted:
-        reporter.flush()
-        store.requeue_run(run.id, "worker stopped; the run will resume from its last checkpoint")
+        _record(run.id, reporter.flush, lambda: store.finish_run(
+            run.id, "cancelled", error="cancelled by the user; the last epoch checkpoint is kept", token=token),
+                lambda: store.add_event(run.id, "info", "cancelled", token=token))
     except NonFiniteLoss as err:
         _fail(store, reporter, run.id, str(err), {"step": err.step, "term": err.term, "phase": err.phase})
     except Exception as err:  # noqa: BLE001 - a worker must survive any run
-        # Bad input that got past validation (a dataset folder deleted meanwhile, a bad checkpoint)
-        # carries its own clear message; anything else is named by its type.
-        message = str(err) if isinstance(err, (SpecError, ValueError, OSError)) else f"{type(err).__name__}: {err}"
-        _fail(store, reporter, run.id, message, {"traceback": traceback.format_exc()})
+        _fail(store, reporter, run.id, failure_message(err, run.id), {"traceback": traceback.format_exc()})
     else:
-        reporter.flush()
-        store.finish_run(run.id, "done", result=result)
-        store.add_event(run.id, "info", f"done: test accuracy {result['test_acc']:.4f}")
-        return result
+        if _record(run.id, reporter.flush, lambda: store.finish_run(run.id, "done", result=result, token=token)):
+            _record(run.id, lambda: store.add_event(run.id, "info", f"done: test accuracy {result['test_acc']:.4f}",
+                                                    token=token))
+            return result
     return None
 
 
+def _stopped_reason(status: str, run_id: str) -> str:
+    """The event of a run stopped on purpose, by the state it is left in."""
+    if status == "queued":
+        return "the worker was stopped; the run went back to the queue and resumes from its last checkpoint"
+    return (f"interrupted (Ctrl-C or SIGTERM) with its last checkpoint kept; python -m engine resume {run_id} "
+            f"continues it")
+
+
+#: errors of a full disk or a file size limit: the message says how to recover
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def failure_message(err: Exception, run_id: str) -> str:
+    """One line for a run's error: bad input past validation (a dataset deleted meanwhile, a bad checkpoint)
+    carries its own clear message, a full disk says how to go on, anything else is named by its type."""
+    if isinstance(err, OSError) and err.errno in _NO_SPACE:
+        return (f"no space left writing {err.filename or 'a file'} ({err.strerror}); free some space, then "
+                f"python -m engine resume {run_id} continues from the last checkpoint")
+    if isinstance(err, (SpecError, ValueError, OSError)):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
 def _fail(store: Store, reporter: StoreReporter, run_id: str, message: str, data: dict[str, Any]) -> None:
-    reporter.flush()
-    store.finish_run(run_id, "failed", error=message)
-    store.add_event(run_id, "error", message, data)
+    """Record the failure first, in one small write that needs no file space; the details follow if they fit.
+
+    Buffered metrics are dropped rather than flushed: the disk may just have filled, and a resume re-logs
+    everything after the last checkpoint anyway.
+    """
+    reporter.drop_unflushed()
+    _record(run_id, lambda: store.finish_run(run_id, "failed", error=message, token=reporter.token),
+            lambda: store.add_event(run_id, "error", message, data, token=reporter.token))
+
+
+def _record(run_id: str, *writes: Callable[[], None]) -> bool:
+    """Perform a run's closing writes in order, stopping at the first that fails with a single log line (never a
+    chained traceback): a lost claim means another attempt owns the run; a database that cannot be written
+    leaves the run `running` until its heartbeat goes stale and it is resumed. True when all were written."""
+    for write in writes:
+        try:
+            write()
+        except LostClaim:
+            log.warning("run %s was reclaimed by another attempt; its end is that attempt's to record", run_id)
+            return False
+        except (sqlite3.Error, OSError) as err:
+            log.error("run %s: could not record how it ended (%s); it will be resumed once its heartbeat "
+                      "goes stale", run_id, err)
+            return False
+    return True
+
+
+class SleepWatch:
+    """Tells whether this machine was just suspended (a laptop's lid closed).
+
+    On waking, every process resumes at once and the other workers' heartbeats look as old as the sleep: a
+    worker must not reclaim their runs until they have had a few beats to catch up. Linux's monotonic clock
+    stops while suspended and the wall clock does not, so their drift measures the sleep (a process merely
+    paused, such as one under SIGSTOP, moves both).
+    """
+
+    def __init__(self) -> None:
+        self._drift = self._now_drift()
+        self._quiet_until = 0.0
+
+    @staticmethod
+    def _now_drift() -> float:
+        return time.time() - time.monotonic()
+
+    def may_reclaim(self) -> bool:
+        drift = self._now_drift()
+        if drift - self._drift > HEARTBEAT_SECONDS:
+            self._quiet_until = time.monotonic() + 3 * HEARTBEAT_SECONDS
+        self._drift = drift
+        return time.monotonic() >= self._quiet_until
 
 
 def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
@@ -103,28 +196,52 @@ def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
         signal.signal(sig, lambda *_: stop_event.set())
     heartbeat = Heartbeat(home, worker_id)
     heartbeat.start()
+    sleep_watch = SleepWatch()
     log.info("worker %s serving %s", worker_id, home)
     try:
         while not stop_event.is_set():
-            for run_id, outcome in store.reclaim_stale_runs(stale_after, MAX_ATTEMPTS):
-                log.warning("run %s had a dead worker: %s", run_id, outcome)
-            store.requeue_orphaned_jobs(w["id"] for w in store.live_workers(stale_after))
-            job = store.claim_job(worker_id)
-            if job is not None:  # jobs are short (an attribution map): they go before the next run
-                log.info("job %s (%s) on run %s", job.id, job.kind, job.run_id)
-                execute_job(store, job)
-                continue
-            run = store.claim_run(worker_id)
-            if run is None:
-                if once:
-                    break
+            try:
+                if not _serve_next(store, worker_id, heartbeat, sleep_watch, stop_event, stale_after):
+                    if once:
+                        break
+                    stop_event.wait(poll_seconds)
+            except sqlite3.OperationalError as err:
+                # Locked past the busy timeout (another process paused inside a write, say): not this worker's
+                # fault, so it waits and tries again rather than exiting.
+                log.warning("the store is busy (%s); trying again", err)
                 stop_event.wait(poll_seconds)
-                continue
-            heartbeat.current_run = run.id
-            log.info("running %s (%s)", run.id, run.name)
-            execute_claimed(store, run, stop_event)
-            heartbeat.current_run = None
     finally:
         heartbeat.stop()
+        # A run still held here means an error escaped the loop: hand it back at once, at no cost to its attempts.
+        store.release_worker_runs(worker_id, f"worker {worker_id} stopped; the run went back to the queue")
         store.stop_worker(worker_id)
         store.close()
+
+
+def _serve_next(store: Store, worker_id: str, heartbeat: Heartbeat, sleep_watch: SleepWatch,
+                stop_event: threading.Event, stale_after: float) -> bool:
+    """Reclaim what dead workers left, then execute one job or one run; False when both queues were empty."""
+    if sleep_watch.may_reclaim():
+        _reclaim(store, stale_after)
+    job = store.claim_job(worker_id)
+    if job is not None:  # jobs are short (an attribution map): they go before the next run
+        log.info("job %s (%s) on run %s", job.id, job.kind, job.run_id)
+        execute_job(store, job)
+        return True
+    run = store.claim_run(worker_id)
+    if run is None:
+        return False
+    heartbeat.follow(run)
+    log.info("running %s (%s)", run.id, run.name)
+    try:
+        execute_claimed(store, run, stop_event)
+    finally:
+        heartbeat.follow(None)
+    return True
+
+
+def _reclaim(store: Store, stale_after: float) -> None:
+    """Requeue (or give up on) runs and jobs whose worker stopped beating."""
+    for run_id, outcome in store.reclaim_stale_runs(stale_after, MAX_ATTEMPTS):
+        log.warning("run %s had a dead worker: %s", run_id, outcome)
+    store.requeue_orphaned_jobs(w["id"] for w in store.live_workers(stale_after))

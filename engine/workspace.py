@@ -5,9 +5,13 @@ read or write a run's files need neither the store nor the training loop.
 """
 from __future__ import annotations
 
+import io
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -37,7 +41,54 @@ def run_final_checkpoint(home: Path | None, run_id: str) -> Path:
     return run_dir(home, run_id) / "checkpoints" / "final.pt"
 
 
+@dataclass(frozen=True)
+class FileFence:
+    """How the attempt executing a run swaps its files in: ``tag`` names its temporary files (two attempts of one
+    run never write the same one) and ``commit`` performs a rename only while the attempt still owns the run."""
+
+    tag: str
+    commit: Callable[[Callable[[], None]], None]
+
+
+# The attempt this process is executing, set by the worker around a run (engine.worker.execute_claimed): every file
+# the run saves (checkpoints, its final model, the inline teachers it caches) goes through it without the loop or
+# the runner having to carry the store around.
+_FENCE: ContextVar[FileFence | None] = ContextVar("file_fence", default=None)
+
+
+@contextmanager
+def fenced_files(fence: FileFence | None) -> Iterator[None]:
+    """Within this block, save_atomic swaps files in under ``fence`` (None: unfenced, as outside any run)."""
+    reset = _FENCE.set(fence)
+    try:
+        yield
+    finally:
+        _FENCE.reset(reset)
+
+
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Write to a temporary file and rename it over ``path``: readers see the old file or the new one, whole.
+
+    Under a fence the temporary name is the attempt's own and the rename waits on the claim (a reclaimed attempt
+    raises engine.runtime.LostClaim instead); a failed write (a full disk) leaves no temporary file behind.
+    """
+    fence = _FENCE.get()
+    tmp = path.with_name(f"{path.name}.{fence.tag if fence else os.getpid()}.tmp")
+    # Serialised in memory first: torch.save writing to a file reports a full disk as a RuntimeError without an
+    # errno, a plain write raises OSError(ENOSPC) that names the file.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        try:
+            with open(tmp, "wb") as out:
+                out.write(buffer.getbuffer())
+                out.flush()
+                os.fsync(out.fileno())  # the rename must never publish a file whose bytes are not on disk yet
+        except OSError as err:  # a write error names no file: say which one could not be saved
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        if fence is None:
+            os.replace(tmp, path)
+        else:
+            fence.commit(lambda: os.replace(tmp, path))
+    finally:
+        tmp.unlink(missing_ok=True)

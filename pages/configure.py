@@ -39,8 +39,8 @@ from engine.paths import DISTILLERS
 from engine.methods import METHODS
 from engine.registry import Registry, UnknownName
 from engine.spec import (
-    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, spec_from_yaml,
-    spec_to_dict, spec_to_yaml,
+    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, load_yaml_value, parse_spec, printable,
+    spec_data_from_bytes, spec_to_dict, spec_to_yaml,
 )
 from engine.weightings import WEIGHTINGS
 
@@ -103,9 +103,12 @@ def mapping_input(label: str, value: dict[str, Any], name: str, field: str, prob
     shown = yaml.safe_dump(value, default_flow_style=True).strip() if value else "{}"
     text = st.text_input(label, shown, key=key(name))
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_value(text)
     except yaml.YAMLError as err:
         problems.append(f"{field}: not valid YAML ({' '.join(str(err).split())})")
+        return value
+    except SpecError as err:  # an alias bomb, a duplicate key, nesting too deep
+        problems += [f"{field}: {line}" for line in err.errors]
         return value
     if data is None:
         return {}
@@ -125,14 +128,13 @@ def show_errors(errors: list[str]) -> None:
 
 # ---------------------------------------------------------------- spec upload
 def read_uploaded_spec(file: Any) -> tuple[bool, str]:
-    try:
-        spec = spec_from_yaml(file.getvalue().decode("utf-8"))
-    except UnicodeDecodeError:
-        return False, f"{file.name}: not a UTF-8 text file, so not a YAML spec"
+    name = printable(file.name)
+    try:  # the engine's reader: size cap, UTF-8 check, and the YAML loader that refuses alias bombs
+        spec = parse_spec(spec_data_from_bytes(file.getvalue(), name))
     except SpecError as err:
-        return False, f"{file.name} was not loaded:\n" + "\n".join(f"- `{line}`" for line in err.errors)
+        return False, f"{name} was not loaded:\n" + "\n".join(f"- `{line}`" for line in err.errors)
     replace_spec(spec)
-    return True, f"Loaded {file.name} into the form."
+    return True, f"Loaded {name} into the form."
 
 
 def upload_spec() -> None:
@@ -306,12 +308,12 @@ def checkpoint_upload(d: dict[str, Any], home: str) -> None:
                                  "too; read as data only (weights_only, or safetensors) by the worker")
     saved = st.session_state.setdefault(SAVED_CHECKPOINTS, {})
     if file is not None and file.file_id not in saved:
-        saved[file.file_id] = str(save_checkpoint(home, file))
+        saved[file.file_id] = save_checkpoint(home, file)
     if file is None:
         return
-    path = saved[file.file_id]
-    st.success(f"Saved as {path}: pick it in a teacher's checkpoint column (source: checkpoint) or as the "
-               "student's starting point.")
+    path = str(saved[file.file_id].path)
+    st.success(f"{saved[file.file_id].describe()}: pick it in a teacher's checkpoint column (source: checkpoint) "
+               "or as the student's starting point.")
     try:
         info = checkpoint_info(path, Path(path).stat().st_mtime)
     except (CheckpointError, OSError) as err:

@@ -27,7 +27,7 @@ from engine.models import MODELS
 from engine.models.spots import list_spots
 from engine.paths.candidates import propose_candidates
 from engine.runner import teacher_cache_path
-from engine.spec import DatasetSpec, SpecError, TrainSource, load_spec, spec_from_yaml
+from engine.spec import DatasetSpec, SpecError, TrainSource, load_spec, printable, spec_from_yaml
 from engine.store import Store
 from engine.validate import validate_spec
 
@@ -91,7 +91,7 @@ def _run_teachers(home: Path) -> dict[Path, tuple[str, str, DatasetSpec]]:
             except RuntimeError:
                 continue  # a run for a device this machine lacks cannot have trained a file here
             defect = f", planted defect {teacher.source.defect}" if teacher.source.defect != "none" else ""
-            found.setdefault(path, (f"{teacher.id} of {run.name}{defect}", json.dumps(teacher.arch_params),
+            found.setdefault(path, (f"{teacher.id} of {printable(run.name)}{defect}", json.dumps(teacher.arch_params),
                                     spec.dataset))
     return found
 

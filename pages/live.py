@@ -9,8 +9,9 @@ from app.queries import spec_summary
 from app.run_series import RunSeries
 from app.widgets import download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
 from app.worker_control import autostart_disabled
-from app.writes import cancel_run, start_worker
-from engine.store import FINAL_STATUSES, RunRow
+from app.writes import cancel_run, resume_run, start_worker
+from engine.spec import printable
+from engine.store import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunRow
 from engine.vocabulary import MAIN_PHASE, is_teacher_phase, teacher_of_phase
 
 POLL_S = 2.0
@@ -28,24 +29,37 @@ def cancel(home: str, run_id: str) -> None:
     st.rerun()
 
 
+def resume(home: str, run_id: str) -> None:
+    if not resume_run(home, run_id):
+        st.warning("The run is no longer interrupted or failed: nothing to resume.")
+    st.rerun()
+
+
 def run_header(home: str, run: RunRow) -> None:
     left, right = st.columns([4, 1], vertical_alignment="center")
     with left:
-        st.subheader(run.name)
+        st.subheader(printable(run.name), anchor=False)
         status_badge(run.status)
         summary = spec_summary(run.spec_yaml)
         st.caption(f"{summary['combination']} · {summary['n_paths']} path(s) · student {summary['student']}",
                    help="the path method · the weighting (just the weighting when the paths use their distillers)")
     with right:
-        if run.status in ("queued", "running"):
+        if run.status in ACTIVE_STATUSES:
             if st.button("Cancel run", icon=":material/stop_circle:", disabled=bool(run.cancel_requested)):
                 cancel(home, run.id)
+        elif run.status in RESUMABLE_STATUSES:
+            if st.button("Resume run", icon=":material/replay:",
+                         help="Queue it again: it continues from its last checkpoint"):
+                resume(home, run.id)
     label = run.phase or run.status
     st.progress(min(max(run.progress, 0.0), 1.0), text=f"{label} · {run.progress:.0%}")
     if run.cancel_requested and run.status == "running":
         st.caption("Cancel requested: the run stops at the next step.")
     if run.status == "failed":
         st.error(f"The run failed: {run.error or 'no error message was recorded'}")
+    if run.status == "interrupted":
+        st.warning("The run was interrupted (stopped, or its process died) and keeps its last checkpoint: "
+                   "*Resume run* continues from there (or `python -m engine resume " + run.id + "`).")
 
 
 def worker_notice(home: str, run: RunRow) -> None:
@@ -156,7 +170,7 @@ def run_view(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bo
     if run is None:
         st.error(f"Run {run_id} is no longer in the workspace.")
         return
-    if was_active and run.status in FINAL_STATUSES:
+    if was_active and run.status not in ACTIVE_STATUSES:
         st.rerun()  # redraw the page so this fragment is rebuilt without polling
     run_header(home, run)
     worker_notice(home, run)
@@ -185,7 +199,7 @@ def main() -> None:
     with right:
         smoothing = smoothing_picker("live_smoothing")
     run = cached.run(home, run_id)
-    active = run is not None and run.status not in FINAL_STATUSES
+    active = run is not None and run.status in ACTIVE_STATUSES
     # Poll only while the run can still change; a finished run is drawn once.
     st.fragment(run_every=POLL_S if active else None)(run_panel)(home, run_id, log_y, smoothing, active)
 

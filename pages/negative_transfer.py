@@ -16,7 +16,7 @@ from app.widgets import pick_run, user_errors
 from app.writes import submit_ablation, submit_run
 from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError
 from engine.spec import DiagnosticsSpec, SpecError, load_spec, spec_from_yaml
-from engine.store import FINAL_STATUSES, RunRow
+from engine.store import ACTIVE_STATUSES, RunRow
 from engine.validate import check_spec
 
 PLANTED_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_planted.yaml"
@@ -53,7 +53,7 @@ def run_planted_demo() -> None:
 
 
 def no_diagnostics(run: RunRow, settings: DiagnosticsSpec | None) -> None:
-    if settings is not None and settings.enabled and run.status not in FINAL_STATUSES:
+    if settings is not None and settings.enabled and run.status in ACTIVE_STATUSES:
         every = f"every {settings.every} steps" if settings.every else "at an automatic interval"
         st.info(f"Diagnostics are on for this run: the probe measures every path {every} once the student "
                 "starts training. Press Refresh to load them.", icon=":material/hourglass_top:")

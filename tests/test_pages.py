@@ -122,6 +122,21 @@ def test_live_offers_cancel_for_a_queued_run(workspace: Path, finished_run: str)
         assert store.get_run(queued).status == "cancelled"
 
 
+def test_live_resumes_an_interrupted_run_and_stops_polling_it(workspace: Path, finished_run: str) -> None:
+    """An interrupted run is not active (Live draws it once) and its Resume button queues it again."""
+    with closing(Store(workspace)) as store:
+        stopped = store.create_run(store.get_run(finished_run).spec_yaml, name="stopped")
+        store.con.execute("UPDATE runs SET status='interrupted' WHERE id=?", (stopped,))
+        store.con.commit()
+    at = open_page("live", selected_run=stopped)
+    assert "interrupted" in texts(at.warning) and f"python -m engine resume {stopped}" in texts(at.warning)
+    assert not any(b.label == "Cancel run" for b in at.button)
+    button(at, "Resume run").click().run()
+    assert not at.exception
+    with closing(Store(workspace, readonly=True)) as store:
+        assert store.get_run(stopped).status == "queued"
+
+
 def test_live_shows_why_a_run_failed(workspace: Path, finished_run: str) -> None:
     with closing(Store(workspace)) as store:
         failed = store.create_run(store.get_run(finished_run).spec_yaml, name="diverged")

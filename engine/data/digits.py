@@ -9,7 +9,7 @@ from engine.spec import DatasetSpec
 
 
 @DATASETS.register("digits", "scikit-learn's 8x8 digits, embedded (1,797 images)",
-                   shape=(1, 8, 8), classes=10)
+                   shape=(1, 8, 8), classes=10, ignores=("root", "download"))
 def load_digits(spec: DatasetSpec) -> DataBundle:
     # Imported here: sklearn takes seconds to import and only this loader needs it.
     from sklearn.datasets import load_digits as sklearn_digits

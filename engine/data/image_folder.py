@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import numpy as np
 import torch
@@ -96,13 +96,31 @@ def _split_folder(root: Path, split: str) -> Path | None:
     return next((entries[n] for n in SPLIT_FOLDERS[split] if n in entries), None)
 
 
+def _unreadable(folder: Path | str, err: OSError) -> DatasetError:
+    return DatasetError(f"image_folder: cannot read folder {folder} ({err.strerror or err}); give this user read "
+                        f"access to it (chmod -R a+rX) or move it out of dataset.root")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folder's subfolders; DatasetError naming it when it cannot be listed (never silently none)."""
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except OSError as err:
+        raise _unreadable(folder, err) from None
+
+
+def _raise_unreadable(err: OSError) -> NoReturn:
+    # os.walk skips a folder it cannot list unless told otherwise: a class would silently lose its images
+    raise _unreadable(err.filename, err)
+
+
 def _images_in(folder: Path) -> list[str]:
     """Every image under a class folder (recursively; hidden files and folders ignored), sorted.
 
     Any other file is an error naming it: a stray file would otherwise be silently dropped or
     fail later, far from its cause."""
     found = []
-    for here, dirs, files in os.walk(folder, followlinks=True):
+    for here, dirs, files in os.walk(folder, onerror=_raise_unreadable, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if name.startswith("."):
@@ -118,7 +136,7 @@ def _images_in(folder: Path) -> list[str]:
 def _scan_classes(folder: Path) -> dict[str, list[str]]:
     """Class name -> image files, for every (non-hidden) subfolder of ``folder``."""
     classes = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in sorted(p for p in _subfolders(folder) if not p.name.startswith(".")):
         files = _images_in(sub)
         if not files:
             raise DatasetError(f"image_folder: class folder {sub} is empty (no images); add images or remove it")
@@ -127,6 +145,15 @@ def _scan_classes(folder: Path) -> dict[str, list[str]]:
         raise DatasetError(f"image_folder: {folder} has no class subfolders with images "
                            f"({', '.join(sorted(EXTENSIONS))}); expected {folder}/<class>/<image> "
                            f"or {folder}/train/<class>/<image>")
+    return classes
+
+
+def _two_classes(classes: dict[str, list[str]], folder: Path) -> dict[str, list[str]]:
+    # one class trains to 100% accuracy and means nothing: most likely dataset.root points one level too deep
+    if len(classes) < 2:
+        name = next(iter(classes))
+        raise DatasetError(f"image_folder: {folder} holds one class folder ({name}/); a classifier needs at least "
+                           f"2 classes: point dataset.root at the folder that holds all class folders")
     return classes
 
 
@@ -145,8 +172,8 @@ def _folder_stamp(root: Path) -> tuple[tuple[str, int], ...]:
     """Modification times of the root, its subfolders and theirs (splits, classes): a folder's time changes
     when a file is added, removed or renamed in it, so the scan below is redone exactly when it must be."""
     stamp = []
-    for folder in (root, *(p for p in root.iterdir() if p.is_dir())):
-        children = [folder] if folder == root else [folder, *(p for p in folder.iterdir() if p.is_dir())]
+    for folder in (root, *_subfolders(root)):
+        children = [folder] if folder == root else [folder, *_subfolders(folder)]
         stamp += [(str(c), c.stat().st_mtime_ns) for c in children]
     return tuple(stamp)
 
@@ -157,14 +184,14 @@ def _scan(root: Path, stamp: tuple[tuple[str, int], ...]) -> FolderLayout:
     listing an ImageNet-size tree takes seconds. (``stamp`` is only the cache key.)"""
     train_folder = _split_folder(root, "train")
     if train_folder is None:
-        classes = _scan_classes(root)
+        classes = _two_classes(_scan_classes(root), root)
         names = list(classes)
         files = [path for group in classes.values() for path in group]
         labels = [label for label, f in enumerate(classes.values()) for _ in f]
         return FolderLayout(root, "classes", names, {"train": root}, {"train": files}, {"train": labels})
     folders = {"train": train_folder}
     folders.update({s: f for s in ("val", "test") if (f := _split_folder(root, s)) is not None})
-    train = _scan_classes(train_folder)
+    train = _two_classes(_scan_classes(train_folder), train_folder)
     names = list(train)
     files, labels = {}, {}
     for split, folder in folders.items():
@@ -335,7 +362,7 @@ def _should_stream(spec: DatasetSpec, float_bytes: int) -> tuple[bool, str]:
 
 @DATASETS.register("image_folder", "a folder of class subfolders of images, or train/ (val/, test/) folders of "
                                    "them (root required; RGB, resized and centre-cropped)",
-                   signature=image_folder_signature, streams=True, disk_cache=True)
+                   signature=image_folder_signature, streams=True, disk_cache=True, ignores=("download",))
 def load_image_folder(spec: DatasetSpec, cache_root: Path | None = None, report: Report | None = None) -> DataBundle:
     notes: list[str] = []
 
