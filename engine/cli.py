@@ -529,7 +529,7 @@ def _lister(name: str) -> Callable[[argparse.Namespace], int]:
 def cmd_aggregators(_args: argparse.Namespace) -> int:
     """Spec version 2 split the aggregators in two roles: say which listings name them now."""
     print("error: there are no aggregators since spec version 2: `python -m engine weightings` lists how terms "
-          "are weighted (equal, uncertainty, ...), `python -m engine methods` the path methods (amtml, sakd, dfa)",
+          "are weighted (equal, uncertainty, ...), `python -m engine methods` the path methods (amtml, camkd, ...)",
           file=sys.stderr)
     return EXIT_INVALID
 

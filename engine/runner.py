@@ -184,7 +184,7 @@ def build_learner(spec: RunSpec, bundle: DataBundle, teachers: dict[str, torch.n
         distillers[p.id] = cls(tap_shape(all_spots["student"], p.student_spot),
                                tap_shape(all_spots[p.teacher], p.teacher_spot), info, **p.params)
         path_spots[p.id] = PathRoute(p.teacher, p.teacher_spot, p.student_spot)
-        path_weights[p.id] = p.weight if p.weight is not None else cls.default_weight
+        path_weights[p.id] = p.weight if p.weight is not None else distillers[p.id].conventional_weight()
     method_class = METHODS.get(spec.method.name) if spec.method else PathMethod
     method = method_class(list(path_spots), path_weights, {p.id: p.distiller for p in paths},
                           **(spec.method.params if spec.method else {}))

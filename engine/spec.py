@@ -244,7 +244,7 @@ class RunSpec(_Strict):
     student: StudentSpec
     paths: list[PathSpec] = Field(default_factory=list, max_length=1000)
     weighting: WeightingSpec = Field(default_factory=WeightingSpec, description="how the terms are weighted")
-    method: MethodSpec | None = Field(None, description="a path method (amtml, sakd, dfa); None: each path's "
+    method: MethodSpec | None = Field(None, description="a path method (amtml, camkd, ...); None: each path's "
                                                         "distiller on the whole batch")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)

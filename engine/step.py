@@ -72,3 +72,6 @@ class LearnerView(Protocol):
 
     def path_loss(self, pid: str, student_taps: dict[str, torch.Tensor],
                   teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor: ...
+
+    def path_sample_losses(self, pid: str, student_taps: dict[str, torch.Tensor],
+                           teacher_taps: dict[str, dict[str, torch.Tensor]], ctx: StepContext) -> torch.Tensor: ...

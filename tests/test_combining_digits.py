@@ -23,13 +23,17 @@ PATHS = [
      "weight": 1.0},
 ]
 #: what each plugin records beyond the terms every run logs
-ARRAYS = {"amtml": {"amtml/teacher_weights", "amtml/theta_norm"}, "sakd": {"sakd/decisions", "sakd/agent_losses"}}
+ARRAYS = {"amtml": {"amtml/teacher_weights", "amtml/theta_norm"}, "sakd": {"sakd/decisions", "sakd/agent_losses"},
+          "camkd": {"camkd/teacher_weights"}, "ebkd": {"ebkd/teacher_weights"}, "min_ce": {"min_ce/teacher_weights"}}
 #: the terms a method trains beyond the task (the plain method: one per path)
 METHOD_TERMS = {
     None: {f"path:{p['id']}" for p in PATHS},
     "amtml": {"amtml/fused_kd", "amtml/hint:cnn-at", "amtml/hint:cnn-fitnet", "amtml/reg"},
     "sakd": {f"path:{p['id']}" for p in PATHS},
     "dfa": {f"path:{p['id']}" for p in PATHS},
+    "camkd": {f"path:{p['id']}" for p in PATHS},
+    "ebkd": {f"path:{p['id']}" for p in PATHS},
+    "min_ce": {f"path:{p['id']}" for p in PATHS},
 }
 COMBINATIONS = [(w, None) for w in WEIGHTINGS.names()] + [("fixed", m) for m in METHODS.names()]
 
@@ -47,10 +51,10 @@ def two_teacher_spec(weighting: str, method: str | None) -> dict:
     )
 
 
-def test_nine_weightings_and_three_methods_are_registered() -> None:
+def test_ten_weightings_and_six_methods_are_registered() -> None:
     assert WEIGHTINGS.names() == sorted(["equal", "fixed", "uncertainty", "adaptive_distillation", "gradnorm", "dwa",
-                                         "mgda", "pcgrad", "lookahead"])
-    assert METHODS.names() == sorted(["amtml", "sakd", "dfa"])
+                                         "mgda", "pcgrad", "lookahead", "loss_balance"])
+    assert METHODS.names() == sorted(["amtml", "sakd", "dfa", "camkd", "ebkd", "min_ce"])
 
 
 def logged_steps(reporter: NullReporter) -> dict[int, dict[str, float]]:

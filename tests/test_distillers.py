@@ -26,11 +26,11 @@ CASES = {
     "dkd": ((5,), (5,), {}),
     "logits": ((5,), (5,), {}),
     "fitnet": ((3, 4, 4), (2, 2, 2), {}),
-    "at": ((3, 4, 4), (2, 2, 2), {}),
+    "at": ((3, 4, 4), (2, 2, 2), {"resize": "legacy"}),  # the default: tests/test_paths_conventions.py
     "sp": ((3, 4, 4), (6,), {}),
     "rkd": ((7,), (5,), {}),
     "pkt": ((7,), (5,), {}),
-    "cc": ((7,), (5,), {}),
+    "cc": ((7,), (5,), {"form": "kernel"}),  # the default form: tests/test_paths_conventions.py
     "vid": ((3, 4, 4), (2, 2, 2), {}),
     "nst": ((3, 4, 4), (2, 2, 2), {}),
     "fsp": (((2, 4, 4), (3, 2, 2)), ((2, 2, 2), (3, 2, 2)), {}),
@@ -345,13 +345,15 @@ def test_gradcheck_wrt_student_tap(name):
     assert torch.autograd.gradcheck(func, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_at_and_nst_gradcheck_when_the_student_map_is_upsampled():
+@pytest.mark.parametrize("resize", ["pool_larger_map", "legacy"])
+def test_at_and_nst_gradcheck_when_the_student_map_is_smaller(resize):
+    """The default pools the teacher's larger map down; legacy upsamples the student's: both differentiable."""
     ctx = make_ctx()
     g = torch.Generator().manual_seed(2)
     s = torch.randn(B, 3, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.randn(B, 2, 4, 4, generator=g, dtype=torch.float64)
     for name in ("at", "nst"):
-        d = DISTILLERS.get(name)((3, 2, 2), (2, 4, 4))
+        d = DISTILLERS.get(name)((3, 2, 2), (2, 4, 4), resize=resize)
         assert torch.autograd.gradcheck(lambda a: d(a, t, ctx), (s,), eps=1e-6, atol=1e-5)
 
 
@@ -359,7 +361,7 @@ def test_at_and_nst_gradcheck_when_the_student_map_is_upsampled():
 @pytest.mark.parametrize("name", ["kd", "dkd", "logits", "at", "sp", "rkd", "pkt", "cc", "nst", "fsp"])
 def test_identical_taps_give_zero_loss(name):
     s, _ = taps(name)
-    d = DISTILLERS.get(name)(CASES[name][0], CASES[name][0]).double()
+    d = DISTILLERS.get(name)(CASES[name][0], CASES[name][0], **CASES[name][2]).double()
     assert abs(loss_of(d, s, s)) < 1e-10
 
 
@@ -457,10 +459,11 @@ def test_unknown_params_are_refused():
 
 
 # ---------------------------------------------------------------- registry
-def test_cli_lists_exactly_the_thirteen_distillers():
+def test_cli_lists_exactly_the_registered_distillers():
     out = subprocess.run([sys.executable, "-m", "engine", "distillers"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=True).stdout
     # plugin lines start at column 0; their parameters follow, indented
     lines = [line for line in out.splitlines() if line.strip() and not line[0].isspace()]
-    assert {line.split()[0] for line in lines} == NAMES
-    assert len(lines) == 13
+    logit_family = {"dist", "wttm", "nkd"}  # tested in test_paths_logit_family.py
+    assert {line.split()[0] for line in lines} == NAMES | logit_family
+    assert len(lines) == 16

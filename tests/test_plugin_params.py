@@ -20,11 +20,17 @@ PLUGINS = ([("distiller", e) for e in DISTILLERS] + [("weighting", e) for e in W
 
 # What the hand-written constructors defaulted to before the params models (kept identical).
 OLD_DEFAULTS = {
-    ("distiller", "kd"): {"temperature": 4.0},
-    ("distiller", "dkd"): {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20},
+    ("distiller", "kd"): {"temperature": 4.0, "standardize": False},
+    ("distiller", "dkd"): {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20, "standardize": False},
+    ("distiller", "dist"): {"beta": 1.0, "gamma": 1.0, "temperature": 4.0, "standardize": False},
+    ("distiller", "wttm"): {"gamma": 0.2, "standardize": False},
+    ("distiller", "nkd"): {"gamma": 3.5, "temperature": 3.0, "standardize": False},
     ("distiller", "fitnet"): {"kernel_size": 3},
     ("distiller", "rkd"): {"distance_weight": 25.0, "angle_weight": 50.0},
-    ("distiller", "cc"): {"gamma": 0.4, "order": 2},
+    # issue 13: the reference's conventions became the defaults (the old behaviour is a parameter value)
+    ("distiller", "at"): {"resize": "pool_larger_map"},
+    ("distiller", "nst"): {"resize": "pool_larger_map"},
+    ("distiller", "cc"): {"form": "correlation", "embed_dim": 128, "gamma": 0.4, "order": 2},
     ("distiller", "vid"): {"init_variance": 5.0, "eps": 1e-5},
     ("distiller", "crd"): {"feat_dim": 128, "nce_k": 16384, "temperature": 0.07, "momentum": 0.5, "seed": 0},
     ("weighting", "fixed"): {"task_weight": 1.0},
@@ -33,6 +39,8 @@ OLD_DEFAULTS = {
     ("weighting", "lookahead"): {"beta": 0.7, "margin": 0.15, "rate": 4.0},
     ("weighting", "mgda"): {"space": "params", "iterations": 50},
     ("weighting", "adaptive_distillation"): {"a_d": 1.0, "use_path_weights": False, "variant": "layer_wise"},
+    ("weighting", "loss_balance"): {"ratio": 1.0, "use_path_weights": False, "min_loss": 1e-8},
+    ("method", "ebkd"): {"temperature": 1.0},
     ("method", "amtml"): {"alpha": 0.7, "temperature": 5.0, "angle_weight": 1.0, "hint_weight": 1.0,
                           "reg_weight": 0.1, "stage_a_epochs": 0, "init_std": 0.1, "init_seed": 1},
     ("method", "dfa"): {"search_epochs": 2, "b_lr": 3e-4, "b_weight_decay": 1e-3, "w_lr": 0.025, "g_ts": 1.0,
@@ -72,7 +80,7 @@ def test_constructors_keep_the_validated_values() -> None:
     ({"temperature": 0}, "paths[0].params.temperature: Input should be greater than 0"),
     ({"temperature": "hot"}, "paths[0].params.temperature: Input should be a valid number"),
     ({"temperature": True}, "paths[0].params.temperature: Input should be a valid number"),
-    ({"tau": 1.0}, "paths[0].params.tau: unknown parameter (known: temperature)"),
+    ({"tau": 1.0}, "paths[0].params.tau: unknown parameter (known: temperature, standardize)"),
 ])
 def test_a_bad_path_param_is_named_by_its_field(params, line) -> None:
     data = tiny_spec_dict()
@@ -123,7 +131,7 @@ def test_cli_listings_print_each_parameter_with_type_default_bounds_and_descript
     kd = out.index(next(line for line in out if line.startswith("kd ")))
     assert out[kd + 1].split() == ["temperature", "float", "=", "4.0", "(>", "0):", "softening", "temperature", "T",
                                    "of", "both", "softmaxes"]
-    assert out[out.index(next(line for line in out if line.startswith("at "))) + 1].strip() == "(no parameters)"
+    assert out[out.index(next(line for line in out if line.startswith("sp "))) + 1].strip() == "(no parameters)"
     out = engine_cli("weightings", check=True).stdout
     assert "    space       'params' | 'logits' = 'params': " in out
     assert "    beta    float = 0.7 (>= 0, < 1): " in out

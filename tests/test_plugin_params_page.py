@@ -124,7 +124,7 @@ def test_a_bad_value_from_a_yaml_spec_shows_as_yaml_and_is_named_by_field(worksp
     assert at.text_input(key="cfg0.paths.0.cnn-kd.kd.params.temperature.yaml").value == "hot"
     errors = texts(at.error)
     assert "`paths[0].params.temperature`: Input should be a valid number" in errors
-    assert "`paths[0].params.tau`: unknown parameter (known: temperature)" in errors
+    assert "`paths[0].params.tau`: unknown parameter (known: temperature, standardize)" in errors
     at.text_input(key="cfg0.paths.0.cnn-kd.kd.params.temperature.yaml").input("3").run()
     at.text_input(key="cfg0.paths.0.cnn-kd.kd.params.unknown").input("{}").run()
     assert at.session_state["cfg_spec"]["paths"][0]["params"] == {"temperature": 3}

@@ -3,7 +3,7 @@
 from engine.methods.registry import METHODS
 
 from engine.methods import (  # noqa: F401  (registers)
-    amtml, dfa, sakd,
+    amtml, camkd, dfa, ebkd, min_ce, sakd,
 )
 
 __all__ = ["METHODS"]

@@ -45,14 +45,20 @@ class Distiller(nn.Module):
     spots_per_side: ClassVar[int] = 1
     #: the parameters a path's ``params`` may set (defaults, bounds, descriptions); see engine.params
     params_model: ClassVar[type[Params]] = NoParams
+    #: whether ``sample_losses`` gives the loss per sample (per-sample weightings need it)
+    has_sample_losses: ClassVar[bool] = False
 
     def __init__(self, student_shape: Shape, teacher_shape: Shape, info: DataInfo | None = None,
                  **params: Any) -> None:
         """Shapes exclude the batch; with spots_per_side 2 each is a tuple of two shapes. ``params`` are
         validated by ``params_model`` (engine.params.ParamsError, a ValueError, names each bad field) and
-        kept as ``self.params``."""
+        kept as ``self.params``. Incompatible shapes raise ValueError with ``shape_problem``'s message
+        (the one spec validation reports), here rather than inside torch on the first step."""
         super().__init__()
         self.params = parse_params(type(self).params_model, params)
+        problem = type(self).shape_problem(student_shape, teacher_shape)
+        if problem:
+            raise ValueError(problem)
         self.student_shape = student_shape
         self.teacher_shape = teacher_shape
         self.info = info
@@ -65,6 +71,18 @@ class Distiller(nn.Module):
                     f"teacher tap is {tuple(teacher_shape)}")
         return None
 
+    def conventional_weight(self) -> float:
+        """The loss weight a path that sets none gets: ``default_weight``, unless a parameter changes the
+        convention (cc's ``form``)."""
+        return type(self).default_weight
+
     def forward(self, student: Any, teacher: Any, ctx: StepContext) -> torch.Tensor:
         """A scalar loss; taps are tensors, or (first, second) tuples when spots_per_side is 2."""
         raise NotImplementedError
+
+    def sample_losses(self, student: Any, teacher: Any, ctx: StepContext) -> torch.Tensor:
+        """The loss per sample, shape (B,), such that ``sample_losses(...).mean()`` equals ``forward(...)``
+        to float precision (so a per-sample weighting with equal weights reproduces the plain path).
+        Only distillers whose loss decomposes over samples give it (``has_sample_losses`` True);
+        relational ones (a loss over pairs or sets of samples) cannot."""
+        raise TypeError(f"{type(self).__name__} gives no per-sample loss")

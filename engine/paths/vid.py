@@ -14,7 +14,7 @@ from engine.params import Params
 from engine.paths.registry import DISTILLERS
 from engine.paths.base import Distiller, Shape, StepContext
 from engine.ops import as_map, student_on_teacher_grid
-from engine.paths.shapes import refuse_bad_shapes, same_rank_problem
+from engine.paths.shapes import same_rank_problem
 
 
 def _conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
@@ -40,7 +40,6 @@ class VID(Distiller):
 
     def __init__(self, student_shape: Shape, teacher_shape: Shape, info=None, **params) -> None:
         super().__init__(student_shape, teacher_shape, info, **params)
-        refuse_bad_shapes(type(self), student_shape, teacher_shape)
         init_variance, eps = self.params.init_variance, self.params.eps
         s_c, t_c = student_shape[0], teacher_shape[0]
         # Mean network with the teacher's width in the middle, as RepDistiller builds it.
