@@ -46,7 +46,7 @@ def test_each_frozen_teacher_runs_once_per_step_in_eval_mode(home: Path) -> None
     for tid, frozen in learner.teachers.items():  # the tapped graph each step runs
         frozen.model.register_forward_hook(lambda *_args, tid=tid: calls.__setitem__(tid, calls[tid] + 1))
     x, y, index = next(iterate_batches(bundle.train, 32, shuffle=False, generator=None))
-    losses, _ = learner.losses(x, y, StepContext(labels=y, epoch=0, step=0, index=index))
+    losses, _ = learner.terms(x, y, StepContext(labels=y, epoch=0, step=0, index=index))
     assert calls == {"cnn": 1, "mlp": 1}  # three paths read cnn and three read mlp
     assert all(not m.training for m in teachers.values())
     assert all(not p.requires_grad for m in teachers.values() for p in m.parameters())
