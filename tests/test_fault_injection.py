@@ -129,23 +129,32 @@ def test_workers_killed_at_random_points_lose_and_repeat_nothing(home: Path, ref
     store = Store(home)
     run_id = _submit(store, _spec())
     # Two kills (the third attempt is the last MAX_ATTEMPTS allows) at seeded steps of the 252 the main phase has,
-    # far enough apart that the second attempt trains past its checkpoint before it dies too.
+    # far enough apart that the second attempt trains past its checkpoint before it dies too, and the second far
+    # enough from the end (four epochs) that this process, slowed by a loaded machine, still sees it before the
+    # attempt finishes the run: a kill after that would cut nothing, and the run would end after two attempts.
     rng = random.Random(1205)
     first_kill = rng.randint(30, 100)
-    kills = [first_kill, rng.randint(first_kill + 50, 220)]
+    kills = [first_kill, rng.randint(first_kill + 50, 168)]
     workers = []
     try:
         for attempt, kill_at in enumerate(kills, start=1):
             workers.append(_worker(home, home / f"worker{attempt}.log"))
             _wait_for(lambda: store.get_run(run_id).attempts == attempt and _latest_step(store, run_id) >= kill_at,
                       f"attempt {attempt} to reach step {kill_at}")
+            # Freeze the worker first, so that what the kill cuts short is what is read here: on a loaded machine
+            # this process can see the step late, and an attempt that already finished the run has nothing to lose.
+            os.killpg(workers[-1].pid, signal.SIGSTOP)
+            run, step = store.get_run(run_id), _latest_step(store, run_id)
             os.killpg(workers[-1].pid, signal.SIGKILL)
             workers[-1].wait()
+            assert (run.status, run.attempts) == ("running", attempt), (
+                f"attempt {attempt} was {run.status} (attempts {run.attempts}, step {step}) when killed at step "
+                f"{kill_at}: the test saw the step too late")
         workers.append(_worker(home, home / "last.log"))
         _wait_for(lambda: store.get_run(run_id).status in ("done", "failed"), "the run to finish")
     finally:
         _end(*workers)
-    assert store.get_run(run_id).attempts == 3
+    assert store.get_run(run_id).attempts == 3, [e["message"] for e in store.events(run_id)]
     _assert_done_once_and_equal(store, run_id, reference)
 
 
