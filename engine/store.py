@@ -436,13 +436,14 @@ class Store:
                              f"interrupted, resume it with python -m engine resume {row['id']}"))
         return [row["id"] for row in rows]
 
-    def release_run(self, run_id: str, token: str | None, status: str, reason: str) -> None:
-        """End an attempt stopped on purpose without spending one of the run's attempts: back to the queue
-        ('queued') or waiting for the user ('interrupted'); either resumes from the last checkpoint."""
+    def release_run(self, run_id: str, token: str | None, status: str, reason: str, refund: bool = True) -> None:
+        """End an attempt: back to the queue ('queued') or waiting for the user ('interrupted'); either resumes
+        from the last checkpoint. ``refund``: it was stopped on purpose, so it does not count against the run's
+        attempts; an attempt that ended in an error counts, or a run that always fails would retry forever."""
         assert status in ("queued", "interrupted"), status
         with self._run_write(run_id, token) as con:
-            con.execute("UPDATE runs SET status=?, worker_id=NULL, attempt_token=NULL, attempts=MAX(attempts-1, 0)"
-                        " WHERE id=?", (status, run_id))
+            con.execute("UPDATE runs SET status=?, worker_id=NULL, attempt_token=NULL, attempts=MAX(attempts-?, 0)"
+                        " WHERE id=?", (status, int(refund), run_id))
             con.execute("INSERT INTO events (run_id, time, level, message) VALUES (?,?,?,?)",
                         (run_id, time.time(), "warning", reason))
 
@@ -625,15 +626,15 @@ class Store:
                 con.execute("UPDATE runs SET heartbeat_at=? WHERE id=? AND status='running'"
                             " AND attempt_token IS ?", (now, run_id, token))
 
-    def release_worker_runs(self, worker_id: str, reason: str) -> list[str]:
-        """Hand back, without spending an attempt, every run a stopping worker still holds (an error escaped its
-        loop): they go back to the queue at once rather than waiting out the stale grace."""
+    def release_worker_runs(self, worker_id: str, reason: str, refund: bool = True) -> list[str]:
+        """Hand back every run a stopping worker still holds: they go back to the queue at once rather than
+        waiting out the stale grace; ``refund`` as in release_run."""
         held = self.con.execute("SELECT id, attempt_token FROM runs WHERE status='running' AND worker_id=?",
                                 (worker_id,)).fetchall()
         released = []
         for row in held:
             try:
-                self.release_run(row["id"], row["attempt_token"], "queued", reason)
+                self.release_run(row["id"], row["attempt_token"], "queued", reason, refund)
                 released.append(row["id"])
             except LostClaim:  # reclaimed meanwhile: it is no longer this worker's to hand back
                 continue

@@ -212,8 +212,10 @@ def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
                 stop_event.wait(poll_seconds)
     finally:
         heartbeat.stop()
-        # A run still held here means an error escaped the loop: hand it back at once, at no cost to its attempts.
-        store.release_worker_runs(worker_id, f"worker {worker_id} stopped; the run went back to the queue")
+        # A run still held here means an error escaped the loop: hand it back at once. The attempt is refunded
+        # only when the worker was asked to stop; an error counts, so a run that keeps failing ends failed.
+        store.release_worker_runs(worker_id, f"worker {worker_id} stopped; the run went back to the queue",
+                                  refund=stop_event.is_set())
         store.stop_worker(worker_id)
         store.close()
 

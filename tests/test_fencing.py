@@ -195,6 +195,16 @@ def test_stopping_worker_hands_back_what_it_still_holds(home: Path) -> None:
     assert (store.get_run(run_id).status, store.get_run(run_id).attempts) == ("queued", 0)
 
 
+def test_a_worker_that_crashed_hands_back_its_run_but_the_attempt_counts(home: Path) -> None:
+    """An error that escaped the worker's loop is not a stop on purpose: refunding it would let a run that
+    always crashes its worker retry forever under a restarting dashboard."""
+    store = Store(home)
+    run_id = _queued(store)
+    store.claim_run("w")
+    assert store.release_worker_runs("w", "worker w crashed", refund=False) == [run_id]
+    assert (store.get_run(run_id).status, store.get_run(run_id).attempts) == ("queued", 1)
+
+
 def test_a_failure_is_recorded_first_and_small(home: Path) -> None:
     store = Store(home)
     run_id = _queued(store, teachers=[{"id": "t", "arch": "mlp", "arch_params": {"hidden": [32]},
