@@ -15,16 +15,21 @@ def _yaml_text(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _yaml_input(label: str, value: Any, key: str, help_text: str, field: str, problems: list[str]) -> Any:
-    text = st.text_input(label, _yaml_text(value), key=key, help=help_text)
+def yaml_or_problem(text: str, field: str, problems: list[str], fallback: Any) -> tuple[Any, bool]:
+    """(the YAML value of a text box, True); or (``fallback``, False) with the problem added to ``problems``,
+    named by ``field``: YAML that does not parse, an alias bomb, a duplicate key, nesting too deep."""
     try:
-        return load_yaml_value(text)
+        return load_yaml_value(text), True
     except yaml.YAMLError as err:
         problems.append(f"{field}: not valid YAML ({' '.join(str(err).split())})")
-        return value
-    except SpecError as err:  # an alias bomb, a duplicate key, nesting too deep
+    except SpecError as err:
         problems += [f"{field}: {line}" for line in err.errors]
-        return value
+    return fallback, False
+
+
+def _yaml_input(label: str, value: Any, key: str, help_text: str, field: str, problems: list[str]) -> Any:
+    text = st.text_input(label, _yaml_text(value), key=key, help=help_text)
+    return yaml_or_problem(text, field, problems, value)[0]
 
 
 def _one_input(field: ParamInput, value: Any, key: str, where: str, problems: list[str]) -> Any:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from app import cached
 from app.jobs import ACTIVE, get_job, job_failed, job_progress
 from app.nav import page_file
-from app.param_inputs import params_inputs
+from app.param_inputs import params_inputs, yaml_or_problem
 from app.spec_form import (
     SECTIONS, SOURCE_KINDS, STUDENT_SOURCE_KINDS, candidate_paths, errors_by_section,
     merge_paths, parse_seeds, paths_frame, paths_from_frame, renamed_teachers, retarget_paths, student_source,
@@ -39,7 +39,7 @@ from engine.paths import DISTILLERS
 from engine.methods import METHODS
 from engine.registry import Registry, UnknownName
 from engine.spec import (
-    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, load_yaml_value, parse_spec, printable,
+    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, parse_spec, printable,
     spec_data_from_bytes, spec_to_dict, spec_to_yaml,
 )
 from engine.weightings import WEIGHTINGS
@@ -102,13 +102,8 @@ def mapping_input(label: str, value: dict[str, Any], name: str, field: str, prob
     """A one-line YAML mapping (e.g. ``{hidden: [64]}``); a bad entry keeps the old value and is reported."""
     shown = yaml.safe_dump(value, default_flow_style=True).strip() if value else "{}"
     text = st.text_input(label, shown, key=key(name))
-    try:
-        data = load_yaml_value(text)
-    except yaml.YAMLError as err:
-        problems.append(f"{field}: not valid YAML ({' '.join(str(err).split())})")
-        return value
-    except SpecError as err:  # an alias bomb, a duplicate key, nesting too deep
-        problems += [f"{field}: {line}" for line in err.errors]
+    data, parsed = yaml_or_problem(text, field, problems, value)
+    if not parsed:
         return value
     if data is None:
         return {}
