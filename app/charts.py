@@ -22,7 +22,7 @@ from app.colors import (
 from app.terms import ordered_terms, path_of, term_label
 from engine.vocabulary import (  # noqa: F401  (pages and tests read these names from here too)
     ACC_KEYS, ACC_PREFIX, LOSS_PREFIX, LR_KEY, PATH_LOSS_PREFIX, PATH_PREFIX, PATH_WEIGHT_PREFIX, TASK, TASK_LOSS,
-    THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
+    SECTION_LABELS, THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
 )
 
 MAX_POINTS = 2000
@@ -317,7 +317,8 @@ def step_time_figure(shares: pd.DataFrame) -> go.Figure:
     fig = base_figure("step", "share of step time (%)", "Where step time goes")
     for section in shares.columns:
         fig.add_trace(go.Scatter(  # stacking needs SVG traces; a few hundred grid cells draw quickly
-            x=shares.index.to_numpy(), y=shares[section].to_numpy(), name=section, mode="lines",
+            x=shares.index.to_numpy(), y=shares[section].to_numpy(), name=SECTION_LABELS.get(section, section),
+            mode="lines",
             stackgroup="time", line=dict(width=0.5, color=section_color(section)),
             hovertemplate="%{y:.1f} %",
         ))

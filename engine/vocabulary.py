@@ -59,6 +59,8 @@ THROUGHPUT_KEY = "throughput/samples_per_s"
 # "aggregator" is the weighting's work (weights, gradient matrix, own learners); the key predates the split
 # into weightings and path methods and stays so that stored runs keep drawing.
 TIME_SECTIONS = ("data", "teachers", "student", "paths", "aggregator", "backward", "diagnostics")
+#: what charts call a section whose key says something else
+SECTION_LABELS = {"aggregator": "weighting"}
 DIAG_PREFIX = "diag/"          # the negative-transfer probe: "diag/<measure>:<path id>"
 AGREE_PREFIX = "agree/"        # attribution agreement: "agree/<measure>:<teacher id>"
 LABELS_KEY = "labels"          # the array of each recorded sample's class, logged beside per-sample telemetry

@@ -233,7 +233,8 @@ def test_step_time_shares_sum_to_100_in_step_order() -> None:
     assert np.allclose(shares.sum(axis=1), 100.0)
     assert shares.loc[0, "student"] == pytest.approx(60.0)
     fig = charts.step_time_figure(shares)
-    assert [t.name for t in fig.data] == list(shares.columns)
+    # the legend calls the "aggregator" section (the key stored runs keep) what it is now: the weighting's work
+    assert [t.name for t in fig.data] == ["data", "teachers", "student", "weighting"]
     assert {t.stackgroup for t in fig.data} == {"time"}
     assert fig.data[2].line.color == section_color("student")
 

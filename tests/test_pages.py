@@ -201,7 +201,7 @@ def test_live_shows_throughput_and_where_step_time_goes(workspace: Path) -> None
     assert metrics["samples/s"] == "1,234"
     assert metrics["step time"] == f"{sum(STEP_MS.values()):.1f} ms"
     shares = figure_titled(at, "Where step time goes")["data"]
-    assert [t["name"] for t in shares] == list(STEP_MS)
+    assert [t["name"] for t in shares] == [charts.SECTION_LABELS.get(s, s) for s in STEP_MS]  # "aggregator": the weighting
     stacked = np.array([decode(t["y"]) for t in shares])
     assert np.allclose(stacked.sum(axis=0), 100.0)
     assert np.allclose(stacked[2], 100.0 * STEP_MS["student"] / sum(STEP_MS.values()))
