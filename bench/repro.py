@@ -4,8 +4,9 @@ On ../shared/data/cifar10-jpg (3,000 train JPEGs, 10% of them held out for valid
 akamaster CIFAR-10 checkpoints as teachers and a resnet20 student trained from scratch, three seeds each:
 
   student alone; KD (resnet56, RepDistiller's CE 0.1 + KD 0.9); AT (resnet56, layer1-3); AT + KD weighted
-  equal, hand-tuned (the first seed paper's AT 1000, KD 0.1) and adaptive_distillation; three teachers (resnet56, resnet32, resnet20), one KD path each,
-  weighted equal, with AMTML, with the per-sample multi-teacher methods (CA-MKD, EBKD, min_ce) and uncertainty.
+  equal, hand-tuned (the first seed paper's AT 1000, KD 0.1) and adaptive_distillation; three teachers (resnet56,
+  resnet32, resnet20), one KD path each, weighted equal, with AMTML, with the per-sample multi-teacher methods
+  (CA-MKD, EBKD, min_ce) and uncertainty.
 
 A row whose weighting or method is not registered is reported as skipped. Teachers' outputs are cached in
 bench/.workspace-repro and reused by every run, with one fixed flip_crop view per epoch (teacher_cache.views), so
