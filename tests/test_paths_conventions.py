@@ -100,22 +100,32 @@ SIZE_CASES = {
 }
 
 
+# (distiller, the reference's value per sample, the legacy value per sample, seeds of the two taps); lambdas
+# because the NST references are defined further down
+POOLED = {"at": (lambda s, t: ref_at(s, t), lambda s, t: ref_at_legacy(s, t), (1, 2), (3, 4)),
+          "nst": (lambda s, t: ref_nst(s, t), lambda s, t: ref_nst_legacy(s, t), (7, 8), (9, 10))}
+
+
+@pytest.mark.parametrize("name", sorted(POOLED))
 @pytest.mark.parametrize("case", sorted(SIZE_CASES))
-def test_at_pools_the_larger_feature_map_before_forming_attention(case):
+def test_at_and_nst_pool_the_larger_feature_map_before_forming_their_maps(name, case):
+    reference, _, seeds, _ = POOLED[name]
     s_shape, t_shape = SIZE_CASES[case]
-    s, t = draw(B, *s_shape, seed=1), draw(B, *t_shape, seed=2)
-    d = DISTILLERS.get("at")(s_shape, t_shape)
-    expected = ref_at(np_(s), np_(t))
+    s, t = draw(B, *s_shape, seed=seeds[0]), draw(B, *t_shape, seed=seeds[1])
+    d = DISTILLERS.get(name)(s_shape, t_shape)
+    expected = reference(np_(s), np_(t))
     assert d(s, t, CTX).item() == pytest.approx(expected.mean(), rel=1e-10)
     np.testing.assert_allclose(np_(d.sample_losses(s, t, CTX)), expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("name", sorted(POOLED))
 @pytest.mark.parametrize("case", ["student_larger", "student_smaller", "equal"])
-def test_at_legacy_keeps_the_old_values(case):
+def test_at_and_nst_legacy_keep_the_old_values(name, case):
+    _, legacy, _, seeds = POOLED[name]
     s_shape, t_shape = SIZE_CASES[case]
-    s, t = draw(B, *s_shape, seed=3), draw(B, *t_shape, seed=4)
-    d = DISTILLERS.get("at")(s_shape, t_shape, resize="legacy")
-    assert d(s, t, CTX).item() == pytest.approx(ref_at_legacy(np_(s), np_(t)).mean(), rel=1e-10)
+    s, t = draw(B, *s_shape, seed=seeds[0]), draw(B, *t_shape, seed=seeds[1])
+    d = DISTILLERS.get(name)(s_shape, t_shape, resize="legacy")
+    assert d(s, t, CTX).item() == pytest.approx(legacy(np_(s), np_(t)).mean(), rel=1e-10)
 
 
 def test_at_conventions_differ_where_the_issue_says():
@@ -154,24 +164,6 @@ def ref_nst_legacy(s: np.ndarray, t: np.ndarray) -> np.ndarray:
     elif s.shape[-1] < t.shape[-1]:
         s = bilinear(s, *t.shape[-2:])
     return nst_per_sample(s, t)
-
-
-@pytest.mark.parametrize("case", sorted(SIZE_CASES))
-def test_nst_pools_the_larger_feature_map_before_its_kernel(case):
-    s_shape, t_shape = SIZE_CASES[case]
-    s, t = draw(B, *s_shape, seed=7), draw(B, *t_shape, seed=8)
-    d = DISTILLERS.get("nst")(s_shape, t_shape)
-    expected = ref_nst(np_(s), np_(t))
-    assert d(s, t, CTX).item() == pytest.approx(expected.mean(), rel=1e-10)
-    np.testing.assert_allclose(np_(d.sample_losses(s, t, CTX)), expected, rtol=1e-10)
-
-
-@pytest.mark.parametrize("case", ["student_larger", "student_smaller", "equal"])
-def test_nst_legacy_keeps_the_old_values(case):
-    s_shape, t_shape = SIZE_CASES[case]
-    s, t = draw(B, *s_shape, seed=9), draw(B, *t_shape, seed=10)
-    d = DISTILLERS.get("nst")(s_shape, t_shape, resize="legacy")
-    assert d(s, t, CTX).item() == pytest.approx(ref_nst_legacy(np_(s), np_(t)).mean(), rel=1e-10)
 
 
 def test_nst_smaller_student_now_pools_the_teacher():
