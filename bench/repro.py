@@ -13,9 +13,12 @@ bench/.workspace-repro and reused by every run, with one fixed flip_crop view pe
 distilled students see as many different crops as the student alone does.
 Output: a Markdown table (mean +- std over seeds of the final and the best test accuracy, median epoch time),
 then one JSON line. Environment: QUICK=1, SEEDS, EPOCHS, TRAIN_IMAGES, WORKERS (parallel runs, default 1).
+Each finished run is recorded in bench/.workspace-repro/finished.jsonl under a hash of its spec, and a rerun reuses
+it: on a CPU the full table takes hours, so it can be built over several sittings (FRESH=1 ignores the record).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -45,7 +48,9 @@ SEEDS = tuple(range(int(os.environ.get("SEEDS", 2 if QUICK else 3))))
 EPOCHS = int(os.environ.get("EPOCHS", 2 if QUICK else 30))
 TRAIN_IMAGES = int(os.environ.get("TRAIN_IMAGES", 600 if QUICK else 2_700))  # 2,700: all after the 10% val split
 WORKERS = int(os.environ.get("WORKERS", 1))
+FRESH = os.environ.get("FRESH", "") not in ("", "0")
 HOME = ROOT / "bench" / ".workspace-repro"
+FINISHED = HOME / "finished.jsonl"
 DATA = "../shared/data/cifar10-jpg"
 CHECKPOINTS = "../shared/data/checkpoints/akamaster-cifar10"
 TEACHERS = {"r56": ("resnet56", "resnet56-4bfd9763.th"), "r32": ("resnet32", "resnet32-d509ac18.th"),
@@ -132,15 +137,31 @@ def missing_plugin(row: Row) -> str | None:
     return None
 
 
+def spec_key(row: Row, seed: int) -> str:
+    """What identifies a finished run: its whole spec, so a changed recipe is never answered from the record."""
+    return hashlib.sha256(json.dumps(spec_for(row, seed), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def finished_runs() -> dict[str, tuple[float, float, float]]:
+    if FRESH or not FINISHED.exists():
+        return {}
+    records = (json.loads(line) for line in FINISHED.read_text().splitlines() if line.strip())
+    return {r["key"]: (r["final"], r["best"], r["epoch_s"]) for r in records}
+
+
 def run_one(row: Row, seed: int) -> tuple[float, float, float]:
-    """(final test accuracy, best epoch's test accuracy, median epoch seconds) of one run."""
+    """(final test accuracy, best epoch's test accuracy, median epoch seconds) of one run, then recorded."""
     os.chdir(ROOT)  # the data and checkpoint paths are relative to the project root
     reporter = EpochClock(math.ceil(TRAIN_IMAGES / BATCH_SIZE))
     run_id = f"{row.label}-s{seed}".replace(" ", "_").replace("/", "_")
     shutil.rmtree(HOME / "runs" / run_id, ignore_errors=True)  # a fresh run, never a resumed one
     result = execute_run(parse_spec(spec_for(row, seed)), run_id, HOME, reporter)
     accuracies = reporter.series(TEST_ACC, MAIN_PHASE) or [result["test_acc"]]
-    return result["test_acc"], max(accuracies), statistics.median(reporter.epoch_s or [float("nan")])
+    figures = result["test_acc"], max(accuracies), statistics.median(reporter.epoch_s or [float("nan")])
+    with FINISHED.open("a") as record:  # one short line per run: appends from parallel workers do not interleave
+        record.write(json.dumps({"key": spec_key(row, seed), "run": f"{row.label} seed {seed}",
+                                 "final": figures[0], "best": figures[1], "epoch_s": figures[2]}) + "\n")
+    return figures
 
 
 def mean_std(values: list[float]) -> str:
@@ -152,14 +173,21 @@ def mean_std(values: list[float]) -> str:
 
 def measure(all_rows: list[Row]) -> dict[str, Outcome]:
     outcomes = {row.label: Outcome() for row in all_rows}
+    finished = finished_runs()
     runnable = []
     for row in all_rows:
         missing = missing_plugin(row)
         if missing:
             outcomes[row.label].note = f"skipped: {missing}"
-        else:
-            runnable += [(row, seed) for seed in SEEDS]
-    log(f"{len(runnable)} runs: {len(SEEDS)} seeds x {EPOCHS} epochs on {TRAIN_IMAGES} train images")
+            continue
+        for seed in SEEDS:
+            key = spec_key(row, seed)
+            if key in finished:
+                collect(outcomes[row.label], row, seed, lambda key=key: finished[key])
+            else:
+                runnable.append((row, seed))
+    log(f"{len(runnable)} runs to train ({len(finished)} recorded): {len(SEEDS)} seeds x {EPOCHS} epochs on "
+        f"{TRAIN_IMAGES} train images")
     # The first run builds the teachers' caches; later ones reuse them, in parallel if asked (spawned workers:
     # a forked child of a process that has run torch can deadlock in its thread pool).
     first, rest = runnable[:1], runnable[1:]
