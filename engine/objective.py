@@ -20,6 +20,7 @@ from engine.gradients import flat_grads
 from engine.methods.base import PathMethod
 from engine.step import StepContext
 from engine.terms import OwnLearner, TermInfo, task_term
+from engine.vocabulary import TASK
 from engine.weightings.base import Weighting
 
 if TYPE_CHECKING:
@@ -109,7 +110,14 @@ class Objective:
                                                                               ctx.teacher_taps, ctx)
         return out
 
-    def path_weights(self, weights: dict[str, torch.Tensor | float]) -> dict[str, float]:
-        """The last step's weight of each path that has a term of its own."""
-        by_path = {t.path: t.name for t in self.infos.values() if t.path is not None}
-        return {pid: float(weights[name]) for pid, name in by_path.items() if name in weights}
+    def probe_weights(self, path_ids: list[str], weights: dict[str, torch.Tensor | float]) -> dict[str, float]:
+        """The weight the probe scales the task's and each path's share by: the last step's (its configured weight
+        before any step), 1 for a path a method folds into a shared term, or what the weighting asks for."""
+        def weight_of(term: str) -> float:
+            return float(weights[term]) if term in weights else float(self.infos[term].weight)
+
+        out = {TASK: weight_of(TASK)}
+        for pid in path_ids:
+            term = self.path_term(pid)
+            out[pid] = weight_of(term) if term is not None else 1.0
+        return {**out, **self.weighting.probe_weights()}

@@ -344,16 +344,15 @@ def _probe(learner: Learner, values: dict[str, torch.Tensor], ctx: StepContext, 
            optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor], reporter: Reporter, epoch: int) -> None:
     probe, objective = cfg.probe, learner.objective
     flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == HURTS}
-    measured = probe.measure(learner, values[TASK], objective.path_losses(learner, values, ctx), ctx,
-                             optimizer.param_groups[0]["lr"], objective.path_weights(weights))
+    measured = probe.measure(learner, values[TASK], objective.path_losses(learner, values, ctx), ctx, optimizer,
+                             objective.probe_weights(probe.path_ids, weights))
     reporter.log(cfg.phase, ctx.step, epoch, measured)
     learner.weighting.on_probe(probe)
     for pid, details in probe.details().items():
         if details["verdict"] == HURTS and pid not in flagged:
-            reporter.event("warning", f"path {pid} flagged as hurting at step {ctx.step}: its gradient points "
-                                      f"against the task's (mean cosine {details['mean_cos_task']:.2f} on the batch, "
-                                      f"{details['mean_cos_val']:.2f} on validation; confidence "
-                                      f"{details['confidence']:.2f})", {"path": pid, **details})
+            reporter.event("warning", f"path {pid} flagged as hurting at step {ctx.step}: it "
+                                      f"{details['explanation']} (confidence {details['confidence']:.2f})",
+                           {"path": pid, **details})
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

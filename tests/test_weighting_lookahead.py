@@ -1,4 +1,4 @@
-"""Lookahead: the probe's agreement scores gate each path's configured weight; harmful paths go to zero."""
+"""Lookahead: the probe's measured effects gate each path's configured weight; harmful paths go to zero."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from engine.diagnostics.verdicts import HURTS, NEUTRAL
 from engine.paths.base import StepContext
 from engine.runner import execute_run
 from engine.spec import parse_spec
@@ -28,9 +29,17 @@ def _make(**params):
     return WEIGHTINGS.get("lookahead")(TERMS, **params)
 
 
-def _probe(scores: dict[str, float]) -> SimpleNamespace:
-    """What on_probe reads: each path's latest agreement score in probe.evidence."""
-    return SimpleNamespace(evidence={pid: SimpleNamespace(score=[score]) for pid, score in scores.items()})
+def _probe(benefits: dict[str, float], task_effect: float = -0.02) -> SimpleNamespace:
+    """What on_probe reads: each path's latest effect beside the task's in probe.evidence.
+
+    A benefit b is a path whose share lowers validation loss by b times what the task's share does; the path
+    "hurts" is judged harmful by the probe whenever its benefit is negative."""
+    def evidence(pid: str, b: float) -> SimpleNamespace:
+        verdict = HURTS if pid == "hurts" and b < 0 else NEUTRAL
+        return SimpleNamespace(effect=[b * task_effect], task_effect=[task_effect], verdict=verdict)
+
+    return SimpleNamespace(evidence={pid: evidence(pid, b) for pid, b in benefits.items()},
+                           rule=SimpleNamespace(window=8))
 
 
 def _weights(weighting) -> dict[str, float]:
@@ -41,11 +50,11 @@ def test_a_negative_stream_closes_the_gate_and_the_others_keep_theirs() -> None:
     weighting = _make()
     closed_after = None
     for n in range(1, 9):
-        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": -0.1}))
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": -0.5}))
         if closed_after is None and weighting.gate[1] == 0.0:
             closed_after = n
     assert closed_after is not None and closed_after <= 4  # within a few probes
-    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]  # a mildly negative (neutral) path keeps its weight
+    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]  # a negative but unconfirmed path keeps its weight
     weights = _weights(weighting)
     assert weights == {pid: W0[pid] * m for pid, m in zip(IDS, weighting.gate.tolist())}
 

@@ -1,23 +1,31 @@
-"""Gradient-geometry probe: does following each path move the student towards or away from held-out data?
+"""The negative-transfer probe: what does each path's share of the update do to held-out loss?
 
-Every `every` steps, on the step's own batch, it takes the gradient of each path loss and of
-the task loss with respect to the student's parameters, and the task gradient on a
-validation batch. Per path it records the cosine with the task gradient, the cosine with
-the validation gradient, the gradient norm and the first-order lookahead
--lr * w * g_path . g_val: the predicted change of validation loss from that path's share
-of the step (positive = the path raises validation loss). The cosines feed the verdicts.
+Every `every` steps, with the step's graph still alive, it takes the gradient of the task loss and of
+each path's own loss with respect to the student's weights, sends each weighted gradient through the
+optimizer's step rule and measures the change of validation loss its share causes (effect.py), around
+the update without the paths already judged harmful. Validation samples are split into chunks for the
+effect's standard error. The gradient's cosines with the task gradient on the batch and on a
+validation batch are measured too, as evidence and for the cosine detector. Nothing of the step
+changes: no weight, optimizer state, batch-norm statistic or random-number state (tested).
+
+Cost: one backward pass for the task, one per path and one for the validation gradient, plus one
+forward pass over the validation sample per path and two more (the base point, the task). The run's
+telemetry logs it as the "diagnostics" section of step time, and ``auto_every`` keeps it near a tenth.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from engine.data.bundle import Split, iterate_batches
-from engine.gradients import cosine, flat_grads
+from engine.diagnostics.effect import measure_effects, term_shares
+from engine.diagnostics.step_rule import StepRule
 from engine.diagnostics.verdicts import VERDICT_CODE, PathEvidence, VerdictRule, update
-from engine.vocabulary import TASK, diag_key
+from engine.gradients import cosine, flat_grads
+from engine.vocabulary import HURTS, TASK, diag_key
 
 if TYPE_CHECKING:
     from engine.step import LearnerView as Learner, StepContext
@@ -25,7 +33,7 @@ if TYPE_CHECKING:
 
 class GradientProbe:
     def __init__(self, path_ids: list[str], every: int, rule: VerdictRule, val: Split, val_batch_size: int,
-                 seed: int) -> None:
+                 seed: int, chunks: int = 4) -> None:
         if len(val) == 0:
             raise ValueError("diagnostics need a validation split: set dataset.val_fraction above 0")
         self.path_ids = list(path_ids)
@@ -33,9 +41,9 @@ class GradientProbe:
         self.rule = rule
         self.val = val
         self.val_batch_size = val_batch_size
+        self.chunks = min(chunks, len(val))  # a chunk needs a sample
         self.seed = seed
         self.evidence = {pid: PathEvidence() for pid in path_ids}
-        self.latest: dict[str, dict[str, float]] = {}  # path id -> this probe's measurements (lookahead reads it)
         self._val_batches: Iterator | None = None
         self._val_epoch = 0
 
@@ -43,38 +51,48 @@ class GradientProbe:
         return step % self.every == 0
 
     def measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
-                ctx: "StepContext", lr: float, weights: dict[str, float]) -> dict[str, float]:
+                ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float]) -> dict[str, float]:
         """Probe this step (its graph must still be alive); returns the metrics to log.
 
-        path_losses: each path's own loss (engine.objective.Objective.path_losses); weights: each path's
-        weight on the previous step (1 for a path without a term of its own)."""
+        path_losses: each path's own loss (engine.objective.Objective.path_losses); weights: the weight of the
+        task and of each path in this step (what their shares are scaled by)."""
+        with _rng_kept(task_loss.device):
+            return self._measure(learner, task_loss, path_losses, ctx, optimizer, weights)
+
+    def _measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
+                 ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float]) -> dict[str, float]:
         params = [p for p in learner.student.parameters() if p.requires_grad]
-        task = flat_grads(task_loss, params).float()
-        val = self._validation_gradient(learner, params, task_loss.device)
-        metrics = {diag_key("norm", TASK): float(task.norm()), diag_key("norm", "val"): float(val.norm())}
+        grads = {TASK: flat_grads(task_loss, params).float()}
+        grads.update({pid: flat_grads(path_losses[pid], params).float() for pid in self.path_ids})
+        x, y = self._next_val_batch()
+        x, y = x.to(task_loss.device), y.to(task_loss.device)
+        val = self._validation_gradient(learner, params, x, y)
+        shares = term_shares(StepRule(optimizer, params), grads, weights)
+        trusted = [pid for pid in self.path_ids if self.evidence[pid].verdict != HURTS]
+        effects = measure_effects(learner.student.model, params, shares, [TASK, *trusted], x, y, self.chunks)
+        metrics = {diag_key("norm", TASK): float(grads[TASK].norm()), diag_key("norm", "val"): float(val.norm()),
+                   diag_key("effect", TASK): effects[TASK].mean}
         for pid in self.path_ids:
-            g = flat_grads(path_losses[pid], params).float()
-            weight = float(weights.get(pid, 1.0))
-            measured = {"cos_val": cosine(g, val), "cos_task": cosine(g, task), "norm": float(g.norm()),
-                        "lookahead": -lr * weight * float(g @ val)}
-            self.latest[pid] = measured
+            measured = {"effect": effects[pid].mean, "effect_se": effects[pid].se, "task_effect": effects[TASK].mean,
+                        "weight": weights[pid], "cos_val": cosine(grads[pid], val),
+                        "cos_task": cosine(grads[pid], grads[TASK])}
             evidence = self.evidence[pid]
-            update(evidence, ctx.step, measured["cos_val"], measured["cos_task"], measured["lookahead"], self.rule)
-            metrics.update({diag_key(name, pid): value for name, value in measured.items()})
-            metrics[diag_key("score", pid)] = evidence.score[-1]
-            metrics[diag_key("verdict", pid)] = VERDICT_CODE[evidence.verdict]
-            metrics[diag_key("confidence", pid)] = evidence.confidence
+            update(evidence, ctx.step, measured, self.rule)
+            metrics.update({diag_key(name, pid): measured[name]
+                            for name in ("effect", "effect_se", "weight", "cos_val", "cos_task")})
+            metrics.update({diag_key("norm", pid): float(grads[pid].norm()), diag_key("score", pid): evidence.score[-1],
+                            diag_key("verdict", pid): VERDICT_CODE[evidence.verdict],
+                            diag_key("confidence", pid): evidence.confidence,
+                            diag_key("cosine_verdict", pid): VERDICT_CODE[evidence.cosine_verdict]})
         return metrics
 
-    def _validation_gradient(self, learner: "Learner", params: list[torch.nn.Parameter],
-                             device: torch.device) -> torch.Tensor:
-        x, y = self._next_val_batch()
+    def _validation_gradient(self, learner: "Learner", params: list[torch.nn.Parameter], x: torch.Tensor,
+                             y: torch.Tensor) -> torch.Tensor:
         student = learner.student
         was_training = student.training
         student.eval()  # BN running statistics must not learn from validation data
         try:
-            logits = student(x.to(device))["fc"]
-            return flat_grads(F.cross_entropy(logits, y.to(device)), params, retain_graph=False).float()
+            return flat_grads(F.cross_entropy(student(x)["fc"], y), params, retain_graph=False).float()
         finally:
             student.train(was_training)
 
@@ -86,7 +104,7 @@ class GradientProbe:
                 self._val_batches = iterate_batches(self.val, self.val_batch_size, shuffle=True, generator=generator)
                 self._val_epoch += 1
             batch = next(self._val_batches, None)
-            if batch is not None:
+            if batch is not None and len(batch[1]) >= self.chunks:
                 return batch[0], batch[1]
             self._val_batches = None
 
@@ -101,11 +119,25 @@ class GradientProbe:
         return {"evidence": {pid: vars(e).copy() for pid, e in self.evidence.items()}, "val_epoch": self._val_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.evidence = {pid: PathEvidence(**fields) for pid, fields in state["evidence"].items()}
+        self.evidence = {pid: PathEvidence.from_state(fields) for pid, fields in state["evidence"].items()}
         self._val_epoch = state["val_epoch"]
         self._val_batches = None
 
 
+@contextlib.contextmanager
+def _rng_kept(device: torch.device):
+    """Whatever the probe draws, the step's random-number streams continue as if it had not run."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+
 def auto_every(num_paths: int) -> int:
-    """A cadence whose cost stays near a tenth of training: a probe costs about num_paths + 2 backward passes."""
+    """A cadence whose cost stays near a tenth of training: a probe costs about num_paths + 2 backward passes
+    and as many forward passes over the validation sample."""
     return 10 * (num_paths + 2)

@@ -86,7 +86,11 @@ class Weighting(nn.Module):
         """Called after each training epoch of the main phase."""
 
     def on_probe(self, probe: "GradientProbe") -> None:
-        """Called after each negative-transfer probe (probe.latest holds its per-path measurements)."""
+        """Called after each negative-transfer probe (probe.evidence holds every path's measurements so far)."""
+
+    def probe_weights(self) -> dict[str, float]:
+        """Path id -> the weight the probe should measure the path's share at, where not the step's own weight."""
+        return {}
 
     # ------------------------------------------------------------ helpers for subclasses
     def ones(self) -> torch.Tensor:
