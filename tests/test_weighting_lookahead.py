@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from engine.diagnostics.verdicts import HURTS, NEUTRAL
+from engine.diagnostics.verdicts import HELPS, NEUTRAL
 from engine.paths.base import StepContext
 from engine.runner import execute_run
 from engine.spec import parse_spec
@@ -32,10 +32,10 @@ def _make(**params):
 def _probe(benefits: dict[str, float], task_effect: float = -0.02) -> SimpleNamespace:
     """What on_probe reads: each path's latest effect beside the task's in probe.evidence.
 
-    A benefit b is a path whose share lowers validation loss by b times what the task's share does; the path
-    "hurts" is judged harmful by the probe whenever its benefit is negative."""
+    A benefit b is a path whose share lowers validation loss by b times what the task's share does; the probe
+    judges a path with a benefit of 0.5 or more helpful."""
     def evidence(pid: str, b: float) -> SimpleNamespace:
-        verdict = HURTS if pid == "hurts" and b < 0 else NEUTRAL
+        verdict = HELPS if b >= 0.5 else NEUTRAL
         return SimpleNamespace(effect=[b * task_effect], task_effect=[task_effect], verdict=verdict)
 
     return SimpleNamespace(evidence={pid: evidence(pid, b) for pid, b in benefits.items()},
@@ -50,11 +50,11 @@ def test_a_negative_stream_closes_the_gate_and_the_others_keep_theirs() -> None:
     weighting = _make()
     closed_after = None
     for n in range(1, 9):
-        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": -0.5}))
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": -0.05}))
         if closed_after is None and weighting.gate[1] == 0.0:
             closed_after = n
     assert closed_after is not None and closed_after <= 4  # within a few probes
-    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]  # a negative but unconfirmed path keeps its weight
+    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]  # a mildly negative (neutral) path keeps its weight
     weights = _weights(weighting)
     assert weights == {pid: W0[pid] * m for pid, m in zip(IDS, weighting.gate.tolist())}
 
@@ -85,6 +85,9 @@ def test_a_silenced_path_scoring_neutral_stays_silenced() -> None:
         weighting.on_probe(_probe({"helps": 0.5, "hurts": -0.5, "neutral": 0.0}))
     for _ in range(20):  # silenced, the permuted teacher's disagreement weakens into the neutral band
         weighting.on_probe(_probe({"helps": 0.5, "hurts": 0.1, "neutral": 0.0}))
+    assert weighting.gate.tolist() == [1.0, 0.0, 1.0]
+    for _ in range(20):  # its share even lowers held-out loss now, but the probe does not judge it helpful
+        weighting.on_probe(_probe({"helps": 0.5, "hurts": 0.4, "neutral": 0.0}))
     assert weighting.gate.tolist() == [1.0, 0.0, 1.0]
 
 
@@ -142,12 +145,11 @@ def planted_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[di
 def test_the_permuted_teachers_paths_are_driven_to_zero(planted_runs) -> None:
     _, reporter = planted_runs["lookahead"]
     for pid in ("good-kd-fc", "good-at-conv2", "permuted-kd-fc", "permuted-logits-fc"):
-        weights = reporter.series(f"weight/path:{pid}")
-        assert weights[0] == 1.0
+        weights = reporter.series(f"weight/path:{pid}")  # every path's configured weight is 1
         if pid.startswith("permuted-"):
-            assert weights[-1] < 0.1 * weights[0], (pid, weights)
+            assert weights[-1] < 0.1, (pid, weights)
         else:
-            assert weights[-1] > 0.5 * weights[0], (pid, weights)
+            assert min(weights) > 0.5, (pid, weights)  # a good path never loses half its weight
 
 
 def test_gating_beats_equal_on_test_accuracy(planted_runs) -> None:

@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 
 from engine.params import Params
-from engine.vocabulary import HURTS
+from engine.vocabulary import HELPS
 from engine.terms import TermInfo
 from engine.weightings.base import Weighting
 from engine.weightings.registry import WEIGHTINGS
@@ -35,9 +35,9 @@ class Lookahead(Weighting):
     Signal. The probe measures the change of validation loss that each path's share of the update
     causes, e_k, beside the task's own share's, e_task (engine/diagnostics/effect.py). Per probe
     z_k = clamp(-e_k / mean |e_task|, -1, 1) (the mean over the verdict window): +1 when the path
-    lowers held-out loss at least as much as a task step does, -1 when it raises it at least that much. So magnitude counts (an
-    over-strong push that overshoots reads as harm) and feature paths are judged by what they do
-    to the student, not by whether their gradient happens to align with a label gradient.
+    lowers held-out loss at least as much as a task step does, -1 when it raises it at least that
+    much. So magnitude counts (an over-strong push that overshoots reads as harm) and feature paths
+    are judged by what they do to the student, not by whether their gradient aligns with a label's.
     s_k <- beta * s_k + (1 - beta) * z_k, starting at 0 (neutral).
 
     The probe measures a gated path at its base weight (``probe_weights``): a share scaled by a
@@ -46,13 +46,11 @@ class Lookahead(Weighting):
 
     Gate. m_k <- clamp(m_k + rate * excess(s_k), 0, 1), where excess is s_k's distance beyond the
     neutral band [-margin, margin] (a soft threshold: 0 inside the band). Below the band the gate
-    shrinks, but only while the probe's verdict on the path is "hurts" (the verdict needs several
-    probes and a confirmed sign, so one unlucky probe never costs a good path its weight); above the
-    band, once the verdict is lifted, the gate regrows, at most to 1; inside it the gate holds. The gate integrates
-    rather than mapping s_k to m_k directly so that a silenced path stays silenced until it clearly
-    helps, and a neutral path keeps its weight. With the defaults, a path that steadily raises
-    validation loss as much as the task lowers it shuts within two probes of being flagged; a gate reopens only as fast
-    as the EMA forgets, never on one good probe. Gates and signals are buffers, so checkpoints carry
+    shrinks; above it the gate regrows, at most to 1, but only once the probe's verdict on the path
+    is "helps" (``next_gate`` says why); inside it the gate holds. The gate integrates rather than
+    mapping s_k to m_k directly so that a silenced path stays silenced until it clearly helps, and a
+    neutral path keeps its weight. With the defaults, a path that steadily raises validation loss as
+    much as the task lowers it shuts in two probes. Gates and signals are buffers, so checkpoints carry
     them; nothing is random.
     """
 
@@ -76,8 +74,8 @@ class Lookahead(Weighting):
                                 dtype=torch.float64)
         signal = self.signal[self.gated].mul(self.beta).add((1.0 - self.beta) * relative.to(self.signal.device))
         self.signal[self.gated] = signal
-        confirmed = torch.tensor([probe.evidence[paths[k]].verdict == HURTS for k in self.gated])
-        self.gate[self.gated] = next_gate(self.gate[self.gated], signal, confirmed.to(signal.device), self.margin,
+        helpful = torch.tensor([probe.evidence[paths[k]].verdict == HELPS for k in self.gated])
+        self.gate[self.gated] = next_gate(self.gate[self.gated], signal, helpful.to(signal.device), self.margin,
                                           self.rate)
 
     def probe_weights(self) -> dict[str, float]:
@@ -99,14 +97,14 @@ def relative_benefit(evidence: PathEvidence, window: int) -> float:
     return max(-1.0, min(1.0, -evidence.effect[-1] / scale))
 
 
-def next_gate(gate: torch.Tensor, signal: torch.Tensor, harmful: torch.Tensor, margin: float, rate: float
+def next_gate(gate: torch.Tensor, signal: torch.Tensor, helpful: torch.Tensor, margin: float, rate: float
               ) -> torch.Tensor:
     """Move each gate by the signal's excess beyond the neutral band [-margin, margin], within [0, 1].
 
-    A gate closes only while the probe judges its path harmful (``harmful``): a single probe, or a smoothed
-    signal the verdict has not confirmed, never takes weight away. It reopens as the signal turns beneficial,
-    once the verdict is lifted."""
+    Below the band a gate closes at once; above it, it reopens only for a path the probe judges helpful
+    (``helpful``): a silenced harmful teacher's share can lower held-out loss for a while (a student it
+    dragged to over-confident wrong answers gains from its softer targets), and reopening on that signal
+    alone hands the teacher back its weight, after which it hurts again."""
     excess = torch.sign(signal) * (signal.abs() - margin).clamp(min=0.0)  # soft threshold: 0 inside the band
-    closing = torch.where(harmful, excess.clamp(max=0.0), torch.zeros_like(excess))
-    opening = torch.where(harmful, torch.zeros_like(excess), excess.clamp(min=0.0))
-    return (gate + rate * (closing + opening)).clamp(0.0, 1.0)
+    opening = torch.where(helpful, excess.clamp(min=0.0), torch.zeros_like(excess))
+    return (gate + rate * (excess.clamp(max=0.0) + opening)).clamp(0.0, 1.0)
