@@ -572,15 +572,16 @@ def diagnostics_section(d: dict[str, Any]) -> None:
     c1, c2 = st.columns(2, vertical_alignment="center")
     diag["enabled"] = c1.checkbox(
         "Negative-transfer diagnostics", bool(diag["enabled"]), key=key("diagnostics.enabled"),
-        help="Probe every path's gradient against the task and validation gradients and flag the paths that "
-             "hurt (the Negative transfer page)")
+        help="Measure how much each path's share of the update changes validation loss and flag the paths "
+             "that raise it (the Negative transfer page)")
     every = c2.number_input("probe every N steps (empty = auto)", min_value=1, value=diag["every"], step=1,
                             placeholder="auto", key=key("diagnostics.every"), disabled=not diag["enabled"])
     diag["every"] = None if every is None else int(every)
     active = sum(1 for p in d["paths"] if p.get("enabled", True))
     # The cost is what decides the interval, so it is stated next to it.
-    st.caption(f"A probe costs about {active + 2} extra backward passes ({active} path(s) + task + validation); "
-               f"auto probes every {auto_every(active)} steps, about a tenth of the training time.")
+    st.caption(f"A probe costs about {active + 2} extra backward passes ({active} path(s) + task + validation) "
+               f"and as many forward passes over held-out samples; auto probes every {auto_every(active)} steps, "
+               "about a tenth of the training time.")
 
 
 # ---------------------------------------------------------------- validation and actions

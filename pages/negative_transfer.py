@@ -1,7 +1,9 @@
-"""Negative transfer: which paths the probe judged to hurt, the gradient geometry behind each verdict,
-what the weighting did with the flagged paths, and an ablation that measures each path's real effect."""
+"""Negative transfer: which paths the probe judged to hurt and why, each verdict's history, the measured effects
+and gradient geometry behind them, what the weighting did with the flagged paths, and an ablation that
+measures each path's effect on test accuracy."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
@@ -9,12 +11,13 @@ import streamlit as st
 
 from app import cached
 from app import diagnostics_charts as dc
-from app.colors import VERDICT_COLORS
+from app.colors import VERDICT_COLORS, path_color
 from app.nav import page_file
 from app.queries import spec_summary
 from app.widgets import pick_run, user_errors
 from app.writes import submit_ablation, submit_run
 from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError
+from engine.diagnostics.verdicts import SILENCED_SHARE
 from engine.spec import DiagnosticsSpec, SpecError, load_spec, spec_from_yaml
 from engine.store import ACTIVE_STATUSES, RunRow
 from engine.validate import check_spec
@@ -70,35 +73,85 @@ def no_diagnostics(run: RunRow, settings: DiagnosticsSpec | None) -> None:
 
 
 # ---------------------------------------------------------------- verdicts and measurements
-def verdict_section(details: dict, path_ids: list[str], finished: bool) -> None:
+def verdict_section(details: dict, path_ids: list[str], training: bool) -> None:
     st.subheader("Verdicts")
-    st.caption("A path's score is the mean of the cosines between its gradient and the task gradient on the "
-               "same batch and on a validation batch. Over the last probes, a consistently negative score "
-               "means **hurts**, a consistently positive one **helps**. Lookahead: the predicted change of "
-               "validation loss from the path's share of a step (> 0 raises it)."
-               + ("" if finished else " The run is still training: these are the verdicts so far."))
-    frame = dc.verdict_frame(details, path_ids)
-    frame["verdict"] = badges(frame["verdict"])
+    st.caption("The probe tries each path's share of the real update on a copy of the student and measures the "
+               "change of validation loss it causes (nats per step; > 0 raises it). A path **hurts** when its share "
+               "consistently raises validation loss by more than a small fraction of the task's own effect; "
+               "**helps** is the mirror case."
+               + (" The run is still training: these are the verdicts so far." if training else ""))
+    if details and not any("mean_effect" in d for d in details.values()):
+        st.caption("This run was measured by an older PathScope: it has no measured effect, and its verdicts rest "
+                   "on the cosine score.")
+    verdict_table(dc.verdict_frame(details, path_ids))
+    explanations(details, path_ids)
+
+
+def verdict_table(frame: pd.DataFrame) -> None:
+    frame = frame.assign(verdict=badges(frame["verdict"]), cosine_verdict=badges(frame["cosine_verdict"]))
     col = st.column_config
+
+    def effect(label: str, help_text: str) -> dict:
+        return col.NumberColumn(label, format="%.2e", help=help_text)
+
+    def mean(label: str) -> dict:
+        return col.NumberColumn(label, format="%.3f", help="mean over the last probes")
+
     st.dataframe(frame, hide_index=True, placeholder="—", column_config={
         "verdict": VERDICT_BADGES,
-        "confidence": col.NumberColumn("confidence", format="%.2f", help="probability the score's sign is right"),
+        "confidence": col.NumberColumn("confidence", format="%.2f", help="probability the effect's sign is right"),
+        "mean_effect": effect("effect (Δ val loss / step)",
+                              "mean over the last probes, in nats; > 0 raises validation loss"),
+        "mean_effect_se": effect("effect SE", "its standard error across held-out chunks (mean over the last probes)"),
+        "raising": col.TextColumn("raising probes", help="recent probes at which the path's share raised "
+                                                         "validation loss"),
+        "mean_task_effect": effect("task step's effect", "the task's own share over the same probes, for scale"),
         "first_flag_step": col.NumberColumn("flagged at step", help="the first probe that judged the path to hurt"),
+        "silenced_step": col.NumberColumn("silenced at step",
+                                          help="the probe at which the weighting had cut the flagged path's weight "
+                                               f"below {SILENCED_SHARE:.0%} of its weight when flagged"),
+        "recovered_step": col.NumberColumn("recovered at step", help="the probe from which it no longer hurt"),
+        "cosine_verdict": col.MultiselectColumn("cosine verdict (earlier detector)", options=list(VERDICT_COLORS),
+                                                color=list(VERDICT_COLORS.values()),
+                                                help="the verdict of the gradient-cosine score, kept as evidence"),
+        "mean_cos_task": mean("cos with task"),
+        "mean_cos_val": mean("cos with validation"),
         "probes": col.NumberColumn("probes"),
-        "mean_score": col.NumberColumn("score", format="%.3f", help="mean over the last probes"),
-        "mean_cos_task": col.NumberColumn("cos with task", format="%.3f", help="mean over the last probes"),
-        "mean_cos_val": col.NumberColumn("cos with validation", format="%.3f", help="mean over the last probes"),
-        "mean_lookahead": col.NumberColumn("lookahead (Δ val loss)", format="%.2e",
-                                           help="mean over the last probes; > 0 raises validation loss"),
     })
 
 
+def explanations(details: dict, path_ids: list[str]) -> None:
+    """One line per path saying why it has its verdict, the path's name in its colour."""
+    for pid in dc.ordered_paths(list(details), path_ids):
+        if details[pid].get("explanation"):
+            name = f'<span style="color:{path_color(pid, path_ids)}">{html.escape(pid, quote=False)}</span>'
+            st.markdown(f"**{name}** {html.escape(details[pid]['explanation'], quote=False)}", unsafe_allow_html=True)
+
+
+def cost_caption(metrics: pd.DataFrame, diag: pd.DataFrame) -> None:
+    share = dc.probe_share(metrics)
+    if share is None:
+        return
+    every = dc.probe_interval(diag)
+    st.caption(f"The probe took {share:.1%} of training step time" + (f" (every {every} steps)." if every else "."))
+
+
+def history_section(diag: pd.DataFrame, details: dict, path_ids: list[str], run_id: str) -> None:
+    st.subheader("Verdict history")
+    st.caption("Each probe's verdict, drawn until the next probe; markers show where a path was first flagged, "
+               "silenced by the weighting, and where it stopped hurting.")
+    show_chart(dc.verdict_history_figure(diag, details, path_ids), key=f"nt-history-{run_id}")
+
+
 def heatmap_section(diag: pd.DataFrame, path_ids: list[str], run_id: str) -> None:
-    st.subheader("Gradient geometry over training")
-    st.caption("One row per path, one column per probe. Blue: the path pulls with the task; red: against it.")
+    st.subheader("Measurements over training")
+    st.caption("One row per path, one column per probe; red is the harmful end. Effect: how much the path's share "
+               "of a step changed validation loss. Cosines: whether its gradient pulls with the task (blue) or "
+               "against it (red), as evidence beside the effect.")
     for measure in dc.HEATMAPS:
-        show_chart(dc.heatmap_figure(dc.measure_matrix(diag, measure, path_ids), measure),
-                   key=f"nt-{measure}-{run_id}")
+        matrix = dc.measure_matrix(diag, measure, path_ids)
+        if not matrix.empty:  # a run logs the effect or, from an older PathScope, the lookahead
+            show_chart(dc.heatmap_figure(matrix, measure), key=f"nt-{measure}-{run_id}")
 
 
 def weight_section(metrics: pd.DataFrame, flagged: dict[str, int], path_ids: list[str], combination: str,
@@ -201,9 +254,11 @@ def run_view(home: str, run: RunRow) -> None:
     summary = spec_summary(run.spec_yaml)
     path_ids = summary["path_ids"]
     diag = dc.diag_frame(metrics)
-    window = settings.window if settings is not None else DiagnosticsSpec().window
-    details = run.result.get("verdict_details") or dc.details_from_metrics(diag, path_ids, window)
-    verdict_section(details, path_ids, "verdict_details" in run.result)
+    rule = dc.verdict_rule(settings or DiagnosticsSpec())
+    details = run.result.get("verdict_details") or dc.details_from_metrics(diag, path_ids, rule)
+    verdict_section(details, path_ids, run.status in ACTIVE_STATUSES)
+    cost_caption(metrics, diag)
+    history_section(diag, details, path_ids, run.id)
     heatmap_section(diag, path_ids, run.id)
     weight_section(metrics, dc.flagged_steps(details, path_ids), path_ids, summary["combination"], run.id)
     ablation_section(home, run, len(details))

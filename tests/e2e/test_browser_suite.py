@@ -185,7 +185,8 @@ def check_teacher_importance(page) -> None:
 def check_negative_transfer(page, path_ids: list[str]) -> None:
     open_page(page, "Negative transfer")
     expect(page.get_by_role("heading", name="Verdicts")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    expect(page.get_by_role("heading", name="Gradient geometry over training")).to_be_visible()
+    expect(page.get_by_role("heading", name="Measurements over training")).to_be_visible()
+    expect(charts_titled(page, "Verdict over training")).to_have_count(1, timeout=UI_TIMEOUT_MS)
     # One heatmap row per path: the probe measured every one of them.
     cosines = charts_titled(page, "Cosine between each path's gradient and the task gradient")
     expect(cosines).to_have_count(1, timeout=UI_TIMEOUT_MS)
