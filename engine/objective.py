@@ -110,9 +110,9 @@ class Objective:
                                                                               ctx.teacher_taps, ctx)
         return out
 
-    def probe_weights(self, path_ids: list[str], weights: dict[str, torch.Tensor | float]) -> dict[str, float]:
-        """The weight the probe scales the task's and each path's share by: the last step's (its configured weight
-        before any step), 1 for a path a method folds into a shared term, or what the weighting asks for."""
+    def path_weights(self, path_ids: list[str], weights: dict[str, torch.Tensor | float]) -> dict[str, float]:
+        """The weight of the task and of each path in the last step (its configured weight before any step); 1 for
+        a path a method folds into a shared term."""
         def weight_of(term: str) -> float:
             return float(weights[term]) if term in weights else float(self.infos[term].weight)
 
@@ -120,4 +120,4 @@ class Objective:
         for pid in path_ids:
             term = self.path_term(pid)
             out[pid] = weight_of(term) if term is not None else 1.0
-        return {**out, **self.weighting.probe_weights()}
+        return out

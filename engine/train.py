@@ -345,7 +345,7 @@ def _probe(learner: Learner, values: dict[str, torch.Tensor], ctx: StepContext, 
     probe, objective = cfg.probe, learner.objective
     flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == HURTS}
     measured = probe.measure(learner, values[TASK], objective.path_losses(learner, values, ctx), ctx, optimizer,
-                             objective.probe_weights(probe.path_ids, weights))
+                             objective.path_weights(probe.path_ids, weights), learner.weighting.probe_weights())
     reporter.log(cfg.phase, ctx.step, epoch, measured)
     learner.weighting.on_probe(probe)
     for pid, details in probe.details().items():

@@ -51,23 +51,26 @@ class GradientProbe:
         return step % self.every == 0
 
     def measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
-                ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float]) -> dict[str, float]:
+                ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float],
+                measured_at: dict[str, float] | None = None) -> dict[str, float]:
         """Probe this step (its graph must still be alive); returns the metrics to log.
 
         path_losses: each path's own loss (engine.objective.Objective.path_losses); weights: the weight of the
-        task and of each path in this step (what their shares are scaled by)."""
+        task and of each path in this step (what their shares are scaled by, and what is recorded); measured_at:
+        other weights to measure some paths' shares at (lookahead: a gated path at its configured weight)."""
         with _rng_kept(task_loss.device):
-            return self._measure(learner, task_loss, path_losses, ctx, optimizer, weights)
+            return self._measure(learner, task_loss, path_losses, ctx, optimizer, weights, measured_at or {})
 
     def _measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
-                 ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float]) -> dict[str, float]:
+                 ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float],
+                 measured_at: dict[str, float]) -> dict[str, float]:
         params = [p for p in learner.student.parameters() if p.requires_grad]
         grads = {TASK: flat_grads(task_loss, params).float()}
         grads.update({pid: flat_grads(path_losses[pid], params).float() for pid in self.path_ids})
         x, y = self._next_val_batch()
         x, y = x.to(task_loss.device), y.to(task_loss.device)
         val = self._validation_gradient(learner, params, x, y)
-        shares = term_shares(StepRule(optimizer, params), grads, weights)
+        shares = term_shares(StepRule(optimizer, params), grads, {**weights, **measured_at})
         trusted = [pid for pid in self.path_ids if self.evidence[pid].verdict != HURTS]
         effects = measure_effects(learner.student.model, params, shares, [TASK, *trusted], x, y, self.chunks)
         metrics = {diag_key("norm", TASK): float(grads[TASK].norm()), diag_key("norm", "val"): float(val.norm()),

@@ -13,9 +13,9 @@ The cosine score of earlier PathScope versions (the mean of the path gradient's 
 gradient on the batch and on a validation batch) is still measured and judged with its own rule; it is
 kept as evidence and as ``cosine_verdict``, so a run can be scored under both detectors.
 
-History: every change of verdict is kept as (step, verdict), with the first flag, the probe at which a
-flagged path's weight had fallen below ``SILENCED_SHARE`` of its weight when flagged, and the probe at
-which it stopped being judged harmful. ``explain`` says it in one sentence.
+History: every change of verdict is kept as (step, verdict), with the first flag, the first probe after it
+at which the path's weight had fallen below ``SILENCED_SHARE`` of its weight when first flagged, and the
+probe from which it is no longer judged harmful (cleared if it is flagged again). ``explain`` says it in one sentence.
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ class PathEvidence:
     first_flagged: int | None = None
     silenced: int | None = None
     recovered: int | None = None
+    flagged_weight: float | None = None  # the path's weight when first flagged (silenced is relative to it)
     history: list[list] = field(default_factory=list)  # [step, verdict] at every change, the first included
     cosine_verdict: str = NEUTRAL
     cosine_first_flagged: int | None = None
@@ -174,19 +175,14 @@ def _track_history(evidence: PathEvidence, step: int, before: str) -> None:
         evidence.history.append([step, evidence.verdict])
     if evidence.verdict == HURTS:
         if evidence.first_flagged is None:
-            evidence.first_flagged = step
-        if before != HURTS:  # flagged (again): whether it is silenced and recovers starts over
-            evidence.silenced, evidence.recovered = None, None
+            evidence.first_flagged, evidence.flagged_weight = step, evidence.weight[-1]
+        evidence.recovered = None  # flagged (again): it has not recovered
     elif before == HURTS:
         evidence.recovered = step
-    if evidence.first_flagged is not None and evidence.silenced is None and evidence.recovered is None:
-        flagged_weight = evidence.weight[evidence.steps.index(_last_flag_step(evidence))]
-        if abs(evidence.weight[-1]) <= SILENCED_SHARE * abs(flagged_weight):
+    # Silenced: the first probe since the first flag at which the weight is a sliver of what it was then.
+    if evidence.flagged_weight is not None and evidence.silenced is None:
+        if abs(evidence.weight[-1]) <= SILENCED_SHARE * abs(evidence.flagged_weight):
             evidence.silenced = step
-
-
-def _last_flag_step(evidence: PathEvidence) -> int:
-    return next(s for s, verdict in reversed(evidence.history) if verdict == HURTS)
 
 
 def explain(summary: dict[str, Any], rule: VerdictRule) -> str:
