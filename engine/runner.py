@@ -21,7 +21,7 @@ from engine.data import load_dataset
 from engine.data.bundle import DataBundle
 from engine.data.stream import make_views
 from engine.data.teacher_cache import cache_folder, load_or_build
-from engine.diagnostics.planted import defective_train_split
+from engine.diagnostics.planted import MODEL_DEFECTS, apply_model_defect, defective_train_split
 from engine.diagnostics.probe import GradientProbe, auto_every
 from engine.diagnostics.verdicts import VerdictRule
 from engine.models import build_model
@@ -99,9 +99,10 @@ def make_probe(spec: RunSpec, bundle: DataBundle, reporter: Reporter) -> Gradien
         return None
     every = settings.every or auto_every(len(spec.active_paths))
     reporter.event("info", f"diagnostics: probing the {len(spec.active_paths)} paths every {every} steps")
-    rule = VerdictRule(window=settings.window, margin=settings.margin, t_threshold=settings.t_threshold)
+    rule = VerdictRule(window=settings.window, t_threshold=settings.t_threshold,
+                       effect_margin=settings.effect_margin, margin=settings.margin)
     return GradientProbe([p.id for p in spec.active_paths], every, rule, bundle.val, settings.val_batch_size,
-                         spec.seed)
+                         spec.seed, settings.val_chunks)
 
 
 def attach_teacher_cache(spec: RunSpec, learner: Learner, bundle: DataBundle, home: Path, device: torch.device,
@@ -272,7 +273,8 @@ READING_FIELDS = {"download", "stream", "memory_limit_mb", "loader_workers"}
 def teacher_cache_path(tspec: TeacherSpec, spec: RunSpec, home: Path) -> Path:
     """Inline teachers are cached by everything that determines their weights."""
     recipe = {"version": TEACHER_RECIPE_VERSION, "arch": tspec.arch, "arch_params": tspec.arch_params,
-              "source": tspec.source.model_dump(mode="json"),
+              # exclude_none: an unset defect strength leaves the recipes (and cached teachers) of before
+              "source": tspec.source.model_dump(mode="json", exclude_none=True),
               "dataset": spec.dataset.model_dump(mode="json", exclude=READING_FIELDS),
               "device": resolve_device(spec.device).type}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -294,6 +296,9 @@ def _inline_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle
         accuracy, _ = evaluate(model, bundle.test, device)
     else:
         accuracy = _train_teacher(model, tspec, spec, bundle, device, reporter, progress)
+        if source.defect in MODEL_DEFECTS:  # planted in the trained weights, so measured again after
+            apply_model_defect(model, source.defect, source.strength, source.seed)
+            accuracy, _ = evaluate(model, bundle.test, device)
     save_atomic({"arch": tspec.arch, "state_dict": model.state_dict(), "test_acc": accuracy}, cache)
     return accuracy
 
@@ -307,7 +312,7 @@ def _train_teacher(model, tspec: TeacherSpec, spec: RunSpec, bundle: DataBundle,
     reporter.event("info", f"teacher {tspec.id}: training {tspec.arch} for {epochs} epoch(s){defect}")
     if source.defect != "none":  # accuracy is still measured on the true val/test labels
         bundle = dataclasses.replace(bundle, train=defective_train_split(bundle, source.defect, source.noise,
-                                                                          source.seed))
+                                                                          source.seed, source.strength))
     learner = Learner(TappedModel(model, tspec.arch, ()), {}, {}, PathMethod([], {}, {}), WEIGHTINGS.get("equal"),
                       {}).to(device)
     cfg = FitConfig(phase=teacher_phase(tspec.id), epochs=epochs, seed=source.seed,

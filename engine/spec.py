@@ -133,9 +133,14 @@ class DiagnosticsSpec(_Strict):
     enabled: bool = False
     every: Int | None = Field(None, gt=0, le=MAX_STEPS, description="steps between probes; None: about 10% overhead")
     window: Int = Field(8, ge=2, le=10_000, description="probes a verdict looks back over")
-    margin: Float = Field(0.15, ge=0, lt=1, description="|mean agreement score| below this is neutral")
-    t_threshold: Float = Field(3.0, gt=0, le=100, description="standard errors the mean score must clear")
-    val_batch_size: Int = Field(256, gt=0, le=MAX_BATCH)
+    effect_margin: Float = Field(0.05, ge=0, le=100, description="|mean effect| below this share of the task's "
+                                                                 "own effect is neutral")
+    t_threshold: Float = Field(4.0, gt=0, le=100, description="standard errors the mean effect must clear to "
+                                                              "confirm its sign without the gradient geometry")
+    margin: Float = Field(0.15, ge=0, lt=1, description="the cosine detector's neutral band (kept as evidence)")
+    val_batch_size: Int = Field(256, gt=0, le=MAX_BATCH, description="held-out samples per probe")
+    val_chunks: Int = Field(4, ge=1, le=64, description="chunks of the held-out samples: the effect's standard "
+                                                        "error is its spread across them")
 
 
 class OptimizerSpec(_Strict):
@@ -162,9 +167,15 @@ class TrainSource(_Strict):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     seed: Seed = 0
-    defect: Literal["none", "permuted_labels", "noisy_labels", "inverted_input", "under_trained", "random_init"] = \
-        Field("none", description="plant a defect, for teaching and for testing negative-transfer detection")
+    defect: Literal["none", "permuted_labels", "noisy_labels", "inverted_input", "under_trained", "random_init",
+                    "scaled_logits", "corrupted_features", "shortcut", "rotated_input"] = \
+        Field("none", description="plant a defect, for teaching and for testing negative-transfer detection "
+                                  "(engine/diagnostics/planted.py describes each)")
     noise: Float = Field(0.4, ge=0, le=1, description="share of labels replaced when defect is noisy_labels")
+    strength: Float | None = Field(
+        None, gt=0, le=1000, description="the defect's strength, None: its default. under_trained: share of the "
+        "training split (0.1); shortcut: share of training images carrying the class patch (1); scaled_logits: "
+        "factor on the logits (20); corrupted_features: largest per-channel gain on the features (30)")
 
 
 class CheckpointSource(_Strict):

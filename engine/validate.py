@@ -16,6 +16,7 @@ from engine.step import PathRoute
 from engine.weightings import WEIGHTINGS
 from engine.data import DATASETS, dataset_signature
 from engine.data.bundle import DatasetError
+from engine.diagnostics.planted import STRENGTH as DEFECT_STRENGTHS, defect_strength
 from engine.models import MODELS, build_model
 from engine.models.weights import load_source, weights_file
 from engine.models.spots import SpotInfo, list_spots
@@ -121,7 +122,9 @@ def _source_errors(where: str, role: str, model_spec, home: Path | None, input_s
     """Load the source's weights into the architecture now, so a file that does not fit, a head of the wrong
     size or published weights that are not on this machine are named before the run starts."""
     source = model_spec.source
-    if source.kind in ("train", "scratch"):
+    if source.kind == "train":
+        return _defect_errors(where, source)
+    if source.kind == "scratch":
         return []
     field = {"checkpoint": f"{where}.path", "run": f"{where}.run_id"}.get(source.kind, where)
     if source.kind == "pretrained" and source.path:
@@ -142,6 +145,21 @@ def _source_errors(where: str, role: str, model_spec, home: Path | None, input_s
                             tuple(input_shape), num_classes, json.dumps(source.model_dump(mode="json"), sort_keys=True),
                             role, str(path), stat.st_mtime_ns, stat.st_size)
     return [f"{field}: {problem}"] if problem else []
+
+
+def _defect_errors(where: str, source) -> list[str]:
+    """A planted defect's strength, refused before any run exists: out of its range, or set on a defect
+    that has none (it would be ignored, yet change the teacher's cache key)."""
+    if source.strength is None:
+        return []
+    if source.defect not in DEFECT_STRENGTHS:
+        takes = ", ".join(DEFECT_STRENGTHS)
+        return [f"{where}.strength: defect {source.defect} takes no strength (only {takes} do)"]
+    try:
+        defect_strength(source.defect, source.strength)
+    except ValueError as err:
+        return [f"{where}.strength: {err}"]
+    return []
 
 
 @lru_cache(maxsize=64)

@@ -1,0 +1,508 @@
+"""Detector bench: does the negative-transfer detector flag the paths that really hurt, and only those?
+
+Scenarios. Per dataset (digits; Fashion-MNIST unless QUICK) and per planted defect (kind, strength, the
+defective teacher's seed), a good teacher ("good", clean, seed 0) and a defective one ("bad") teach a
+small_cnn (width 16) student, each through four paths: kd and logits on fc (logit paths), at and fitnet on
+conv2 (feature paths), every path at weight 1 as in digits_planted.yaml: `equal` weighs every term 1 whatever
+its configured weight, and lookahead gates the configured weights, so explicit 1s make the two start alike
+(at the conventional weights, AT 1000 and FitNet 100, lookahead ran 30-50 points below equal). AT at weight 1
+moves the student little; FitNet at 1 does (its features' MSE is of order 1). Clean-only scenarios put a second good
+teacher ("good2", clean, another seed) in the defective one's place. Diagnostics are on in every run.
+
+Runs per scenario (weighting equal unless said, seeds 0, 1, 2 each):
+- full: every path;
+- without:<path>: every path but one (a teacher left without paths is dropped), once per path;
+- lookahead: every path, weighting lookahead;
+- oracle: every path except the ground-truth harmful ones, weighting equal (the full runs when none is harmful).
+
+Ground truth, per path, from the ablation: the path is harmful when mean(acc_full) < mean(acc_without) -
+spread, where spread is the larger of the two sample standard deviations over the three seeds (so a
+removal must gain more than either setting varies from seed to seed; with 3 seeds a pooled standard error
+would be about 0.8x this, so this errs toward calling a path harmless). Ground truth does not look at
+which teacher a path comes from: a good teacher's path can be harmful and a defective one's harmless.
+
+Scoring, for two detectors on the same full runs:
+- new: `verdict_details[p]`'s "history" ([[step, verdict], ...]) or, without it, "first_flagged_step";
+- today's: "cosine_verdict"/"cosine_first_flagged_step" when the results carry them; otherwise the main
+  fields are today's detector (the new one has not landed) and the two rows are the same (the output says so).
+A path is flagged in a run when it was ever judged "hurts"; over the three full-run seeds it counts as
+flagged by majority (at least two of three). Precision = flagged harmful / flagged, recall = flagged
+harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
+not harmful by ground truth); median first flag = the median, over every (harmful path, seed) it was
+flagged in, of the first "hurts" step as a share of the run's steps. Clean-only flags count every
+(path, seed) flag in the clean-only scenarios: there, none may ever be raised. All figures are given per
+defect kind and overall (pooled over the paths, not averaged over kinds).
+
+Teachers are trained once per recipe and cached in bench/.workspace-detector (inline teachers are keyed by
+their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
+scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); WORKERS (default 2)
+parallel runs; REPORT_ONLY=1 prints the last run's tables again from bench/.workspace-detector/last_results*.json
+without training. Output: tables per scenario, per path and per defect kind, then one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned workers): engine must import
+
+from bench.planted import fashion_available  # noqa: E402
+
+HOME = ROOT / "bench" / ".workspace-detector"
+SEEDS = (0, 1, 2)
+HURTS = "hurts"
+# (distiller, teacher spot, student spot) of every teacher's paths: two logit paths, two feature paths.
+PATHS = (("kd", "fc", "fc"), ("logits", "fc", "fc"), ("at", "conv2", "conv2"), ("fitnet", "conv2", "conv2"))
+QUICK_PATHS = tuple(p for p in PATHS if p[0] != "logits")  # a quarter fewer runs: kd stays the logit path
+CLEAN = "clean"  # the kind of the clean-only scenarios
+KIND_OF = {"noisy_labels": "label corruption", "permuted_labels": "label corruption",
+           "under_trained": "weak teacher", "random_init": "weak teacher", "scaled_logits": "scaled logits",
+           "corrupted_features": "corrupted features", "inverted_input": "input-domain shift",
+           "rotated_input": "input-domain shift", "shortcut": "shortcut", "none": CLEAN}
+
+
+# ------------------------------------------------------------------ pure core (tests/test_detector_bench.py)
+def spread(full: list[float], without: list[float]) -> float:
+    """The larger of the two sample standard deviations (0 for a single value)."""
+    return max(_std(full), _std(without))
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def is_harmful(full: list[float], without: list[float]) -> bool:
+    """Ground truth: removing the path raises mean accuracy by more than the seeds' spread."""
+    return statistics.fmean(full) < statistics.fmean(without) - spread(full, without)
+
+
+def first_hurt(details: dict[str, Any], detector: str) -> int | None:
+    """The first step a detector judged the path "hurts" in one run, None if never.
+
+    detector "new": the main fields (history when present, else first_flagged_step); "today": the cosine_*
+    fields when present, else the main fields (before the new detector lands they are today's)."""
+    if detector == "today" and "cosine_verdict" in details:
+        step = details.get("cosine_first_flagged_step")
+        return step if step is not None or details["cosine_verdict"] != HURTS else -1
+    history = details.get("history")
+    if history:
+        return next((int(step) for step, verdict in history if verdict == HURTS), None)
+    step = details.get("first_flagged_step")
+    return step if step is not None or details.get("verdict") != HURTS else -1  # -1: flagged, step unknown
+
+
+def majority(flags: list[bool]) -> bool:
+    """Flagged over the seeds: in more than half of the runs."""
+    return sum(flags) * 2 > len(flags)
+
+
+def score(rows: Iterable[tuple[bool, bool]]) -> dict[str, Any]:
+    """Precision, recall and false-flag rate from (harmful, flagged) pairs, one per path; None where undefined."""
+    rows = list(rows)
+    tp = sum(h and f for h, f in rows)
+    flagged = sum(f for _, f in rows)
+    harmful = sum(h for h, _ in rows)
+    harmless = len(rows) - harmful
+    return {"paths": len(rows), "harmful": harmful, "flagged": flagged, "true_positives": tp,
+            "precision": tp / flagged if flagged else None, "recall": tp / harmful if harmful else None,
+            "false_flag_rate": (flagged - tp) / harmless if harmless else None}
+
+
+def median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# ------------------------------------------------------------------ scenarios
+@dataclass(frozen=True)
+class Scenario:
+    dataset_name: str
+    defect: str  # "none": clean-only (two good teachers)
+    strength: float | None = None  # planted.py's strength; for noisy_labels the share of labels replaced
+    defect_seed: int = 0
+    paths: tuple[tuple[str, str, str], ...] = PATHS  # every teacher's (distiller, teacher spot, student spot)
+
+    @property
+    def kind(self) -> str:
+        return KIND_OF[self.defect]
+
+    @property
+    def name(self) -> str:
+        label = "clean" if self.defect == "none" else self.defect
+        strength = "" if self.strength is None else f"-{self.strength:g}"
+        return f"{self.dataset_name}-{label}{strength}-s{self.defect_seed}"
+
+    @property
+    def other(self) -> str:
+        return "good2" if self.defect == "none" else "bad"
+
+
+@dataclass(frozen=True)
+class Setting:
+    dataset: dict[str, Any]
+    teacher_epochs: int
+    epochs: int
+    every: int  # probe cadence: about 40-60 probes a run
+    log_every: int
+
+
+def settings(quick: bool) -> dict[str, Setting]:
+    return {"digits": Setting({"name": "digits", "batch_size": 64}, 5 if quick else 8, 5 if quick else 10,
+                              3 if quick else 4, 4),
+            # 5,000 training images, a small validation split (the probe's held-out batches): 4 epochs x 79 steps.
+            "fashion_mnist": Setting({"name": "fashion_mnist", "batch_size": 64, "train_size": 5000,
+                                      "val_fraction": 0.02}, 5, 4, 8, 8)}
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    if quick:  # one per defect kind, plus a clean-only one; no logits paths
+        return [Scenario("digits", d, st, defect_seed=1 if d == "none" else 0, paths=QUICK_PATHS)
+                for d, st in (("none", None), ("permuted_labels", None), ("under_trained", 0.1),
+                              ("scaled_logits", 20.0), ("corrupted_features", 30.0), ("rotated_input", None),
+                              ("shortcut", 1.0))]
+    digits = [Scenario("digits", "none", defect_seed=s) for s in (1, 2)]
+    digits += [Scenario("digits", "permuted_labels", defect_seed=s) for s in (0, 1)]
+    digits += [Scenario("digits", "noisy_labels", n) for n in (0.3, 0.6, 0.9)]
+    digits += [Scenario("digits", "under_trained", 0.1), Scenario("digits", "under_trained", 0.3),
+               Scenario("digits", "random_init")]
+    digits += [Scenario("digits", "scaled_logits", k) for k in (10.0, 40.0)]
+    digits += [Scenario("digits", "corrupted_features", g, defect_seed=s) for g, s in ((10.0, 0), (30.0, 0), (30.0, 1))]
+    digits += [Scenario("digits", "inverted_input"), Scenario("digits", "rotated_input")]
+    digits += [Scenario("digits", "shortcut", 1.0), Scenario("digits", "shortcut", 0.5)]
+    fashion = [Scenario("fashion_mnist", d, s, defect_seed=1 if d == "none" else 0)
+               for d, s in (("none", None), ("permuted_labels", None), ("noisy_labels", 0.6),
+                            ("under_trained", 0.1), ("scaled_logits", 20.0), ("corrupted_features", 30.0),
+                            ("rotated_input", None), ("shortcut", 1.0))]
+    return fashion + digits  # Fashion-MNIST runs take ~10x longer: first, so the workers end together
+
+
+def path_id(teacher: str, distiller: str, spot: str) -> str:
+    return f"{teacher}-{distiller}-{spot}"
+
+
+def all_paths(sc: Scenario) -> list[str]:
+    return [path_id(t, d, s) for t in ("good", sc.other) for d, s, _ in sc.paths]
+
+
+def teacher_dicts(sc: Scenario, setting: Setting) -> list[dict[str, Any]]:
+    def source(defect: str, seed: int) -> dict[str, Any]:
+        out = {"kind": "train", "epochs": setting.teacher_epochs, "optimizer": {"name": "sgd", "lr": 0.05},
+               "seed": seed, "defect": defect}
+        if defect == "noisy_labels":
+            out["noise"] = sc.strength
+        elif sc.strength is not None and defect != "none":
+            out["strength"] = sc.strength
+        return out
+
+    bad = source("none", sc.defect_seed) if sc.defect == "none" else source(sc.defect, sc.defect_seed)
+    return [{"id": "good", "arch": "small_cnn", "source": source("none", 0)},
+            {"id": sc.other, "arch": "small_cnn", "source": bad}]
+
+
+def spec_dict(sc: Scenario, setting: Setting, run: str, seed: int, keep: list[str]) -> dict[str, Any]:
+    """A run's spec with only the paths in `keep` (teachers without a path are left out)."""
+    paths = [{"id": path_id(t, d, ts), "teacher": t, "distiller": d, "teacher_spot": ts, "student_spot": ss,
+              "weight": 1.0} for t in ("good", sc.other) for d, ts, ss in sc.paths if path_id(t, d, ts) in keep]
+    used = {p["teacher"] for p in paths}
+    return {"name": f"detector-{sc.name}-{run}-s{seed}", "dataset": setting.dataset,
+            "teachers": [t for t in teacher_dicts(sc, setting) if t["id"] in used],
+            "student": {"arch": "small_cnn", "arch_params": {"width": 16}}, "paths": paths,
+            "weighting": {"name": "lookahead" if run == "lookahead" else "equal"},
+            "diagnostics": {"enabled": True, "every": setting.every},
+            "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": setting.epochs, "seed": seed,
+            "log_every": setting.log_every}
+
+
+# ------------------------------------------------------------------ work done in the worker processes
+def init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # two single-threaded runs beat one two-threaded run for models this small
+
+
+def train_teacher(sc: Scenario, setting: Setting, teacher_id: str) -> float:
+    """Train (or reuse) one inline teacher, so the runs that follow never race to train it."""
+    from engine.data import load_dataset
+    from engine.runner import prepare_teacher
+    from engine.runtime import resolve_device
+    from engine.spec import parse_spec
+    from engine.train import NullReporter
+
+    spec = parse_spec(spec_dict(sc, setting, "full", 0, all_paths(sc)))
+    tspec = next(t for t in spec.teachers if t.id == teacher_id)
+    _, acc = prepare_teacher(tspec, spec, load_dataset(spec.dataset), HOME, resolve_device(spec.device),
+                             NullReporter(), lambda f: None)
+    return 100 * float(acc)
+
+
+def run_one(sc: Scenario, setting: Setting, run: str, seed: int, keep: list[str]) -> dict[str, Any]:
+    """One student run: its test accuracy and verdict details, or the error that stopped it."""
+    from engine.runner import execute_run
+    from engine.spec import parse_spec
+    from engine.train import NullReporter
+
+    run_id = f"{sc.name}-{run.replace(':', '_')}-s{seed}"
+    folder = HOME / "runs" / run_id
+    shutil.rmtree(folder, ignore_errors=True)  # a leftover checkpoint would make fit resume instead of train
+    out: dict[str, Any] = {"scenario": sc.name, "run": run, "seed": seed}
+    started = time.time()
+    try:
+        result = execute_run(parse_spec(spec_dict(sc, setting, run, seed, keep)), run_id, HOME, NullReporter())
+    except Exception as err:  # noqa: BLE001  (one failing run must not sink the bench)
+        out["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        return out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    out.update(test_acc=100 * result["test_acc"], seconds=time.time() - started,
+               details=result.get("verdict_details", {}))
+    return out
+
+
+def total_steps(setting: Setting) -> int:
+    """Steps of a run, as engine.train.fit counts them: epochs x ceil(train / batch)."""
+    from engine.data import load_dataset
+    from engine.spec import DatasetSpec
+
+    train = len(load_dataset(DatasetSpec(**setting.dataset)).train.y)
+    return setting.epochs * math.ceil(train / setting.dataset["batch_size"])
+
+
+# ------------------------------------------------------------------ scheduling
+def run_all(plan: list[Scenario], sets: dict[str, Setting], workers: int) -> tuple[list[dict], dict]:
+    """Phase 1: teachers, then full, ablation and lookahead runs; phase 2: oracles (they need the ground truth)."""
+    HOME.joinpath("teachers").mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")  # no fork after torch has started its threads
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
+        recipes = {json.dumps([sets[s.dataset_name].dataset, t], sort_keys=True): (s, t["id"])
+                   for s in plan for t in teacher_dicts(s, sets[s.dataset_name])}
+        trained = {key: pool.submit(train_teacher, s, sets[s.dataset_name], tid) for key, (s, tid) in recipes.items()}
+        teacher_acc = {s.name: {t["id"]: trained[json.dumps([sets[s.dataset_name].dataset, t], sort_keys=True)].result()
+                                for t in teacher_dicts(s, sets[s.dataset_name])} for s in plan}
+        jobs = [(s, run, seed, keep) for s in plan for run, keep in phase_one(s) for seed in SEEDS]
+        results = _run_jobs(pool, jobs, sets)
+        oracle_jobs = [(s, "oracle", seed, keep) for s in plan
+                       if (keep := oracle_paths(s, results)) is not None for seed in SEEDS]
+        results += _run_jobs(pool, oracle_jobs, sets)
+    return results, teacher_acc
+
+
+def phase_one(sc: Scenario) -> list[tuple[str, list[str]]]:
+    paths = all_paths(sc)
+    return [("full", paths), ("lookahead", paths)] + [(f"without:{p}", [q for q in paths if q != p]) for p in paths]
+
+
+def _run_jobs(pool: ProcessPoolExecutor, jobs: list, sets: dict[str, Setting]) -> list[dict[str, Any]]:
+    futures = [pool.submit(run_one, s, sets[s.dataset_name], run, seed, keep) for s, run, seed, keep in jobs]
+    results = []
+    for n, future in enumerate(futures, 1):
+        r = future.result()
+        results.append(r)
+        what = r.get("error") or f"test acc {r['test_acc']:.1f}% in {r['seconds']:.0f} s"
+        print(f"[{n}/{len(jobs)}] {r['scenario']} {r['run']} seed {r['seed']}: {what}", file=sys.stderr, flush=True)
+    return results
+
+
+def accuracies(results: list[dict], scenario: str, run: str) -> list[float]:
+    return [r["test_acc"] for r in results if r["scenario"] == scenario and r["run"] == run and "error" not in r]
+
+
+def ground_truth(sc: Scenario, results: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per path: harmful or not, and the accuracy gained by removing it (None where runs failed)."""
+    full = accuracies(results, sc.name, "full")
+    out = {}
+    for p in all_paths(sc):
+        without = accuracies(results, sc.name, f"without:{p}")
+        ok = len(full) >= 2 and len(without) >= 2
+        out[p] = {"harmful": is_harmful(full, without) if ok else None,
+                  "gain_without": statistics.fmean(without) - statistics.fmean(full) if ok else None,
+                  "spread": spread(full, without) if ok else None}
+    return out
+
+
+def oracle_paths(sc: Scenario, results: list[dict]) -> list[str] | None:
+    """The oracle's paths; None when no path is harmful (the full runs are then the oracle)."""
+    truth = ground_truth(sc, results)
+    harmful = [p for p, t in truth.items() if t["harmful"]]
+    return [p for p in all_paths(sc) if p not in harmful] if harmful else None
+
+
+# ------------------------------------------------------------------ measures
+def flags(sc: Scenario, results: list[dict], detector: str) -> dict[str, list[int | None]]:
+    """Per path, the first "hurts" step in each full run (None: never flagged in that run)."""
+    runs = [r for r in results if r["scenario"] == sc.name and r["run"] == "full" and "error" not in r]
+    return {p: [first_hurt(r["details"].get(p, {}), detector) for r in runs] for p in all_paths(sc)}
+
+
+def scenario_rows(sc: Scenario, results: list[dict], detector: str, steps: int) -> dict[str, Any]:
+    """(harmful, flagged) per path, the first-flag shares of harmful paths, and clean-only flag events."""
+    truth = ground_truth(sc, results)
+    first = flags(sc, results, detector)
+    rows, shares, events = [], [], 0
+    for p in all_paths(sc):
+        if truth[p]["harmful"] is None:
+            continue  # runs failed: no ground truth
+        seen = [s is not None for s in first[p]]
+        rows.append((truth[p]["harmful"], majority(seen)))
+        if truth[p]["harmful"]:
+            shares += [s / steps for s in first[p] if s is not None and s >= 0]
+        events += sum(seen)
+    return {"rows": rows, "shares": shares, "clean_only_flags": events if sc.defect == "none" else 0}
+
+
+def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = [row for part in parts for row in part["rows"]]
+    shares = [s for part in parts for s in part["shares"]]
+    return {**score(rows), "median_first_flag_share": median_or_none(shares),
+            "clean_only_flags": sum(part["clean_only_flags"] for part in parts)}
+
+
+def accuracy_summary(sc: Scenario, results: list[dict]) -> dict[str, float | None]:
+    def mean(run: str) -> float | None:
+        values = accuracies(results, sc.name, run)
+        return statistics.fmean(values) if values else None
+
+    full, lookahead = mean("full"), mean("lookahead")
+    oracle = mean("oracle") if oracle_paths(sc, results) is not None else full
+    return {"equal": full, "lookahead": lookahead, "oracle": oracle,
+            "lookahead_minus_oracle": None if lookahead is None or oracle is None else lookahead - oracle}
+
+
+# ------------------------------------------------------------------ report
+def fmt(value: float | None, digits: int = 2, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    value += 0.0  # no "-0.00"
+    return f"{100 * value:.0f}%" if pct else f"{value:.{digits}f}"
+
+
+def scenario_table(plan: list[Scenario], results: list[dict], teacher_acc: dict, steps: dict[str, int],
+                   today_label: str) -> list[str]:
+    lines = ["| scenario | teachers (test acc %) | harmful by ablation (gain without, pts) | flagged, new | "
+             f"flagged, {today_label} | equal / lookahead / oracle acc % |", "|---|---|---|---|---|---|"]
+    for sc in plan:
+        truth = ground_truth(sc, results)
+        harmful = [f"{p} (+{t['gain_without']:.1f})" for p, t in truth.items() if t["harmful"]]
+        flagged = {det: [p for p, f in flags(sc, results, det).items() if majority([s is not None for s in f])]
+                   for det in ("new", "today")}
+        acc = accuracy_summary(sc, results)
+        teachers = ", ".join(f"{t} {a:.1f}" for t, a in teacher_acc[sc.name].items())
+        failed = sum("error" in r for r in results if r["scenario"] == sc.name)
+        lines.append(f"| {sc.name}{f' ({failed} runs failed)' if failed else ''} | {teachers} | "
+                     f"{', '.join(harmful) or 'none'} | {', '.join(flagged['new']) or 'none'} | "
+                     f"{', '.join(flagged['today']) or 'none'} | "
+                     f"{fmt(acc['equal'])} / {fmt(acc['lookahead'])} / {fmt(acc['oracle'])} |")
+    return lines
+
+
+def kind_figures(plan: list[Scenario], results: list[dict], steps: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Per defect kind and overall: both detectors' scores and lookahead's accuracy against the oracle."""
+    kinds = sorted({sc.kind for sc in plan}, key=lambda k: (k == CLEAN, k))
+    groups = {kind: [sc for sc in plan if sc.kind == kind] for kind in kinds} | {"overall": plan}
+    out = {}
+    for kind, group in groups.items():
+        diffs = [d for sc in group if (d := accuracy_summary(sc, results)["lookahead_minus_oracle"]) is not None]
+        out[kind] = {det: summarise([scenario_rows(sc, results, det, steps[sc.dataset_name]) for sc in group])
+                     for det in ("new", "today")}
+        out[kind]["scenarios"] = len(group)
+        out[kind]["lookahead_minus_oracle"] = statistics.fmean(diffs) if diffs else None
+    return out
+
+
+def kind_table(figures: dict[str, dict[str, Any]], today_label: str) -> list[str]:
+    lines = ["| defect kind | scenarios | paths (harmful) | detector | precision | recall | false-flag rate | "
+             "median first flag (% of run) | clean-only flags | lookahead − oracle (pts) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for kind, fig in figures.items():
+        for det, label in (("new", "new"), ("today", today_label)):
+            s = fig[det]
+            lines.append(f"| {kind} | {fig['scenarios']} | {s['paths']} ({s['harmful']}) | {label} | "
+                         f"{fmt(s['precision'], pct=True)} | {fmt(s['recall'], pct=True)} | "
+                         f"{fmt(s['false_flag_rate'], pct=True)} | {fmt(s['median_first_flag_share'], pct=True)} | "
+                         f"{s['clean_only_flags']} | {fmt(fig['lookahead_minus_oracle'])} |")
+    return lines
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return value
+
+
+def main() -> None:
+    quick = os.environ.get("QUICK", "") not in ("", "0")
+    workers = int(os.environ.get("WORKERS", "2"))
+    started = time.time()
+    plan, notes = scenarios(quick), []
+    if not quick and (why := fashion_available()):
+        plan = [s for s in plan if s.dataset_name != "fashion_mnist"]
+        notes.append(f"Fashion-MNIST not run: {why}")
+    saved = HOME / ("last_results_quick.json" if quick else "last_results.json")
+    if os.environ.get("REPORT_ONLY", "") not in ("", "0"):  # re-render the last run's tables, train nothing
+        data = json.loads(saved.read_text())
+        report(plan, settings(quick), data["results"], data["teacher_acc"], data["seconds"], quick, notes)
+        return
+    results, teacher_acc = run_all(plan, settings(quick), workers)
+    seconds = time.time() - started
+    # Kept for REPORT_ONLY=1 and a look at the raw verdicts (every run's verdict_details) afterwards.
+    saved.write_text(json.dumps({"teacher_acc": teacher_acc, "results": results, "seconds": seconds}))
+    report(plan, settings(quick), results, teacher_acc, seconds, quick, notes)
+
+
+def path_table(plan: list[Scenario], results: list[dict], today_label: str) -> list[str]:
+    """Every judged path: the ablation's verdict and each detector's first "hurts" step per full-run seed."""
+    lines = ["| scenario | path | acc gain without it (pts) | spread | harmful | first hurts, new | "
+             f"first hurts, {today_label} |", "|---|---|---|---|---|---|---|"]
+    for sc in plan:
+        truth = ground_truth(sc, results)
+        first = {det: flags(sc, results, det) for det in ("new", "today")}
+        for p in all_paths(sc):
+            t = truth[p]
+            cells = [fmt(t["gain_without"]), fmt(t["spread"]), {True: "yes", False: "no", None: "–"}[t["harmful"]]]
+            cells += [" ".join("·" if s is None else str(s) for s in first[det][p]) for det in ("new", "today")]
+            lines.append(f"| {sc.name} | {p} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(plan: list[Scenario], sets: dict[str, Setting], results: list[dict], teacher_acc: dict,
+           seconds: float, quick: bool, notes: list[str]) -> None:
+    """Print the tables and the JSON line."""
+    steps = {name: total_steps(sets[name]) for name in {s.dataset_name for s in plan}}
+    has_cosine = any("cosine_verdict" in d for r in results if "error" not in r for d in r["details"].values())
+    today_label = "today (cosine)" if has_cosine else "today (= main fields)"
+    if not has_cosine:
+        notes = notes + ["The results carry no cosine_* fields: the main fields are today's detector, so 'new' "
+                         "and 'today' are the same detector."]
+    figures = kind_figures(plan, results, steps)
+    print(f"## Detector bench ({'QUICK' if quick else 'full'}, {seconds:.0f} s, {len(results)} runs)\n")
+    print("\n".join(f"- {n}" for n in notes + [f"{name}: {n} steps a run" for name, n in steps.items()]) + "\n")
+    print("\n".join(scenario_table(plan, results, teacher_acc, steps, today_label)) + "\n")
+    print("Per path (first hurts: the step in each full-run seed; · never, -1 flagged at an unknown step):\n")
+    print("\n".join(path_table(plan, results, today_label)) + "\n")
+    print("\n".join(kind_table(figures, today_label)) + "\n")
+    overall = figures["overall"]
+    print(json.dumps(rounded({
+        "bench": "detector", "quick": quick, "seconds": round(seconds), "runs": len(results),
+        "failed_runs": sum("error" in r for r in results), "precision": overall["new"]["precision"],
+        "recall": overall["new"]["recall"], "false_flag_rate": overall["new"]["false_flag_rate"],
+        "median_first_flag_share": overall["new"]["median_first_flag_share"],
+        "clean_only_flags": overall["new"]["clean_only_flags"],
+        "today": {k: overall["today"][k] for k in ("precision", "recall", "false_flag_rate",
+                                                    "median_first_flag_share", "clean_only_flags")},
+        "today_fields": "cosine_*" if has_cosine else "main fields (no cosine_* yet)",
+        "lookahead_minus_oracle": overall["lookahead_minus_oracle"], "per_kind": figures})))
+
+
+if __name__ == "__main__":
+    main()

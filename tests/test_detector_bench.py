@@ -1,0 +1,64 @@
+"""bench/detector.py's pure core: ground truth from accuracies, flags from verdict details, scores from tables."""
+from __future__ import annotations
+
+import pytest
+
+from bench.detector import Scenario, first_hurt, is_harmful, majority, score, scenario_rows, spread
+
+
+def test_ground_truth_needs_a_gain_beyond_the_seeds_spread() -> None:
+    full = [80.0, 81.0, 82.0]  # std 1
+    assert spread(full, [90.0, 90.5, 91.0]) == pytest.approx(1.0)
+    assert is_harmful(full, [84.0, 85.0, 86.0])  # +4 > 1
+    assert not is_harmful(full, [81.5, 82.0, 82.5])  # +1 is within the spread
+    assert not is_harmful(full, [78.0, 79.0, 80.0])  # removing it loses accuracy: a helpful path
+    # The larger spread counts: a noisy ablation needs a larger gain.
+    assert not is_harmful(full, [80.0, 85.0, 90.0])  # +4 but std 5
+    assert is_harmful([80.0, 80.0, 80.0], [80.1, 80.1, 80.1])  # no spread at all: any gain
+
+
+def test_flags_read_history_first_and_cosine_fields_for_today() -> None:
+    new_only = {"verdict": "neutral", "first_flagged_step": 12,
+                "history": [[4, "helps"], [12, "hurts"], [20, "neutral"]]}
+    assert first_hurt(new_only, "new") == 12
+    assert first_hurt(new_only, "today") == 12  # no cosine_* fields: the main ones are today's detector
+    both = {**new_only, "cosine_verdict": "neutral", "cosine_first_flagged_step": None}
+    assert first_hurt(both, "today") is None and first_hurt(both, "new") == 12
+    assert first_hurt({"verdict": "helps", "first_flagged_step": None}, "new") is None
+    assert first_hurt({"verdict": "neutral", "first_flagged_step": 30}, "new") == 30  # ever flagged counts
+    assert first_hurt({}, "new") is None  # a path the run does not report
+
+
+def test_majority_of_seeds() -> None:
+    assert majority([True, True, False]) and not majority([True, False, False]) and not majority([])
+
+
+def test_precision_recall_and_false_flags_on_a_hand_made_table() -> None:
+    rows = [(True, True), (True, True), (True, False),  # 3 harmful, 2 flagged
+            (False, True), (False, False), (False, False), (False, False)]  # 4 harmless, 1 flagged
+    s = score(rows)
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["false_flag_rate"] == pytest.approx(1 / 4)
+    empty = score([(False, False)])
+    assert empty["precision"] is None and empty["recall"] is None and empty["false_flag_rate"] == 0
+
+
+def _run(scenario: str, run: str, seed: int, acc: float, details: dict | None = None) -> dict:
+    return {"scenario": scenario, "run": run, "seed": seed, "test_acc": acc, "details": details or {}}
+
+
+def test_scenario_rows_combine_ablation_and_majority_flags() -> None:
+    sc = Scenario("digits", "permuted_labels", paths=(("kd", "fc", "fc"),))
+    flagged = {"bad-kd-fc": {"first_flagged_step": 10}, "good-kd-fc": {"first_flagged_step": None}}
+    once = {"bad-kd-fc": {"first_flagged_step": None}, "good-kd-fc": {"first_flagged_step": 50}}
+    results = [_run(sc.name, "full", 0, 70, flagged), _run(sc.name, "full", 1, 71, flagged),
+               _run(sc.name, "full", 2, 72, once)]
+    results += [_run(sc.name, "without:bad-kd-fc", s, 90 + s) for s in range(3)]  # removing bad: +20
+    results += [_run(sc.name, "without:good-kd-fc", s, 60 + s) for s in range(3)]  # removing good: -10
+    rows = scenario_rows(sc, results, "new", steps=100)
+    assert rows["rows"] == [(False, False), (True, True)]  # good: harmless, 1/3 flags; bad: harmful, 2/3
+    assert sorted(rows["shares"]) == [0.1, 0.1] and rows["clean_only_flags"] == 0
+    clean = Scenario("digits", "none", defect_seed=1, paths=(("kd", "fc", "fc"),))
+    renamed = [{**r, "scenario": clean.name, "run": r["run"].replace("bad", "good2"),
+                "details": {k.replace("bad", "good2"): v for k, v in r["details"].items()}} for r in results]
+    assert scenario_rows(clean, renamed, "new", steps=100)["clean_only_flags"] == 3  # every (path, seed) flag
