@@ -36,7 +36,8 @@ OLD_DEFAULTS = {
     ("weighting", "fixed"): {"task_weight": 1.0},
     ("weighting", "dwa"): {"temperature": 2.0},
     ("weighting", "gradnorm"): {"alpha": 1.5, "lr": 0.025},
-    ("weighting", "lookahead"): {"beta": 0.7, "margin": 0.15, "rate": 4.0},
+    # lookahead: margin and rate changed with its signal (#14: the measured relative effect, not the cosine score)
+    ("weighting", "lookahead"): {"beta": 0.7, "margin": 0.1, "rate": 2.0},
     ("weighting", "mgda"): {"space": "params", "iterations": 50},
     ("weighting", "adaptive_distillation"): {"a_d": 1.0, "use_path_weights": False, "variant": "layer_wise"},
     ("weighting", "loss_balance"): {"ratio": 1.0, "use_path_weights": False, "min_loss": 1e-8},
