@@ -292,8 +292,9 @@ def negative_transfer_lesson() -> None:
     st.markdown(
         "A path *transfers negatively* when it makes the student worse than no path at all. The planted demo "
         "plants one: two small CNN teachers on digits, one trained on permuted labels, both distilled into one "
-        "student with the gradient probe on. The permuted teacher's paths should be flagged as hurting within "
-        "the first epochs, and no other path."
+        "student with the negative-transfer probe on: it measures how much each path's share of a step changes "
+        "validation loss. The permuted teacher's paths should be flagged as hurting within the first epochs, "
+        "and no other path."
     )
     if st.button("Launch the planted-teacher demo", type="primary", icon=":material/science:",
                  key="learn_planted"):
