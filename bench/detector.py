@@ -57,7 +57,7 @@ from typing import Any, Iterable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned workers): engine must import
 
-from bench.planted import fashion_available  # noqa: E402
+from bench.planted import fashion_available, rounded  # noqa: E402
 
 HOME = ROOT / "bench" / ".workspace-detector"
 SEEDS = (0, 1, 2)
@@ -430,14 +430,6 @@ def kind_table(figures: dict[str, dict[str, Any]], today_label: str) -> list[str
                          f"{fmt(s['false_flag_rate'], pct=True)} | {fmt(s['median_first_flag_share'], pct=True)} | "
                          f"{s['clean_only_flags']} | {fmt(fig['lookahead_minus_oracle'])} |")
     return lines
-
-
-def rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    return value
 
 
 def main() -> None:
