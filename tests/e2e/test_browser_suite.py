@@ -89,17 +89,29 @@ def retry_until_visible(action, target, timeout_ms: int, tries: int = 3) -> None
                 raise
 
 
-def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the selectbox labelled ``label``.
+def choose(page, label: str, option: str, type_to_filter: bool = False, tries: int = 3) -> None:
+    """Pick ``option`` in the selectbox labelled ``label``; ``type_to_filter`` types it first, for a box
+    with a thousand options (every torchvision and timm model).
 
-    A click that lands while the script reruns can leave the list closed, so it is retried until the
-    option shows (three tries).
+    A rerun of the script can close the list between opening it and picking, either before the option
+    shows or just after, so the whole open-and-pick is retried until the box holds the option.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
     target = page.get_by_role("option", name=option, exact=True)
-    retry_until_visible(box.click, target, timeout_ms=5_000)
-    target.click()
-    expect(box.get_by_role("combobox")).to_have_value(option)
+    for attempt in range(tries):
+        wait_script_idle(page)
+        try:
+            box.click(timeout=UI_TIMEOUT_MS)
+            if type_to_filter:
+                box.get_by_role("combobox").fill(option)
+            target.click(timeout=5_000)
+            expect(box.get_by_role("combobox")).to_have_value(option, timeout=5_000)
+            break
+        except (AssertionError, PlaywrightTimeoutError):
+            if attempt == tries - 1:
+                raise
     wait_script_idle(page)
 
 

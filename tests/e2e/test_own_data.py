@@ -43,16 +43,6 @@ def type_into(page, label: str, text: str) -> None:
     wait_script_idle(page)
 
 
-def choose_by_typing(page, label: str, option: str) -> None:
-    """A selectbox with a thousand options (every torchvision and timm model): type to filter, then pick."""
-    box = page.get_by_test_id("stSelectbox").filter(has_text=label).first
-    box.click()
-    box.get_by_role("combobox").fill(option)
-    page.get_by_role("option", name=option, exact=True).click(timeout=UI_TIMEOUT_MS)
-    expect(box.get_by_role("combobox")).to_have_value(option)
-    wait_script_idle(page)
-
-
 def upload_checkpoint(page) -> None:
     """Upload the checkpoint; a file handed over while the script reruns can be dropped, so it is retried
     until the page says where the file was saved (three tries)."""
@@ -82,7 +72,7 @@ def configure_cifar(page) -> None:
         .to_be_visible(timeout=UI_TIMEOUT_MS)
     page.get_by_text("Image size, normalisation and splits").click()
     choose(page, "Normalisation", "imagenet")
-    choose_by_typing(page, "Student architecture", "resnet20")
+    choose(page, "Student architecture", "resnet20", type_to_filter=True)
     page.get_by_role("button", name="Add candidate paths").click()
     wait_script_idle(page)
     type_into(page, "Epochs", "2")
