@@ -143,6 +143,19 @@ class DiagnosticsSpec(_Strict):
                                                         "error is its spread across them")
 
 
+class DistributedSpec(_Strict):
+    """One run over several processes with PyTorch DDP (see engine/distributed/)."""
+
+    nproc: Int = Field(1, ge=1, le=1024, description="processes of one run: one per GPU, or CPU processes (gloo)")
+
+
+class ResourcesSpec(_Strict):
+    """What one run asks of a cluster executor (Ray; see engine/executors/)."""
+
+    cpus: Float = Field(1, gt=0, le=1024, description="CPUs per run where the cluster has no GPU")
+    gpus: Float | None = Field(None, ge=0, le=64, description="GPUs per run; None: one where the cluster has GPUs")
+
+
 class OptimizerSpec(_Strict):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     # 1e12 still runs (and diverges: the non-finite-loss check names it); 1e300 overflows inside the optimizer
@@ -269,6 +282,8 @@ class RunSpec(_Strict):
     diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a CUDA GPU that supports it, fp32 otherwise")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("version")
     @classmethod
