@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from engine.distributed.reducer import Reducer
 from engine.gradients import flat_grads
 from engine.methods.base import PathMethod
 from engine.step import StepContext
@@ -54,10 +55,15 @@ class Objective:
         return next((t.name for t in self.infos.values() if t.path == path_id), None)
 
     # ------------------------------------------------------------ one step
-    def backward(self, values: dict[str, torch.Tensor], ctx: StepContext) -> StepResult:
-        """Weigh, step the own learners, backpropagate the total; returns what the loop logs."""
+    def backward(self, values: dict[str, torch.Tensor], ctx: StepContext, reducer: Reducer | None = None
+                 ) -> StepResult:
+        """Weigh, step the own learners, backpropagate the total; returns what the loop logs.
+
+        reducer: over several processes, averages the gradient matrix (each process's rows are its share of the
+        global batch's gradients); None or the default: one process."""
         stacked = torch.stack([values[n].float() for n in self.weighable]) if self.weighable else None
-        grads = self._gradient_matrix(values) if self.weighting.needs_gradients and stacked is not None else None
+        wants_grads = self.weighting.needs_gradients and stacked is not None
+        grads = self._gradient_matrix(values, reducer or Reducer()) if wants_grads else None
         weights = self.weighting.weigh(stacked, ctx, grads) if stacked is not None else None
         own = self.weighting.own_values(stacked, ctx) if stacked is not None else {}
         for learner in self.learners:
@@ -75,8 +81,10 @@ class Objective:
             self.weighting.observe(stacked.detach())
         return StepResult(total.detach(), {**values, **own}, self._weights_of_terms(weights, own))
 
-    def _gradient_matrix(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([flat_grads(values[n], self._shared) for n in self.weighable])
+    def _gradient_matrix(self, values: dict[str, torch.Tensor], reducer: Reducer) -> torch.Tensor:
+        # autograd.grad, not backward: DDP's gradient hooks do not fire, so the rows are this process's own and
+        # are averaged here once, as a whole matrix
+        return reducer.mean(torch.stack([flat_grads(values[n], self._shared) for n in self.weighable]))
 
     def _apply_edit(self, grads: torch.Tensor, weights: torch.Tensor, ctx: StepContext) -> None:
         """Replace sum_k w_k g_k in the shared parameters' gradient by the weighting's edited one."""

@@ -24,6 +24,7 @@ from engine.data.teacher_cache import cache_folder, load_or_build
 from engine.diagnostics.planted import MODEL_DEFECTS, apply_model_defect, defective_train_split
 from engine.diagnostics.probe import GradientProbe, auto_every
 from engine.diagnostics.verdicts import VerdictRule
+from engine.distributed.reducer import Reducer
 from engine.models import build_model
 from engine.models.weights import load_source
 from engine.models.spots import TappedModel, list_spots
@@ -50,47 +51,82 @@ VIEW_SEED = 0
 GPU_DATA_LIMIT = 2 << 30  # bytes of images moved to the GPU once; larger data is pinned and copied per batch
 
 
-def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter) -> dict[str, Any]:
-    """Train the run's teachers (if inline) and its model; return the final metrics."""
+def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter, reducer: Reducer | None = None
+                ) -> dict[str, Any] | None:
+    """Train the run's teachers (if inline) and its model; return the final metrics.
+
+    ``reducer``: this process's part of a DDP run (engine/distributed/): rank 0 prepares teachers and caches first
+    and alone returns the result (the other ranks return None). None: one process.
+    """
     started = time.time()
+    reducer = reducer or Reducer()
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new tensor with NaN to expose reads of uninitialised memory: a
     # debugging aid that cost 9% of a digits step (12,000 fills per epoch) and changes no result.
     torch.utils.deterministic.fill_uninitialized_memory = False
-    device = resolve_device(spec.device)
-    bundle = load_dataset(spec.dataset, cache_dir(home), report=lambda note: reporter.event("info", note))
+    device = reducer.device or resolve_device(spec.device)
+    # rank 0 first: a dataset that converts files on first use does it once
+    bundle = reducer.writer_first(lambda: load_dataset(spec.dataset, cache_dir(home),
+                                                       report=lambda note: reporter.event("info", note)))
     reporter.event("info", f"data: {spec.dataset.name}, {len(bundle.train.y)} train / {len(bundle.val.y)} val / "
-                           f"{len(bundle.test.y)} test samples, device {device}")
+                           f"{len(bundle.test.y)} test samples, device {device}{_processes(reducer, device)}")
     plan = _ProgressPlan(spec, home, reporter)
-    teachers, teacher_acc = {}, {}
-    for tspec in spec.teachers:
-        model, acc = prepare_teacher(tspec, spec, bundle, home, device, reporter, plan.callback(teacher_phase(tspec.id)))
-        teachers[tspec.id] = model
-        teacher_acc[tspec.id] = acc
-    learner = build_learner(spec, bundle, teachers, device, home, reporter)
-    views = attach_teacher_cache(spec, learner, bundle, home, device, reporter, plan.callback(CACHE_PHASE))
-    views = _place_data(bundle, views, device, learner, teachers)
+
+    def prepare() -> tuple[Learner, dict[str, float | None], torch.Tensor | None]:
+        teachers, accuracy = {}, {}
+        for tspec in spec.teachers:
+            teachers[tspec.id], accuracy[tspec.id] = prepare_teacher(
+                tspec, spec, bundle, home, device, reporter, plan.callback(teacher_phase(tspec.id)))
+        learner = build_learner(spec, bundle, teachers, device, home, reporter)
+        views = attach_teacher_cache(spec, learner, bundle, home, device, reporter, plan.callback(CACHE_PHASE))
+        return learner, accuracy, _place_data(bundle, views, device, learner, teachers)
+
+    learner, teacher_acc, views = reducer.writer_first(prepare)
     folder = run_dir(home, run_id)
     cfg = FitConfig(phase=MAIN_PHASE, epochs=spec.epochs, seed=spec.seed, optimizer=spec.optimizer,
                     schedule=spec.schedule, augment=spec.dataset.augment, batch_size=spec.dataset.batch_size,
                     log_every=spec.log_every, telemetry_every=spec.telemetry_every,
                     checkpoint_dir=folder / "checkpoints", progress=plan.callback(MAIN_PHASE),
                     views=views, autocast_dtype=autocast_dtype(spec.precision, device),
-                    probe=make_probe(spec, bundle, reporter))
+                    probe=make_probe(spec, bundle, reporter), reducer=reducer)
     torch.manual_seed(spec.seed)
     learner.method.prepare(learner, bundle, device, reporter)
+    epochs_to_train = spec.epochs - _epochs_done(cfg.checkpoint_dir)
+    fit_started = time.perf_counter()
     metrics = fit(learner, bundle, cfg, device, reporter)
+    fit_seconds = time.perf_counter() - fit_started
+    if not reducer.writes:
+        return None
     save_atomic({"arch": spec.student.arch, "state_dict": learner.student.model.state_dict()},
                  folder / "checkpoints" / "final.pt")
     result = {"run_id": run_id, "test_acc": metrics["acc/test"], "val_acc": metrics["acc/val"],
               "train_acc": metrics.get("acc/train"), "teacher_test_acc": teacher_acc,
-              "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device)}
+              "epochs": spec.epochs, "seconds": round(time.time() - started, 2), "device": str(device),
+              "nproc": reducer.world_size,
+              # training samples/s of this process's launch, evaluation between epochs included (0: resumed done)
+              "samples_per_s": round(len(bundle.train.y) * epochs_to_train / fit_seconds, 1) if fit_seconds > 0 else 0.0}
     if cfg.probe is not None:
         result["verdicts"] = cfg.probe.verdicts()
         result["verdict_details"] = cfg.probe.details()
     # The student to take home: weights and a card a plain PyTorch script can use (engine/export.py).
     result["student_file"] = str(write_student(folder, spec, bundle, learner.student.model, result, run_id))
     return result
+
+
+def _processes(reducer: Reducer, device: torch.device) -> str:
+    """The data event's note on a DDP run's processes; nothing for one process."""
+    if reducer.world_size == 1:
+        return ""
+    backend = "nccl, one GPU each" if device.type == "cuda" else "gloo on CPU"
+    return f"; distributed: {reducer.world_size} processes ({backend}), each on its slice of every batch"
+
+
+def _epochs_done(checkpoints: Path) -> int:
+    """Epochs a resumed run starts past (0 from scratch): what its samples/s leaves out."""
+    last = checkpoints / "last.pt"
+    if not last.exists():
+        return 0
+    return torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"] + 1  # mmap: reads no weights
 
 
 def make_probe(spec: RunSpec, bundle: DataBundle, reporter: Reporter) -> GradientProbe | None:

@@ -21,6 +21,7 @@ from engine.data.bundle import DataBundle, Split, iterate_batches
 from engine.data.stream import Batch, live_batches, view_batches
 from engine.data.teacher_cache import CachedTaps
 from engine.diagnostics.probe import GradientProbe
+from engine.distributed.reducer import Reducer
 from engine.methods.base import PathMethod
 from engine.objective import Objective, StepResult
 from engine.models.spots import TappedModel
@@ -255,6 +256,9 @@ class FitConfig:
     views: torch.Tensor | None = None  # fixed (views, N, C, H, W) images of a cached run; None: live augmentation
     probe: GradientProbe | None = None  # the negative-transfer probe, when diagnostics are on
     autocast_dtype: torch.dtype | None = None  # bf16 on a GPU that has it; None: full precision
+    # Several DDP processes (engine/distributed/): shards batches, values terms over the global batch; one process:
+    # a no-op
+    reducer: Reducer = field(default_factory=Reducer)
 
 
 def _check_finite(phase: str, step: int, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
@@ -285,7 +289,7 @@ def fit(learner: Learner, bundle: DataBundle, cfg: FitConfig, device: torch.devi
         # The epoch's rows are stored before its checkpoint: a process killed in between resumes from the epoch
         # before, dropping and re-logging these rows, where the other order would lose them.
         reporter.flush()
-        if cfg.checkpoint_dir is not None:
+        if cfg.checkpoint_dir is not None and cfg.reducer.writes:  # one writer; every process resumes from it
             _save_checkpoint(learner, optimizer, scheduler, cfg, epoch, step)
     if not metrics:  # resumed after the last epoch: recompute what the run ended with
         metrics = _final_metrics(learner, bundle, device)
@@ -308,7 +312,9 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
     correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
     last_weights: dict[str, torch.Tensor] = {}  # each term's weight on the previous step
     for i, batch in enumerate(_batches(split, cfg, generator)):
-        reporter.check_stop()
+        cfg.reducer.check_stop(reporter)
+        global_size = len(batch.y)
+        batch, counted = cfg.reducer.shard(batch)  # this process's slice; counted: its samples that count
         logging = step % cfg.log_every == 0
         timer.start(measure=logging or not on_gpu)  # on a GPU, timing syncs: only on logged steps
         x = batch.x.to(device, non_blocking=True)
@@ -318,26 +324,26 @@ def _train_epoch(learner: Learner, optimizer: torch.optim.Optimizer, split: Spli
         ctx = StepContext(labels=y, epoch=epoch, step=step, index=batch.index,
                           telemetry=Telemetry(due=step % cfg.telemetry_every == 0), mark=timer.mark)
         with _autocast(device, cfg.autocast_dtype):
-            values, logits = learner.terms(x, y, ctx, batch)
+            values, logits = cfg.reducer.terms(learner, x, y, ctx, batch)
         if cfg.probe is not None and cfg.probe.due(step):
             _probe(learner, values, ctx, cfg, optimizer, last_weights, reporter, epoch)
             timer.mark("diagnostics")
         optimizer.zero_grad(set_to_none=True)
-        result = learner.objective.backward(values, ctx)
+        result = learner.objective.backward(values, ctx, cfg.reducer)
         last_weights = result.weights
         if logging or not on_gpu:  # a finiteness check syncs with the GPU: there, only at logging boundaries
             _check_finite(cfg.phase, step, result.total, result.values)
         optimizer.step()
         timer.mark("backward")
         _record_arrays(ctx, y, batch.index, cfg.phase, step, epoch, reporter)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
-        timer.end(len(y))
+        correct += (logits.detach().argmax(1) == y)[:counted].sum()
+        seen += counted
+        timer.end(global_size)
         if logging:
             reporter.log(cfg.phase, step, epoch, {**_step_values(result, optimizer), **timer.report()})
         step += 1
         cfg.progress((epoch + (i + 1) / steps_per_epoch) / cfg.epochs)
-    return step, correct.item() / max(seen, 1)
+    return step, cfg.reducer.accuracy(correct, seen)
 
 
 def _probe(learner: Learner, values: dict[str, torch.Tensor], ctx: StepContext, cfg: FitConfig,
@@ -345,7 +351,8 @@ def _probe(learner: Learner, values: dict[str, torch.Tensor], ctx: StepContext, 
     probe, objective = cfg.probe, learner.objective
     flagged = {pid for pid, verdict in probe.verdicts().items() if verdict == HURTS}
     measured = probe.measure(learner, values[TASK], objective.path_losses(learner, values, ctx), ctx, optimizer,
-                             objective.path_weights(probe.path_ids, weights), learner.weighting.probe_weights())
+                             objective.path_weights(probe.path_ids, weights), learner.weighting.probe_weights(),
+                             cfg.reducer)
     reporter.log(cfg.phase, ctx.step, epoch, measured)
     learner.weighting.on_probe(probe)
     for pid, details in probe.details().items():

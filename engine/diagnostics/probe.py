@@ -24,6 +24,7 @@ from engine.data.bundle import Split, iterate_batches
 from engine.diagnostics.effect import measure_effects, term_shares
 from engine.diagnostics.step_rule import StepRule
 from engine.diagnostics.verdicts import VERDICT_CODE, PathEvidence, VerdictRule, update
+from engine.distributed.reducer import Reducer
 from engine.gradients import cosine, flat_grads
 from engine.vocabulary import HURTS, TASK, diag_key
 
@@ -52,21 +53,26 @@ class GradientProbe:
 
     def measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
                 ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float],
-                measured_at: dict[str, float] | None = None) -> dict[str, float]:
+                measured_at: dict[str, float] | None = None, reducer: Reducer | None = None) -> dict[str, float]:
         """Probe this step (its graph must still be alive); returns the metrics to log.
 
         path_losses: each path's own loss (engine.objective.Objective.path_losses); weights: the weight of the
         task and of each path in this step (what their shares are scaled by, and what is recorded); measured_at:
-        other weights to measure some paths' shares at (lookahead: a gated path at its configured weight)."""
+        other weights to measure some paths' shares at (lookahead: a gated path at its configured weight);
+        reducer: over several processes, averages the batch gradients (the validation batch is every process's)."""
         with _rng_kept(task_loss.device):
-            return self._measure(learner, task_loss, path_losses, ctx, optimizer, weights, measured_at or {})
+            return self._measure(learner, task_loss, path_losses, ctx, optimizer, weights, measured_at or {},
+                                 reducer or Reducer())
 
     def _measure(self, learner: "Learner", task_loss: torch.Tensor, path_losses: dict[str, torch.Tensor],
                  ctx: "StepContext", optimizer: torch.optim.Optimizer, weights: dict[str, float],
-                 measured_at: dict[str, float]) -> dict[str, float]:
+                 measured_at: dict[str, float], reducer: Reducer) -> dict[str, float]:
         params = [p for p in learner.student.parameters() if p.requires_grad]
-        grads = {TASK: flat_grads(task_loss, params).float()}
-        grads.update({pid: flat_grads(path_losses[pid], params).float() for pid in self.path_ids})
+        names = [TASK, *self.path_ids]
+        losses = {TASK: task_loss, **path_losses}
+        # autograd.grad leaves DDP's hooks alone: one all-reduce of the whole (1 + paths, P) matrix
+        rows = reducer.mean(torch.stack([flat_grads(losses[name], params).float() for name in names]))
+        grads = dict(zip(names, rows.unbind()))
         x, y = self._next_val_batch()
         x, y = x.to(task_loss.device), y.to(task_loss.device)
         val = self._validation_gradient(learner, params, x, y)
