@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import logging
@@ -43,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    _spec_options(command("run", cmd_run, "train a spec in the foreground; the last line is the result as JSON"))
+    p = command("run", cmd_run, "train a spec in the foreground; the last line is the result as JSON")
+    _spec_options(p)
+    p.add_argument("--nproc", type=int, metavar="N", help="train it as N DDP processes (one per GPU, or gloo "
+                                                           "processes on the CPU): distributed.nproc=N")
     _spec_options(command("submit", cmd_submit, "queue a spec for a worker; prints the run id"))
     p = command("worker", cmd_worker, "claim and train queued runs until stopped")
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
@@ -79,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="1", metavar="N|S,S",
                    help="a count N (the spec's seed and the N-1 after it) or a comma-separated list of seeds "
                         "such as 0,1,2 (default 1: the spec's own seed)")
+    _sweep_options(command("sweep", cmd_sweep, "run a spec over a grid of field values x seeds as one comparison "
+                                               "group: queued for local workers, or driven here on a Ray cluster "
+                                               "until every trial ends; prints the group id and the runs"))
+    p = command("drive", cmd_drive, "drive the queued Ray runs of a group until every trial ends (the dashboard "
+                                    "starts it for a comparison launched on Ray)")
+    p.add_argument("group")
+    _ray_options(p)
     p = command("ablation", cmd_ablation, "each path's verdict next to its measured effect on test accuracy")
     p.add_argument("run")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
@@ -105,6 +116,29 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a field of the spec, such as epochs=2 or dataset.batch_size=128 (repeatable); "
                         "validated like the spec and stored with the run")
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    from engine.executors import EXECUTORS
+
+    _spec_options(p)
+    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="a dotted spec field and its values, such as weighting.name=equal,uncertainty or "
+                        "optimizer.lr=0.1,0.01 (repeatable: the runs are every combination); aggregator is "
+                        "short for weighting.name")
+    p.add_argument("--seeds", default="1", metavar="N|S,S",
+                   help="a count N (the spec's seed and the N-1 after it) or a comma-separated list of seeds")
+    p.add_argument("--executor", default="local", choices=list(EXECUTORS),
+                   help="; ".join(f"{name}: {text}" for name, text in EXECUTORS.items()))
+    _ray_options(p)
+
+
+def _ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="the Ray cluster: auto (the one ray start started on this machine, or "
+                                     "RAY_ADDRESS) or the head's host:port (default: start one on this machine "
+                                     "for the sweep); ray:// (Ray Client) cannot drive a sweep")
+    p.add_argument("--storage", metavar="PATH", help="the folder for the runs' files, writable from every node "
+                                                     "(default: the workspace, right for one machine)")
 
 
 def _shape_options(p: argparse.ArgumentParser) -> None:
@@ -134,6 +168,8 @@ def _spec_data(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        args.overrides.append(f"distributed.nproc={args.nproc}")
     spec = _load_valid_spec(args)
     store = Store(init_workspace())
     return _train_here(store, store.create_run(spec_to_yaml(spec), spec.name), spec.device)
@@ -362,6 +398,150 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for run_id, spec in zip(run_ids, plan.valid):
         print(f"{run_id}\t{printable(spec.name)}")
     return 0
+
+
+#: --grid names that stand for a spec field
+GRID_ALIASES = {"aggregator": "weighting.name"}
+
+
+def parse_grid(items: list[str], base: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """[(dotted field, value texts)] from --grid FIELD=V1,V2 options, every problem named by its field."""
+    grid, errors = [], []
+    for item in items:
+        name, sep, text = item.partition("=")
+        field = GRID_ALIASES.get(name.strip(), name.strip())
+        values = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+        if not sep or not field:
+            errors.append(f"--grid {item}: expected FIELD=V1,V2, such as weighting.name=equal,uncertainty")
+        elif field in ("seed", "name"):
+            errors.append(f"--grid {field}: set by the sweep itself (use --seeds for seeds)")
+        elif field in (f for f, _ in grid):
+            errors.append(f"--grid {field}: given twice; list all its values in one --grid")
+        elif not values:
+            errors.append(f"--grid {field}: no value given (expected {field}=V1,V2)")
+        elif problem := _field_problem(base, field.split(".")):
+            errors.append(f"--grid {field}: {problem}")
+        else:
+            grid.append((field, values))
+    if errors:
+        raise SpecError(errors)
+    return grid
+
+
+def _field_problem(base: dict[str, Any], keys: list[str]) -> str | None:
+    """Why the spec (every field filled in) has no field at ``keys``, or None. Plugin params are open."""
+    node: Any = base
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[:depth]) or "the spec"
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                return f"{where} has no item {key} (it holds {len(node)}; items are numbered from 0)"
+            node = node[int(key)]
+        elif not isinstance(node, dict):
+            return f"{where} is a value, not a section"
+        elif key in node:
+            node = node[key]
+        elif depth and keys[depth - 1] in ("params", "arch_params"):
+            return None  # checked with the rest of each variant
+        else:
+            return f"no such field: {where} has {', '.join(sorted(node))}"
+    return None
+
+
+def sweep_variants(base: dict[str, Any], grid: list[tuple[str, list[str]]], seeds: list[int]) -> list[dict[str, Any]]:
+    """One spec dict per combination of grid values and seed, named after what it changes."""
+    import itertools
+
+    from engine.comparison import variant_name
+
+    variants = []
+    for combo in itertools.product(*[[(field, v) for v in values] for field, values in grid]):
+        data = copy.deepcopy(base)
+        for field, text in combo:  # a plugin whose name changes starts from its own defaults, not the old params
+            parent = _section(data, field)
+            if field.endswith(".name") and isinstance(parent, dict) and str(parent.get("name")) != text:
+                parent["params"] = {}
+        data = apply_overrides(data, [f"{field}={text}" for field, text in combo])
+        label = " · ".join(f"{field}={text}" for field, text in combo) or "base"
+        for seed in seeds:
+            variants.append({**copy.deepcopy(data), "seed": seed,
+                             "name": variant_name(base.get("name") or "run", label, seed)})
+    return variants
+
+
+def _section(data: dict[str, Any], field: str) -> Any:
+    node: Any = data
+    for key in field.split(".")[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node.get(key)
+    return node
+
+
+def _sweep_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """Every variant of the sweep, validated; SpecError listing each invalid one's problems (nothing is queued)."""
+    from engine.comparison import check_variant
+    from engine.spec import spec_to_dict
+
+    base = spec_to_dict(parse_spec(_spec_data(args)))
+    variants = sweep_variants(base, parse_grid(args.grid, base), _comparison_seeds(args.seeds, base["seed"]))
+    specs, errors = [], []
+    for variant in variants:
+        spec, problems = check_variant(variant, workspace_home())
+        errors += [f"{printable(variant['name'])}: {line}" for line in problems]
+        specs.append(spec)
+    if errors:
+        raise SpecError(errors + [f"nothing was queued: {len(variants)} variant(s), fix the spec or the --grid"])
+    return specs
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.executors import ExecutorError, launch
+
+    if args.executor == "local" and (args.address or args.storage):
+        raise SpecError(["--address and --storage: only for --executor ray"])
+    specs = _sweep_specs(args)
+    store = Store(init_workspace())
+
+    def announce(group_id: str, run_ids: list[str]) -> None:
+        print(group_id)
+        for run_id, spec in zip(run_ids, specs):
+            print(f"{run_id}\t{printable(spec.name)}")
+        sys.stdout.flush()
+
+    try:
+        launched = launch(store, specs, executor=args.executor, address=args.address, storage=args.storage,
+                          wait=True, announce=announce)
+    except ExecutorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.executor == "local":
+        print(f"sweep {launched.group_id}: {len(launched.run_ids)} runs queued for local workers "
+              f"(python -m engine worker trains them)")
+        return 0
+    return _sweep_summary(launched.group_id, launched.statuses)
+
+
+def _sweep_summary(group_id: str, statuses: dict[str, str]) -> int:
+    """The final status line; exit code 0 when every run is done, 130 when Ctrl-C interrupted some, else 1."""
+    counts = {s: list(statuses.values()).count(s) for s in dict.fromkeys(statuses.values())}
+    print(f"sweep {group_id}: {len(statuses)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if set(counts) == {"done"}:
+        return 0
+    return 130 if "interrupted" in counts else 1
+
+
+def cmd_drive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.executors import ExecutorError
+    from engine.executors.ray_tune import drive_group
+
+    store = Store(init_workspace())
+    try:
+        statuses = drive_group(store, args.group, args.address, Path(args.storage) if args.storage else None)
+    except ExecutorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    return _sweep_summary(args.group, statuses)
 
 
 def _cell(value: float | None, status: str, signed: bool = False) -> str:

@@ -28,7 +28,8 @@ from engine.runtime import LostClaim
 from engine.telemetry import Recorded
 from engine.workspace import run_dir, workspace_home  # noqa: F401  (the store's callers import them from here)
 
-SCHEMA_VERSION = 2  # 2: runs.attempt_token (fencing) and the `interrupted` status
+#: 2: runs.attempt_token (fencing) and the `interrupted` status; 3: runs.placement_json (where each run executes)
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 #: `interrupted`: stopped mid-run (Ctrl-C, or its process died with no worker around) with its last
 #: checkpoint; ``resume_run`` queues it again
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     result_json TEXT,
-    attempt_token TEXT
+    attempt_token TEXT,
+    placement_json TEXT
 );
 """
 
@@ -131,6 +133,14 @@ _V1_RUN_COLUMNS = ("id, name, group_id, spec_yaml, status, phase, progress, crea
                    " heartbeat_at, worker_id, attempts, cancel_requested, error, result_json")
 
 
+#: SQL: a run for local workers (one a Ray driver reserved says so in its placement)
+_LOCAL_RUN = "COALESCE(json_extract(placement_json, '$.executor'), 'local') != 'ray'"
+
+
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return json.dumps(value) if value is not None else None
+
+
 class WorkspaceError(RuntimeError):
     """The workspace folder or its database cannot be used; the message says why."""
 
@@ -164,6 +174,8 @@ def init_workspace(home: Path | None = None) -> Path:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(found[0]) == 1:
             _migrate_from_v1(con)
+        elif int(found[0]) == 2:
+            _migrate_from_v2(con)
         elif int(found[0]) != SCHEMA_VERSION:
             raise WorkspaceError(
                 f"{db_path(home)} has schema version {found[0]}, this PathScope reads version {SCHEMA_VERSION}"
@@ -182,6 +194,12 @@ def _migrate_from_v1(con: sqlite3.Connection) -> None:
     con.execute("DROP TABLE runs")
     con.execute("ALTER TABLE runs_v2 RENAME TO runs")
     con.execute("CREATE INDEX runs_status ON runs(status, created_at)")
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _migrate_from_v2(con: sqlite3.Connection) -> None:
+    """Version 2 -> 3: a new nullable column, so no rebuild; runs of before have no placement recorded."""
+    con.execute("ALTER TABLE runs ADD COLUMN placement_json TEXT")
     con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
@@ -247,10 +265,22 @@ class RunRow:
     error: str | None
     result_json: str | None
     attempt_token: str | None  # set by each claim; a worker's writes hold only while it matches
+    placement_json: str | None = None  # see `placement`
 
     @property
     def result(self) -> dict[str, Any]:
         return json.loads(self.result_json) if self.result_json else {}
+
+    @property
+    def placement(self) -> dict[str, Any] | None:
+        """Where the run executes: executor ("local" | "ray"), node, devices ("cpu", "cuda:0"), pid; for a Ray
+        run also trial_id, ip and gpu_ids once its trial started, and address/storage from its launch. None:
+        recorded by no executor (a run of before schema version 3, or one not started)."""
+        return json.loads(self.placement_json) if self.placement_json else None
+
+    @property
+    def executor(self) -> str:
+        return (self.placement or {}).get("executor", "local")
 
 
 @dataclass(frozen=True)
@@ -338,7 +368,8 @@ class Store:
 
     # ---------------------------------------------------------------- runs
     def create_run(self, spec_yaml: str, name: str, group_id: str | None = None,
-                   status: str = "queued") -> str:
+                   status: str = "queued", placement: dict[str, Any] | None = None) -> str:
+        """A new run; ``placement`` {"executor": "ray", ...} reserves it for a Ray driver (local workers skip it)."""
         run_id = new_run_id()
         while self.get_run(run_id) is not None:  # two runs submitted in the same second
             run_id = new_run_id()
@@ -347,8 +378,9 @@ class Store:
         (folder / "spec.yaml").write_text(spec_yaml)
         with self._write() as con:
             con.execute(
-                "INSERT INTO runs (id, name, group_id, spec_yaml, status, created_at) VALUES (?,?,?,?,?,?)",
-                (run_id, name, group_id, spec_yaml, status, time.time()),
+                "INSERT INTO runs (id, name, group_id, spec_yaml, status, created_at, placement_json)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (run_id, name, group_id, spec_yaml, status, time.time(), _json_or_none(placement)),
             )
         return run_id
 
@@ -371,11 +403,14 @@ class Store:
         return [RunRow(**dict(r)) for r in rows]
 
     def claim_run(self, worker_id: str, run_id: str | None = None) -> RunRow | None:
-        """Mark the oldest queued run (or the given one) running for this worker, under a new attempt token."""
+        """Mark the oldest queued run (or the given one) running for this worker, under a new attempt token.
+
+        Without ``run_id`` only runs for local workers are taken: one reserved for a Ray driver is left to it.
+        """
         with self._write() as con:
             if run_id is None:
                 row = con.execute("SELECT id FROM runs WHERE status='queued' AND cancel_requested=0"
-                                  " ORDER BY created_at LIMIT 1").fetchone()
+                                  f" AND {_LOCAL_RUN} ORDER BY created_at LIMIT 1").fetchone()
             else:
                 row = con.execute("SELECT id FROM runs WHERE status='queued' AND id=?", (run_id,)).fetchone()
             if row is None:
@@ -393,13 +428,15 @@ class Store:
 
         Returns (run_id, "requeued" | "failed") for each. Done in one write transaction so
         two workers never recover the same run twice; clearing the attempt token fences the old owner out,
-        should it only have been paused.
+        should it only have been paused. Runs of a Ray driver that died are not a local worker's to requeue:
+        interrupt_orphaned_runs marks them `interrupted` first.
         """
+        self.interrupt_orphaned_runs(max_age_s, executor="ray")
         cutoff = time.time() - max_age_s
         outcomes = []
         with self._write() as con:
             rows = con.execute("SELECT id, worker_id, attempts FROM runs WHERE status='running'"
-                               " AND COALESCE(heartbeat_at, 0) < ?", (cutoff,)).fetchall()
+                               f" AND COALESCE(heartbeat_at, 0) < ? AND {_LOCAL_RUN}", (cutoff,)).fetchall()
             for row in rows:
                 if row["attempts"] < max_attempts:
                     con.execute("UPDATE runs SET status='queued', worker_id=NULL, attempt_token=NULL WHERE id=?",
@@ -417,16 +454,18 @@ class Store:
                             (row["id"], time.time(), "warning", message))
         return outcomes
 
-    def interrupt_orphaned_runs(self, max_age_s: float) -> list[str]:
+    def interrupt_orphaned_runs(self, max_age_s: float, executor: str | None = None) -> list[str]:
         """Running runs whose heartbeat stopped more than max_age_s ago: no process owns them. Mark them
         `interrupted` (resumable from their last checkpoint) so none stays `running` forever; returns their ids.
 
         For processes that will not resume them themselves (``engine ls``, the dashboard); a worker requeues them.
+        ``executor="ray"``: only runs of a Ray driver (the driver's heartbeat stopped: it died with its trials).
         """
         cutoff = time.time() - max_age_s
+        only = " AND json_extract(placement_json, '$.executor') = 'ray'" if executor == "ray" else ""
         with self._write() as con:
             rows = con.execute("SELECT id, worker_id FROM runs WHERE status='running'"
-                               " AND COALESCE(heartbeat_at, 0) < ?", (cutoff,)).fetchall()
+                               f" AND COALESCE(heartbeat_at, 0) < ?{only}", (cutoff,)).fetchall()
             for row in rows:
                 con.execute("UPDATE runs SET status='interrupted', worker_id=NULL, attempt_token=NULL WHERE id=?",
                             (row["id"],))
@@ -449,10 +488,28 @@ class Store:
 
     def resume_run(self, run_id: str) -> bool:
         """Queue an interrupted or failed run again, to resume from its last checkpoint (after a full disk was
-        freed, say) with a fresh count of attempts; False when the run is in neither state."""
+        freed, say) with a fresh count of attempts; False when the run is in neither state.
+
+        Its placement is cleared: a run of a Ray driver that died resumes on a local worker (or in the foreground).
+        """
         with self._write() as con:
-            return con.execute("UPDATE runs SET status='queued', error=NULL, finished_at=NULL, attempts=0"
-                               f" WHERE id=? AND status IN {RESUMABLE_STATUSES}", (run_id,)).rowcount == 1
+            return con.execute("UPDATE runs SET status='queued', error=NULL, finished_at=NULL, attempts=0,"
+                               f" placement_json=NULL WHERE id=? AND status IN {RESUMABLE_STATUSES}",
+                               (run_id,)).rowcount == 1
+
+    def set_placement(self, run_id: str, placement: dict[str, Any], token: str | None = None) -> None:
+        """Record where the run executes (see RunRow.placement); with a token, only while that claim holds."""
+        with self._run_write(run_id, token) as con:
+            con.execute("UPDATE runs SET placement_json=? WHERE id=?", (json.dumps(placement), run_id))
+
+    def renew_claim(self, run_id: str, token: str) -> str:
+        """A new attempt of a run its claimant executes again (a Ray trial restarted after its process died):
+        a fresh token, so writes still carrying the old one are refused, and one more attempt counted."""
+        new_token = secrets.token_hex(8)
+        with self._run_write(run_id, token) as con:
+            con.execute("UPDATE runs SET attempt_token=?, attempts=attempts+1, heartbeat_at=? WHERE id=?",
+                        (new_token, time.time(), run_id))
+        return new_token
 
     def update_progress(self, run_id: str, progress: float, phase: str, token: str | None = None) -> None:
         with self._run_write(run_id, token) as con:
@@ -619,12 +676,16 @@ class Store:
 
     def worker_heartbeat(self, worker_id: str, run_id: str | None, token: str | None = None) -> None:
         """Stamp the worker and, while its attempt still owns it, its run (a reclaimed run is not kept alive)."""
+        self.heartbeat_runs(worker_id, {run_id: token} if run_id else {})
+
+    def heartbeat_runs(self, worker_id: str, runs: dict[str, str | None]) -> None:
+        """Stamp the worker and each of its runs (run id -> attempt token) that its attempt still owns: one write
+        for a Ray driver holding every run of a sweep."""
         now = time.time()
         with self._write() as con:
             con.execute("UPDATE workers SET heartbeat_at=? WHERE id=?", (now, worker_id))
-            if run_id:
-                con.execute("UPDATE runs SET heartbeat_at=? WHERE id=? AND status='running'"
-                            " AND attempt_token IS ?", (now, run_id, token))
+            con.executemany("UPDATE runs SET heartbeat_at=? WHERE id=? AND status='running' AND attempt_token IS ?",
+                            [(now, run_id, token) for run_id, token in runs.items()])
 
     def release_worker_runs(self, worker_id: str, reason: str, refund: bool = True) -> list[str]:
         """Hand back every run a stopping worker still holds: they go back to the queue at once rather than

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from engine.distributed.checks import distributed_errors
 from engine.methods import METHODS
 from engine.step import PathRoute
 from engine.weightings import WEIGHTINGS
@@ -53,6 +54,8 @@ def validate_spec(spec: RunSpec, home: Path | None = None) -> list[str]:
     for i, path in enumerate(spec.paths):
         errors += _path_errors(i, path, spec, spots, student_spots, num_classes)
     errors += _weighting_errors(spec) + _method_errors(spec)
+    if spec.distributed.nproc > 1:  # the machine's device count is checked where the processes start
+        errors += distributed_errors(spec)
     return errors
 
 

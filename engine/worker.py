@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.distributed.launch import run_distributed
 from engine.jobs import execute_job
 from engine.runner import execute_run
 from engine.spec import SpecError, spec_from_yaml
@@ -38,30 +39,37 @@ log = logging.getLogger("pathscope.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Keeps the worker's and its current run's heartbeat fresh, even during a long step.
+    """Keeps the worker's and its current runs' heartbeats fresh, even during a long step.
 
-    ``current_run`` and ``current_token`` name the run and the attempt it beats for: a reclaimed attempt's beats
-    no longer touch the run.
+    ``runs`` maps each run it beats for to the attempt token it holds: a reclaimed attempt's beats no longer touch
+    the run. A worker holds one run at a time (``follow``); a Ray driver holds every run of its sweep
+    (``hold`` / ``drop``).
     """
 
     def __init__(self, home: Path, worker_id: str) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.store = Store(home)
         self.worker_id = worker_id
-        self.current_run: str | None = None
-        self.current_token: str | None = None
+        self.runs: dict[str, str | None] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.wait(HEARTBEAT_SECONDS):
             try:
-                self.store.worker_heartbeat(self.worker_id, self.current_run, self.current_token)
+                self.store.heartbeat_runs(self.worker_id, dict(self.runs))
             except Exception:  # a locked database must not kill the heartbeat; try again next beat
                 log.exception("heartbeat failed")
 
     def follow(self, run: RunRow | None) -> None:
-        """Beat for this claimed run from now on (None: for no run)."""
-        self.current_run, self.current_token = (run.id, run.attempt_token) if run else (None, None)
+        """Beat for this claimed run only from now on (None: for no run)."""
+        self.runs = {run.id: run.attempt_token} if run else {}
+
+    def hold(self, run_id: str, token: str | None) -> None:
+        """Beat for this run (too), under this attempt token."""
+        self.runs = {**self.runs, run_id: token}
+
+    def drop(self, run_id: str) -> None:
+        self.runs = {k: v for k, v in self.runs.items() if k != run_id}
 
     def stop(self) -> None:
         self._halt.set()
@@ -81,27 +89,42 @@ def execute_claimed(store: Store, run: RunRow, stop_event: threading.Event,
     reporter = StoreReporter(store, run.id, stop_event, on_progress, token=run.attempt_token)
     token = run.attempt_token
     try:
+        spec = spec_from_yaml(run.spec_yaml)
+        store.set_placement(run.id, local_placement(spec.device), token=token)
         with fenced_files(reporter.file_fence()):
-            result = execute_run(spec_from_yaml(run.spec_yaml), run.id, store.home, reporter)
+            if spec.distributed.nproc > 1:  # its rank 0 writes the run's rows under this claim's token
+                result = run_distributed(spec, run.id, store.home, token, stop=stop_event)
+            else:
+                result = execute_run(spec, run.id, store.home, reporter)
     except LostClaim:
         log.warning("run %s was reclaimed while this worker was paused; it stops here and writes nothing", run.id)
     except (RunInterrupted, KeyboardInterrupt):
-        _record(run.id, reporter.flush,
-                lambda: store.release_run(run.id, token, stopped_status, _stopped_reason(stopped_status, run.id)))
+        record_writes(run.id, reporter.flush, lambda: store.release_run(
+            run.id, token, stopped_status, _stopped_reason(stopped_status, run.id)))
     except RunCancelled:
-        _record(run.id, reporter.flush, lambda: store.finish_run(
+        record_writes(run.id, reporter.flush, lambda: store.finish_run(
             run.id, "cancelled", error="cancelled by the user; the last epoch checkpoint is kept", token=token),
-                lambda: store.add_event(run.id, "info", "cancelled", token=token))
+                      lambda: store.add_event(run.id, "info", "cancelled", token=token))
     except NonFiniteLoss as err:
         _fail(store, reporter, run.id, str(err), {"step": err.step, "term": err.term, "phase": err.phase})
     except Exception as err:  # noqa: BLE001 - a worker must survive any run
         _fail(store, reporter, run.id, failure_message(err, run.id), {"traceback": traceback.format_exc()})
     else:
-        if _record(run.id, reporter.flush, lambda: store.finish_run(run.id, "done", result=result, token=token)):
-            _record(run.id, lambda: store.add_event(run.id, "info", f"done: test accuracy {result['test_acc']:.4f}",
-                                                    token=token))
+        if record_writes(run.id, reporter.flush,
+                         lambda: store.finish_run(run.id, "done", result=result, token=token)):
+            record_writes(run.id, lambda: store.add_event(
+                run.id, "info", f"done: test accuracy {result['test_acc']:.4f}", token=token))
             return result
     return None
+
+
+def local_placement(device: str) -> dict[str, Any]:
+    """Where a run this process executes runs (RunRow.placement): this host, this process, its device."""
+    try:
+        devices = str(resolve_device(device))
+    except RuntimeError:  # CUDA asked for but absent: execute_run fails it with that message
+        devices = device
+    return {"executor": "local", "node": socket.gethostname(), "devices": devices, "pid": os.getpid()}
 
 
 def _stopped_reason(status: str, run_id: str) -> str:
@@ -134,11 +157,11 @@ def _fail(store: Store, reporter: StoreReporter, run_id: str, message: str, data
     everything after the last checkpoint anyway.
     """
     reporter.drop_unflushed()
-    _record(run_id, lambda: store.finish_run(run_id, "failed", error=message, token=reporter.token),
-            lambda: store.add_event(run_id, "error", message, data, token=reporter.token))
+    record_writes(run_id, lambda: store.finish_run(run_id, "failed", error=message, token=reporter.token),
+                  lambda: store.add_event(run_id, "error", message, data, token=reporter.token))
 
 
-def _record(run_id: str, *writes: Callable[[], None]) -> bool:
+def record_writes(run_id: str, *writes: Callable[[], None]) -> bool:
     """Perform a run's closing writes in order, stopping at the first that fails with a single log line (never a
     chained traceback): a lost claim means another attempt owns the run; a database that cannot be written
     leaves the run `running` until its heartbeat goes stale and it is resumed. True when all were written."""

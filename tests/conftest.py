@@ -89,3 +89,35 @@ def step_ctx(step: int = 0):
     from engine.paths.base import StepContext
 
     return StepContext(labels=torch.zeros(1, dtype=torch.long), epoch=0, step=step, index=torch.zeros(1))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray cluster (2 CPUs) for the whole pytest run. Ray writes its auth token under HOME, so HOME points
+    at a temporary folder while it starts (its processes keep it); then this process and the drivers it spawns
+    find the token through RAY_AUTH_TOKEN_PATH, and HOME is the user's again for the other tests."""
+    ray = pytest.importorskip("ray")
+    saved = {name: os.environ.get(name) for name in ("HOME", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
+    ray_home = tmp_path_factory.mktemp("ray-home")
+    os.environ["HOME"] = str(ray_home)
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    finally:
+        _restore_env({"HOME": saved["HOME"]})
+    token = ray_home / ".ray" / "auth_token"
+    if token.exists():
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        _restore_env(saved)
+
+
+def _restore_env(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

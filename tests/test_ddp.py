@@ -7,6 +7,7 @@ logged loss, weight, probe measurement and accuracy must equal the reference's t
 from __future__ import annotations
 
 import math
+from contextlib import closing
 import shutil
 import threading
 import time
@@ -166,3 +167,28 @@ def test_a_stopping_caller_ends_the_ranks_and_raises_interrupted(shared_home: Pa
         run_distributed(spec, run_id, shared_home, token, nproc=2, stop=stop)
     assert time.monotonic() - started < 15
     assert not (run_dir(shared_home, run_id) / "distributed" / "result.json").exists()
+
+
+@pytest.mark.skipif(devices_present()[0] < 2 and not torch.cuda.is_available(), reason="needs 2 CPU cores")
+def test_the_cli_trains_a_spec_as_two_processes_and_the_store_says_where(tmp_path: Path) -> None:
+    """`python -m engine run SPEC --nproc 2`: the worker path (execute_claimed) hands the claim to the ranks."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump(tiny_spec_dict(epochs=1)))
+    home = tmp_path / "workspace"
+    done = subprocess.run([sys.executable, "-m", "engine", "run", str(spec_file), "--nproc", "2"],
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PATHSCOPE_HOME": str(home)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "done" and result["nproc"] == 2
+    with closing(Store(home, readonly=True)) as store:
+        run = store.get_run(result["run_id"])
+        assert run.status == "done" and run.placement["executor"] == "local"
+        assert yaml.safe_load(run.spec_yaml)["distributed"]["nproc"] == 2
