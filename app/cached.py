@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from app import queries, worker_control
+from app.cluster import ClusterSummary, cluster_summary
 from app.run_series import RunSeries
 from app.samples import SampleImages
 from engine.ablation import AblationRow, ablation_progress, ablation_table, group_id_of
@@ -101,6 +102,14 @@ def events(home_dir: str, run_id: str) -> pd.DataFrame:
 def teacher_accuracies(home_dir: str, run_id: str) -> dict[str, dict]:
     with _reader(home_dir) as store:
         return queries.teacher_accuracies(store, run_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def cluster(home_dir: str) -> ClusterSummary:
+    if not workspace_exists(home_dir):
+        return ClusterSummary()
+    with _reader(home_dir) as store:
+        return cluster_summary(store)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

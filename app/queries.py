@@ -26,7 +26,7 @@ METRIC_COLUMNS = ["phase", "step", "epoch", "key", "value"]
 EVENT_COLUMNS = ["time", "level", "message"]
 RUN_COLUMNS = [
     "id", "name", "group_id", "status", "phase", "progress", "error", "label", "created", "duration_s",
-    "dataset", "student", "combination", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct",
+    "dataset", "student", "combination", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct", "runs_on",
 ]
 # Index levels of an array frame: one row per recorded sample (sample -1: a row of no sample).
 ARRAY_LEVELS = ["step", "epoch", "sample"]
@@ -71,6 +71,7 @@ def _spec_summary(spec_yaml: str) -> dict[str, Any]:
         "student": section("student").get("arch", "?"),
         "combination": combination(data),
         "n_paths": sum(1 for p in paths if p.get("enabled", True)),
+        "nproc": section("distributed").get("nproc", 1),
         "path_ids": [str(p.get("id")) for p in paths],
         "teacher_ids": [str(t.get("id")) for t in items("teachers")],
     }
@@ -89,6 +90,22 @@ def combination(data: dict[str, Any]) -> str:
 
 def run_label(run: RunRow) -> str:
     return f"{printable(run.name)} · {run.id} · {run.status}"
+
+
+def placement_label(run: RunRow) -> str:
+    """Where the run executes, e.g. "ray · node-2 (10.0.0.2) · cuda:0" or "local · laptop · cpu · 2 processes";
+    "" before an executor placed it (queued, or a run of before placements were recorded)."""
+    placement = run.placement
+    if not placement:
+        return ""
+    node = str(placement.get("node") or "?")
+    if placement.get("ip") and placement.get("ip") != node:
+        node = f"{node} ({placement['ip']})"
+    parts = [str(placement.get("executor", "local")), node, str(placement.get("devices") or "?")]
+    nproc = _spec_summary(run.spec_yaml)["nproc"]
+    if isinstance(nproc, int) and nproc > 1:
+        parts.append(f"{nproc} processes (DDP)")
+    return " · ".join(parts)
 
 
 def run_duration(run: RunRow, now: float | None = None) -> float | None:
@@ -116,6 +133,7 @@ def run_record(run: RunRow) -> dict[str, Any]:
         **spec_summary(run.spec_yaml),
         "test_acc_pct": _percent(result.get("test_acc")),
         "val_acc_pct": _percent(result.get("val_acc")),
+        "runs_on": placement_label(run),
     }
 
 

@@ -31,6 +31,15 @@ from engine.store import Store
 from engine.teacher_check import submit_teacher_check as queue_teacher_check
 
 
+@dataclass(frozen=True)
+class RayTarget:
+    """Where a comparison goes on Ray: ``address`` None starts a Ray instance on this machine, "auto" joins the
+    one `ray start` started here, "host:port" a cluster's head; ``storage`` None: the workspace."""
+
+    address: str | None = None
+    storage: str | None = None
+
+
 def _writer(home: str | Path) -> closing[Store]:
     return closing(Store(Path(home)))
 
@@ -109,10 +118,23 @@ def plan(spec: dict[str, Any], weightings: list[str], seeds: list[int], home: st
     return plan_comparison(spec, weightings, seeds, Path(home))
 
 
-def submit_comparison(home: str | Path, comparison: ComparisonPlan) -> tuple[str | None, list[str]]:
-    """Queue a planned comparison's valid variants in one new group; (group id or None, run ids)."""
+def submit_comparison(home: str | Path, comparison: ComparisonPlan, ray: RayTarget | None = None
+                      ) -> tuple[str | None, list[str]]:
+    """Start a planned comparison's valid variants in one new group; (group id or None, run ids).
+
+    Without ``ray`` they are queued for this machine's workers (one is started); with it, a background driver
+    runs them as trials on that Ray cluster and keeps going when the dashboard closes. Raises
+    engine.executors.ExecutorError (one line) when the cluster or the storage cannot take them.
+    """
     if not comparison.valid:
         return None, []
+    if ray is not None:
+        from engine.executors import launch
+
+        with _writer(home) as store:
+            launched = launch(store, comparison.valid, executor="ray", address=ray.address, storage=ray.storage,
+                              wait=False)
+        return launched.group_id, launched.run_ids
     with _writer(home) as store:
         group_id, run_ids = queue_comparison(store, comparison)
     return group_id, _queued(home, run_ids)

@@ -11,7 +11,7 @@ from engine.vocabulary import MAIN_PHASE, TEST_ACC, TOTAL_LOSS, VAL_ACC
 DEFAULT_OVERLAY = 3
 PREFERRED_METRICS = (VAL_ACC, TEST_ACC, TOTAL_LOSS)
 TABLE_COLUMNS = ["name", "id", "status", "dataset", "student", "combination", "n_paths",
-                 "test_acc_pct", "val_acc_pct", "duration_s"]
+                 "test_acc_pct", "val_acc_pct", "duration_s", "runs_on"]
 ALL_RUNS = "(all runs)"
 
 
@@ -24,6 +24,7 @@ def runs_table(runs: pd.DataFrame) -> None:
             "test_acc_pct": st.column_config.NumberColumn("test acc (%)", format="%.2f"),
             "val_acc_pct": st.column_config.NumberColumn("val acc (%)", format="%.2f"),
             "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+            "runs_on": st.column_config.TextColumn("runs on", help="executor · node · devices"),
         },
     )
 

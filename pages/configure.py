@@ -25,7 +25,10 @@ from app.spec_form import (
     teacher_check_frame, teachers_frame, teachers_from_frame,
 )
 from app.widgets import DEMO_SPEC, go_live, user_errors
-from app.writes import plan, save_checkpoint, submit_comparison, submit_run, submit_teacher_check, uploads_dir
+from app.writes import (
+    RayTarget, plan, save_checkpoint, submit_comparison, submit_run, submit_teacher_check, uploads_dir,
+)
+from engine.executors.base import ExecutorError
 from engine.comparison import check_variant
 from engine.data import DATASETS, dataset_signature, load_dataset
 from engine.data.bundle import DatasetError
@@ -644,13 +647,19 @@ def teacher_check_result(spec: RunSpec | None) -> None:
                 st.caption(row.note)
 
 
-def launch_comparison(d: dict[str, Any], weightings: list[str], seeds: list[int], home: str) -> None:
-    """Queue every valid (weighting, seed) variant in one new group; list the invalid ones with their errors."""
+def launch_comparison(d: dict[str, Any], weightings: list[str], seeds: list[int], home: str,
+                      ray: RayTarget | None) -> None:
+    """Start every valid (weighting, seed) variant in one new group; list the invalid ones with their errors."""
     with st.spinner(f"Checking {len(weightings) * len(seeds)} variants…"):
         comparison = plan(d, weightings, seeds, home)
-    group_id, run_ids = submit_comparison(home, comparison)
+    try:
+        group_id, run_ids = submit_comparison(home, comparison, ray)
+    except ExecutorError as err:
+        st.error(f"Not launched on Ray: {err}")
+        return
     if run_ids:
-        st.success(f"Queued {len(run_ids)} run(s) in group `{group_id}`.")
+        where = "on Ray (a driver runs them in the background)" if ray else "for this machine's workers"
+        st.success(f"Queued {len(run_ids)} run(s) in group `{group_id}` {where}.")
         st.page_link(page_file("compare"), label="Compare them by combination", icon=":material/compare_arrows:")
     for name, errors in comparison.invalid:
         st.error(f"Not launched: **{name}**\n\n" + "\n".join(f"- `{line}`" for line in errors))
@@ -666,13 +675,28 @@ def comparison_section(d: dict[str, Any], home: str) -> None:
     chosen = c1.multiselect("Weightings", names, default=[current] if current in names else [],
                             key=key("cmp.weightings"))
     seeds_text = c2.text_input("Seeds", str(d["seed"]), key=key("cmp.seeds"), help="comma-separated, e.g. 0,1,2")
+    ray = ray_target()
     if st.button("Launch comparison", icon=":material/stacked_bar_chart:", disabled=not chosen):
         try:
             seeds = parse_seeds(seeds_text)
         except ValueError as err:
             st.error(f"Seeds: {err}")
             return
-        launch_comparison(d, chosen, seeds, home)
+        launch_comparison(d, chosen, seeds, home, ray)
+
+
+def ray_target() -> RayTarget | None:
+    """Where the comparison runs: this machine's workers (None), or a Ray cluster and a storage folder."""
+    where = st.radio("Run on", ["this machine", "Ray cluster"], horizontal=True, key=key("cmp.executor"),
+                     help="Ray: each run is a Ray Tune trial (one GPU each where the cluster has GPUs)")
+    if where == "this machine":
+        return None
+    c1, c2 = st.columns(2)
+    address = c1.text_input("Ray address", "", key=key("cmp.ray_address"), placeholder="empty: Ray on this machine",
+                            help="auto (the cluster `ray start` started here), or host:port of the cluster's head")
+    storage = c2.text_input("Storage", "", key=key("cmp.ray_storage"), placeholder="empty: the workspace",
+                            help="a folder every node can write (a shared file system): checkpoints and caches")
+    return RayTarget(address.strip() or None, storage.strip() or None)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Home: what PathScope is, the one-click demo, and the latest runs."""
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from app import cached
@@ -57,3 +58,36 @@ with user_errors("Recent runs"):
             },
         )
         st.page_link(page_file("compare"), label="Compare all runs", icon=":material/compare_arrows:")
+
+st.subheader("Where runs execute")
+with user_errors("Where runs execute"):
+    where = cached.cluster(cached.home())
+    if where.empty:
+        st.info("Nothing is running. Runs go to this machine's workers (started for you when you launch), or to a "
+                "Ray cluster: choose *Ray cluster* under *Launch a comparison* on Configure, or "
+                "`python -m engine sweep SPEC --executor ray`.", icon=":material/info:")
+    else:
+        cols = st.columns(4)
+        cols[0].metric("local workers", where.local_workers, help="worker processes of this machine")
+        cols[1].metric("Ray drivers", where.ray_drivers, help="processes driving a sweep on a Ray cluster; "
+                                                             "each is the one writer of its trials' rows")
+        cols[2].metric("Ray trials running", where.ray_running)
+        cols[3].metric("Ray trials waiting", where.ray_queued, help="waiting for a free slot on the cluster")
+        if not where.nodes.empty:
+            st.dataframe(where.nodes, hide_index=True,
+                         column_config={"running": st.column_config.NumberColumn("runs running")})
+        if where.addresses:
+            st.caption("Ray runs were launched on: " + ", ".join(where.addresses))
+    with st.expander("Ask a Ray cluster for its nodes"):
+        address = st.text_input("Ray address", "auto", help="auto (the cluster `ray start` started here) or "
+                                                             "host:port of the head; joining takes a few seconds")
+        if st.button("Ask the cluster", icon=":material/hub:"):
+            from engine.executors.ray_tune import cluster_state
+
+            with st.spinner(f"Joining {address}…"):
+                state = cluster_state(address.strip() or "auto")
+            if state["error"]:
+                st.error(state["error"])
+            else:
+                st.caption(f"{len(state['nodes'])} node(s), {state['cpus']:g} CPUs, {state['gpus']:g} GPUs")
+                st.dataframe(pd.DataFrame(state["nodes"]), hide_index=True)

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import cached, charts
-from app.queries import spec_summary
+from app.queries import placement_label, spec_summary
 from app.run_series import RunSeries
 from app.widgets import download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
 from app.worker_control import autostart_disabled
@@ -43,6 +43,9 @@ def run_header(home: str, run: RunRow) -> None:
         summary = spec_summary(run.spec_yaml)
         st.caption(f"{summary['combination']} · {summary['n_paths']} path(s) · student {summary['student']}",
                    help="the path method · the weighting (just the weighting when the paths use their distillers)")
+        where = placement_label(run)
+        if where:
+            st.caption(f"Runs on {where}", help="executor · node · devices")
     with right:
         if run.status in ACTIVE_STATUSES:
             if st.button("Cancel run", icon=":material/stop_circle:", disabled=bool(run.cancel_requested)):
