@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test worker system-packages clean-workspace planted detector bench bench-data repro soak
+.PHONY: run test worker system-packages clean-workspace planted detector bench bench-data repro soak scale
 
 # Re-installs only when requirements.txt changes, so repeated make calls start at once.
 $(STAMP): requirements.txt
@@ -59,6 +59,11 @@ soak: $(STAMP)
 # x 30 epochs, hours on a CPU; QUICK=1: 2 seeds x 2 epochs on 600 images, a check of the set-up (about half an hour here).
 repro: $(STAMP)
 	QUICK=$(QUICK) $(PY) bench/repro.py
+
+# Scale bench (bench/scale.py): an 8-run digits sweep on the local executor against Ray, the one writer's load with
+# 8 trials logging every step, and one run's samples/s with 1 and 2 gloo DDP processes. QUICK=1: about 4 minutes.
+scale: $(STAMP)
+	QUICK=$(QUICK) $(PY) bench/scale.py
 
 # Data bench: time to first step on the CIFAR-10 JPEG folder (cold, warm), epoch time against the plain PyTorch
 # floor, and the memory of a streamed 20,000-image folder. QUICK=1: under about three minutes.
