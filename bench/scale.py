@@ -118,7 +118,7 @@ def ray_sweep(home: Path, log_every: int) -> tuple[float, list[str]]:
 
 
 def rows_written(home: Path, run_ids: list[str]) -> tuple[int, int]:
-    """(metric rows stored, steps whose loss/total is missing) over the runs' main phase."""
+    """(metric rows stored, steps between the first and the last logged whose loss/total is missing)."""
     with closing(Store(home, readonly=True)) as store:
         placeholders = ",".join("?" * len(run_ids))
         rows = store.con.execute(f"SELECT COUNT(*) FROM metrics WHERE run_id IN ({placeholders})", run_ids).fetchone()[0]
@@ -126,8 +126,9 @@ def rows_written(home: Path, run_ids: list[str]) -> tuple[int, int]:
         for run_id in run_ids:
             steps = store.con.execute("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_id=? AND phase='main' AND "
                                       "key='loss/total'", (run_id,)).fetchone()[0]
-            expected = store.con.execute("SELECT MAX(step) + 1 FROM metrics WHERE run_id=? AND phase='main'",
-                                         (run_id,)).fetchone()[0]
+            # steps 0..last were each logged (log_every 1); the end-of-epoch rows sit one step past the last
+            expected = store.con.execute("SELECT MAX(step) + 1 FROM metrics WHERE run_id=? AND phase='main' AND "
+                                         "key='loss/total'", (run_id,)).fetchone()[0]
             missing += (expected or 0) - steps
         return rows, missing
 
