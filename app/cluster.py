@@ -1,11 +1,17 @@
 """Where runs execute: local workers, Ray drivers and the nodes their trials run on, read from the store.
 
-The store is the dashboard's only source (it never joins a cluster to draw a page); *Ask the Ray cluster* joins one
-on demand for its nodes' CPUs and GPUs (engine.executors.ray_tune.cluster_state).
+The store is the dashboard's only source to draw a page. *Ask a Ray cluster* asks one for its nodes' CPUs and GPUs
+through `python -m engine cluster` in a child process: joining a cluster from the dashboard's own process would
+make it listen on Ray's ports on every interface (which app/launch.py's exposure check then refuses).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,6 +19,8 @@ import pandas as pd
 from engine.store import STALE_AFTER_SECONDS, RunRow, Store
 
 DRIVER_PREFIX = "ray-driver-"
+ASK_TIMEOUT_S = 90  # joining a cluster imports Ray and may start a core worker: seconds, not minutes
+ROOT = Path(__file__).resolve().parents[1]
 NODE_COLUMNS = ["node", "executor", "running", "devices"]
 
 
@@ -69,3 +77,20 @@ def cluster_summary(store: Store) -> ClusterSummary:
         nodes=_node_rows(placed),
         addresses=sorted(addresses),
     )
+
+
+def ask_cluster(address: str, home: Path) -> dict[str, Any]:
+    """engine.executors.ray_tune.cluster_state of the cluster at ``address``, asked by a child process; its "error"
+    is one line when nothing answers, the child fails or it takes longer than ASK_TIMEOUT_S."""
+    command = [sys.executable, "-m", "engine", "cluster", "--address", address]
+    try:
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PATHSCOPE_HOME": str(home)},
+                              capture_output=True, text=True, timeout=ASK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"Ray address {address}: no answer within {ASK_TIMEOUT_S} s", "nodes": []}
+    lines = done.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"Ray address {address}: the cluster query failed ({last})", "nodes": []}

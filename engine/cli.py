@@ -18,7 +18,7 @@ from engine.spec import (
     RunSpec, SpecError, apply_overrides, load_spec_data, parse_spec, printable, spec_from_yaml, spec_to_yaml,
 )
 from engine.store import (
-    STALE_AFTER_SECONDS, Store, WorkspaceError, init_workspace, mark_orphaned_runs, workspace_home,
+    STALE_AFTER_SECONDS, Store, WorkspaceError, db_path, init_workspace, mark_orphaned_runs, workspace_home,
 )
 
 EXIT_INVALID = 2
@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "starts it for a comparison launched on Ray)")
     p.add_argument("group")
     _ray_options(p)
+    p = command("cluster", cmd_cluster, "a Ray cluster's nodes (CPUs, GPUs, alive) and this workspace's Ray trials "
+                                        "running and waiting; the last line is JSON")
+    p.add_argument("--address", default="auto", help="auto (the cluster `ray start` started here) or host:port")
     p = command("ablation", cmd_ablation, "each path's verdict next to its measured effect on test accuracy")
     p.add_argument("run")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
@@ -542,6 +545,22 @@ def cmd_drive(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
     return _sweep_summary(args.group, statuses)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Joins the cluster from this process, so the dashboard, which must never listen on Ray's ports, asks
+    through this command."""
+    from engine.executors.ray_tune import cluster_state
+
+    store = Store(workspace_home(), readonly=True) if db_path(workspace_home()).exists() else None
+    state = cluster_state(args.address, store)
+    if state["error"]:
+        print(f"error: {state['error']}", file=sys.stderr)
+    for node in state["nodes"]:
+        print(f"{node['host']}\t{node['ip']}\t{'alive' if node['alive'] else 'dead'}\t{node['cpus']:g} CPUs\t"
+              f"{node['gpus']:g} GPUs")
+    print(json.dumps(state))
+    return EXIT_INVALID if state["error"] else 0
 
 
 def _cell(value: float | None, status: str, signed: bool = False) -> str:

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app import cached
+from app.cluster import ask_cluster
 from app.nav import page_file
 from app.widgets import DEMO_SPEC, empty_state, go_live, user_errors
 from app.writes import submit_run
@@ -82,10 +83,8 @@ with user_errors("Where runs execute"):
         address = st.text_input("Ray address", "auto", help="auto (the cluster `ray start` started here) or "
                                                              "host:port of the head; joining takes a few seconds")
         if st.button("Ask the cluster", icon=":material/hub:"):
-            from engine.executors.ray_tune import cluster_state
-
-            with st.spinner(f"Joining {address}…"):
-                state = cluster_state(address.strip() or "auto")
+            with st.spinner(f"Asking {address}…"):
+                state = ask_cluster(address.strip() or "auto", Path(cached.home()))
             if state["error"]:
                 st.error(state["error"])
             else:

@@ -91,9 +91,11 @@ def step_ctx(step: int = 0):
     return StepContext(labels=torch.zeros(1, dtype=torch.long), epoch=0, step=step, index=torch.zeros(1))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
-    """One local Ray cluster (2 CPUs) for the whole pytest run. Ray writes its auth token under HOME, so HOME points
+    """One local Ray cluster (2 CPUs) for the module that uses it (one per pytest run: tests/test_ray_executor.py),
+    shut down at its end: a Ray driver's core worker listens on every interface, which the dashboard's exposure
+    check rightly refuses, so page tests after it in this process would see a refusing app. Ray writes its auth token under HOME, so HOME points
     at a temporary folder while it starts (its processes keep it); then this process and the drivers it spawns
     find the token through RAY_AUTH_TOKEN_PATH, and HOME is the user's again for the other tests."""
     ray = pytest.importorskip("ray")

@@ -123,6 +123,16 @@ class _Saboteur(threading.Thread):
             self.killed_pid, self.killed_at_epoch = run.placement["pid"], epochs
 
 
+def test_the_dashboard_asks_a_cluster_for_its_nodes_from_a_child_process(ray_cluster, home: Path) -> None:
+    """Home's *Ask the cluster*: `python -m engine cluster` joins it, so the dashboard's process never listens on
+    Ray's ports."""
+    from app.cluster import ask_cluster
+
+    state = ask_cluster(ray_cluster.get_runtime_context().gcs_address, home)
+    assert state["error"] is None
+    assert state["cpus"] == 2 and all(node["alive"] for node in state["nodes"]) and len(state["nodes"]) == 1
+
+
 @pytest.fixture(scope="module")
 def faults(ray_cluster, tmp_path_factory):
     """One drive of two long runs: the first's trial process is killed mid-run, the second is cancelled."""
