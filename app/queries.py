@@ -93,15 +93,21 @@ def run_label(run: RunRow) -> str:
 
 
 def placement_label(run: RunRow) -> str:
-    """Where the run executes, e.g. "ray · node-2 (10.0.0.2) · cuda:0" or "local · laptop · cpu · 2 processes";
-    "" before an executor placed it (queued, or a run of before placements were recorded)."""
+    """Where the run executes, e.g. "ray · node-2 (10.0.0.2) · cuda:0" or "local · laptop · cpu · 2 processes (DDP)";
+    a Ray run before its trial started: "ray · waiting for a slot on 10.0.0.1:6379"; "" before any executor placed it
+    (queued, or a run of before placements were recorded)."""
     placement = run.placement
     if not placement:
         return ""
-    node = str(placement.get("node") or "?")
+    executor = str(placement.get("executor", "local"))
+    if not placement.get("node"):
+        address = placement.get("address")
+        where = f" on {address}" if address and address != "local" else ""
+        return f"{executor} · waiting for a slot{where}" if executor == "ray" else executor
+    node = str(placement["node"])
     if placement.get("ip") and placement.get("ip") != node:
         node = f"{node} ({placement['ip']})"
-    parts = [str(placement.get("executor", "local")), node, str(placement.get("devices") or "?")]
+    parts = [executor, node, str(placement.get("devices") or "?")]
     nproc = _spec_summary(run.spec_yaml)["nproc"]
     if isinstance(nproc, int) and nproc > 1:
         parts.append(f"{nproc} processes (DDP)")

@@ -40,12 +40,13 @@ def test_the_summary_counts_ray_trials_by_whether_they_started(workspace: Path) 
 
 
 def test_live_and_compare_say_where_a_run_executes(workspace: Path) -> None:
-    running, _ = ray_runs(workspace)
+    running, waiting = ray_runs(workspace)
     at = open_page("live", selected_run=running)
     assert "Runs on ray · gpu-node-2 (10.0.0.2) · cuda:0" in texts(at.caption)
     at = open_page("compare")
     table = at.dataframe[0].value
     assert table.loc[table["id"] == running, "runs_on"].item() == "ray · gpu-node-2 (10.0.0.2) · cuda:0"
+    assert table.loc[table["id"] == waiting, "runs_on"].item() == "ray · waiting for a slot on 10.0.0.1:6379"
 
 
 def test_home_shows_the_cluster_and_an_unreachable_one_in_one_line(workspace: Path) -> None:
