@@ -210,7 +210,7 @@ def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
     A worker busy training takes new jobs only after that run; start a second worker to serve
     jobs (attribution maps) while a long run trains.
     """
-    home = init_workspace(home)
+    home = _open_workspace(home)
     store = Store(home)
     worker_id = f"{socket.gethostname()}-{os.getpid()}"
     store.register_worker(worker_id, str(resolve_device("auto")))
@@ -241,6 +241,17 @@ def serve(home: Path, once: bool = False, poll_seconds: float = 1.0,
                                   refund=stop_event.is_set())
         store.stop_worker(worker_id)
         store.close()
+
+
+def _open_workspace(home: Path) -> Path:
+    """init_workspace, waiting out a process that holds the database's write lock (one paused mid-write) rather
+    than exiting: the worker starts once the lock is free. SIGTERM still ends it at once."""
+    while True:
+        try:
+            return init_workspace(home)
+        except sqlite3.OperationalError as err:
+            log.warning("the store is busy (%s); trying again", err)
+            time.sleep(1.0)
 
 
 def _serve_next(store: Store, worker_id: str, heartbeat: Heartbeat, sleep_watch: SleepWatch,

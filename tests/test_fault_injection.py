@@ -12,6 +12,7 @@ import os
 import random
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ import torch
 import yaml
 
 from engine.spec import parse_spec, spec_to_yaml
-from engine.store import Store, run_dir
+from engine.store import Store, db_path, run_dir
 from tests.conftest import ROOT, engine_cli, tiny_spec_dict
 
 pytestmark = pytest.mark.slow
@@ -107,7 +108,7 @@ def test_a_paused_worker_whose_run_was_reclaimed_stops_at_its_next_write(home: P
     second = None
     try:
         _wait_for(lambda: (run_dir(home, run_id) / "checkpoints" / "epoch_001.pt").exists(), "two epochs")
-        os.killpg(first.pid, signal.SIGSTOP)  # a laptop asleep, a debugger: alive, but no heartbeat
+        _pause_between_writes(first, home)  # a laptop asleep, a debugger: alive, but no heartbeat
         second = _worker(home, home / "second.log")
         _wait_for(lambda: store.get_run(run_id).attempts == 2, "the second worker to reclaim the run")
         os.killpg(first.pid, signal.SIGCONT)  # wakes mid-step while the second worker trains the run
@@ -118,6 +119,25 @@ def test_a_paused_worker_whose_run_was_reclaimed_stops_at_its_next_write(home: P
         _end(first, *([second] if second else []))
     _assert_done_once_and_equal(store, run_id, reference)
     assert any(m.startswith("resumed main from the checkpoint") for m in (e["message"] for e in store.events(run_id)))
+
+
+def _pause_between_writes(worker: subprocess.Popen, home: Path, tries: int = 100) -> None:
+    """SIGSTOP ``worker`` at a moment it holds no write transaction. Paused inside one (a few milliseconds of every
+    second), it would block every writer of the workspace, the second worker included, until it wakes: SQLite's
+    rule, which no reclaim can get around, and not what this test is about."""
+    for _ in range(tries):
+        os.killpg(worker.pid, signal.SIGSTOP)
+        con = sqlite3.connect(db_path(home), timeout=0.2)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+            return
+        except sqlite3.OperationalError:  # paused mid-write: let it finish and try again
+            os.killpg(worker.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            con.close()
+    raise AssertionError(f"the worker held a write transaction at each of {tries} pauses")
 
 
 def _latest_step(store: Store, run_id: str) -> int:

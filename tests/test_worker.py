@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import Store, run_dir
 from tests.conftest import ROOT, tiny_spec_dict
@@ -90,3 +92,25 @@ def test_sigkilled_worker_run_is_resumed_from_its_checkpoint(home: Path) -> None
     assert any(m.startswith("resumed main from the checkpoint of epoch") for m in messages)
     steps = [r["step"] for r in store.metrics(run_id, keys=["loss/total"], phase="main")]
     assert len(steps) == len(set(steps)), "resumed series must not log a step twice"
+
+
+def test_a_starting_worker_waits_out_a_locked_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A process paused mid-write holds the write lock past the busy timeout: a new worker waits, not exits."""
+    import sqlite3
+
+    from engine import worker
+
+    calls: list[Path] = []
+
+    def locked_once(home: Path) -> Path:
+        calls.append(home)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return home
+
+    monkeypatch.setattr(worker, "init_workspace", locked_once)
+    monkeypatch.setattr(worker.time, "sleep", lambda _seconds: None)
+    with caplog.at_level("WARNING", logger="pathscope.worker"):
+        assert worker._open_workspace(tmp_path) == tmp_path
+    assert len(calls) == 2 and "the store is busy (database is locked)" in caplog.text
