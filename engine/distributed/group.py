@@ -21,7 +21,7 @@ How a step over N processes equals the one-process step on the same global batch
   task term gets 0 x the sum of every trainable parameter: each parameter gets a (zero) gradient every step.
 - Telemetry. Per-sample arrays (AMTML's teacher weights) are rank 0's: they cover its slice of each batch.
 - Frozen parts. The teachers sit in a plain dict of the learner, outside the wrapped module: each process keeps an
-  eval() replica or reads the cache. A part frozen mid-run (AMTML's stage B) changes the trainable set: the
+  evaluation-mode replica or reads the cache. A part frozen mid-run (AMTML's stage B) changes the trainable set: the
   learner is wrapped again at the next step.
 """
 from __future__ import annotations
