@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import logging
@@ -403,85 +402,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-#: --grid names that stand for a spec field
-GRID_ALIASES = {"aggregator": "weighting.name"}
-
-
-def parse_grid(items: list[str], base: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """[(dotted field, value texts)] from --grid FIELD=V1,V2 options, every problem named by its field."""
-    grid, errors = [], []
-    for item in items:
-        name, sep, text = item.partition("=")
-        field = GRID_ALIASES.get(name.strip(), name.strip())
-        values = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-        if not sep or not field:
-            errors.append(f"--grid {item}: expected FIELD=V1,V2, such as weighting.name=equal,uncertainty")
-        elif field in ("seed", "name"):
-            errors.append(f"--grid {field}: set by the sweep itself (use --seeds for seeds)")
-        elif field in (f for f, _ in grid):
-            errors.append(f"--grid {field}: given twice; list all its values in one --grid")
-        elif not values:
-            errors.append(f"--grid {field}: no value given (expected {field}=V1,V2)")
-        elif problem := _field_problem(base, field.split(".")):
-            errors.append(f"--grid {field}: {problem}")
-        else:
-            grid.append((field, values))
-    if errors:
-        raise SpecError(errors)
-    return grid
-
-
-def _field_problem(base: dict[str, Any], keys: list[str]) -> str | None:
-    """Why the spec (every field filled in) has no field at ``keys``, or None. Plugin params are open."""
-    node: Any = base
-    for depth, key in enumerate(keys):
-        where = ".".join(keys[:depth]) or "the spec"
-        if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
-                return f"{where} has no item {key} (it holds {len(node)}; items are numbered from 0)"
-            node = node[int(key)]
-        elif not isinstance(node, dict):
-            return f"{where} is a value, not a section"
-        elif key in node:
-            node = node[key]
-        elif depth and keys[depth - 1] in ("params", "arch_params"):
-            return None  # checked with the rest of each variant
-        else:
-            return f"no such field: {where} has {', '.join(sorted(node))}"
-    return None
-
-
-def sweep_variants(base: dict[str, Any], grid: list[tuple[str, list[str]]], seeds: list[int]) -> list[dict[str, Any]]:
-    """One spec dict per combination of grid values and seed, named after what it changes."""
-    import itertools
-
-    from engine.comparison import variant_name
-
-    variants = []
-    for combo in itertools.product(*[[(field, v) for v in values] for field, values in grid]):
-        data = copy.deepcopy(base)
-        for field, text in combo:  # a plugin whose name changes starts from its own defaults, not the old params
-            parent = _section(data, field)
-            if field.endswith(".name") and isinstance(parent, dict) and str(parent.get("name")) != text:
-                parent["params"] = {}
-        data = apply_overrides(data, [f"{field}={text}" for field, text in combo])
-        label = " · ".join(f"{field}={text}" for field, text in combo) or "base"
-        for seed in seeds:
-            variants.append({**copy.deepcopy(data), "seed": seed,
-                             "name": variant_name(base.get("name") or "run", label, seed)})
-    return variants
-
-
-def _section(data: dict[str, Any], field: str) -> Any:
-    node: Any = data
-    for key in field.split(".")[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node.get(key)
-    return node
-
-
 def _sweep_specs(args: argparse.Namespace) -> list[RunSpec]:
     """Every variant of the sweep, validated; SpecError listing each invalid one's problems (nothing is queued)."""
-    from engine.comparison import check_variant
+    from engine.comparison import check_variant, parse_grid, sweep_variants
     from engine.spec import spec_to_dict
 
     base = spec_to_dict(parse_spec(_spec_data(args)))
