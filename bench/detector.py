@@ -15,11 +15,13 @@ Runs per scenario (weighting equal unless said, seeds 0, 1, 2 each):
 - lookahead: every path, weighting lookahead;
 - oracle: every path except the ground-truth harmful ones, weighting equal (the full runs when none is harmful).
 
-Ground truth, per path, from the ablation: the path is harmful when mean(acc_full) < mean(acc_without) -
-spread, where spread is the larger of the two sample standard deviations over the three seeds (so a
-removal must gain more than either setting varies from seed to seed; with 3 seeds a pooled standard error
-would be about 0.8x this, so this errs toward calling a path harmless). Ground truth does not look at
-which teacher a path comes from: a good teacher's path can be harmful and a defective one's harmless.
+Ground truth, per path, from the ablation, paired by seed: a full run and a run without the path share their
+seed (the same initial student and batch order), so the gain of removing the path is measured per seed, and the
+path is harmful when the mean gain exceeds both the gains' sample standard deviation over the seeds (the loss must
+be beyond the seeds' spread) and MIN_HARM_POINTS (one point: 3.6 of digits' 359 test images; a smaller "loss"
+is below what three seeds of a test set that size can resolve, and in the last unpaired scoring a clean teacher's
+KD path was called harmful at +0.8 points). Ground truth does not look at which teacher a path comes from: a
+good teacher's path can be harmful and a defective one's harmless.
 
 Scoring, for two detectors on the same full runs:
 - new: `verdict_details[p]`'s "history" ([[step, verdict], ...]) or, without it, "first_flagged_step";
@@ -73,18 +75,22 @@ KIND_OF = {"noisy_labels": "label corruption", "permuted_labels": "label corrupt
 
 
 # ------------------------------------------------------------------ pure core (tests/test_detector_bench.py)
-def spread(full: list[float], without: list[float]) -> float:
-    """The larger of the two sample standard deviations (0 for a single value)."""
-    return max(_std(full), _std(without))
+MIN_HARM_POINTS = 1.0
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def paired_gains(full: dict[int, float], without: dict[int, float]) -> list[float]:
+    """Accuracy gained by removing the path, per seed both runs finished (accuracies keyed by seed)."""
+    return [without[seed] - full[seed] for seed in sorted(full.keys() & without.keys())]
 
 
-def is_harmful(full: list[float], without: list[float]) -> bool:
-    """Ground truth: removing the path raises mean accuracy by more than the seeds' spread."""
-    return statistics.fmean(full) < statistics.fmean(without) - spread(full, without)
+def spread(gains: list[float]) -> float:
+    """The seeds' spread of the paired gains: their sample standard deviation (0 for a single value)."""
+    return statistics.stdev(gains) if len(gains) > 1 else 0.0
+
+
+def is_harmful(gains: list[float]) -> bool:
+    """Ground truth: removing the path gains more than the seeds' spread and at least MIN_HARM_POINTS."""
+    return statistics.fmean(gains) > max(spread(gains), MIN_HARM_POINTS)
 
 
 def first_hurt(details: dict[str, Any], detector: str) -> int | None:
@@ -312,20 +318,23 @@ def _run_jobs(pool: ProcessPoolExecutor, jobs: list, sets: dict[str, Setting]) -
     return results
 
 
-def accuracies(results: list[dict], scenario: str, run: str) -> list[float]:
-    return [r["test_acc"] for r in results if r["scenario"] == scenario and r["run"] == run and "error" not in r]
+def accuracies(results: list[dict], scenario: str, run: str) -> dict[int, float]:
+    """Test accuracy of each seed's finished run (failed runs are left out)."""
+    return {r["seed"]: r["test_acc"] for r in results
+            if r["scenario"] == scenario and r["run"] == run and "error" not in r}
 
 
 def ground_truth(sc: Scenario, results: list[dict]) -> dict[str, dict[str, Any]]:
-    """Per path: harmful or not, and the accuracy gained by removing it (None where runs failed)."""
+    """Per path: harmful or not, the mean accuracy gained by removing it and the gains' spread (None where
+    fewer than two seeds have both runs)."""
     full = accuracies(results, sc.name, "full")
     out = {}
     for p in all_paths(sc):
-        without = accuracies(results, sc.name, f"without:{p}")
-        ok = len(full) >= 2 and len(without) >= 2
-        out[p] = {"harmful": is_harmful(full, without) if ok else None,
-                  "gain_without": statistics.fmean(without) - statistics.fmean(full) if ok else None,
-                  "spread": spread(full, without) if ok else None}
+        gains = paired_gains(full, accuracies(results, sc.name, f"without:{p}"))
+        ok = len(gains) >= 2
+        out[p] = {"harmful": is_harmful(gains) if ok else None,
+                  "gain_without": statistics.fmean(gains) if ok else None,
+                  "spread": spread(gains) if ok else None}
     return out
 
 
@@ -369,7 +378,7 @@ def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def accuracy_summary(sc: Scenario, results: list[dict]) -> dict[str, float | None]:
     def mean(run: str) -> float | None:
         values = accuracies(results, sc.name, run)
-        return statistics.fmean(values) if values else None
+        return statistics.fmean(values.values()) if values else None
 
     full, lookahead = mean("full"), mean("lookahead")
     oracle = mean("oracle") if oracle_paths(sc, results) is not None else full

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import pytest
 
-from bench.detector import Scenario, first_hurt, is_harmful, majority, score, scenario_rows, spread
+from bench.detector import Scenario, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread
 
 
-def test_ground_truth_needs_a_gain_beyond_the_seeds_spread() -> None:
-    full = [80.0, 81.0, 82.0]  # std 1
-    assert spread(full, [90.0, 90.5, 91.0]) == pytest.approx(1.0)
-    assert is_harmful(full, [84.0, 85.0, 86.0])  # +4 > 1
-    assert not is_harmful(full, [81.5, 82.0, 82.5])  # +1 is within the spread
-    assert not is_harmful(full, [78.0, 79.0, 80.0])  # removing it loses accuracy: a helpful path
-    # The larger spread counts: a noisy ablation needs a larger gain.
-    assert not is_harmful(full, [80.0, 85.0, 90.0])  # +4 but std 5
-    assert is_harmful([80.0, 80.0, 80.0], [80.1, 80.1, 80.1])  # no spread at all: any gain
+def test_ground_truth_pairs_runs_by_seed_and_needs_a_gain_beyond_the_seeds_spread() -> None:
+    full = {0: 80.0, 1: 85.0, 2: 90.0}  # seeds differ by 5 points: unpaired, a 3-point gain would drown
+    gains = paired_gains(full, {0: 83.0, 1: 88.5, 2: 92.5})
+    assert gains == pytest.approx([3.0, 3.5, 2.5])
+    assert spread(gains) == pytest.approx(0.5)
+    assert is_harmful(gains)  # +3 on every seed
+    assert not is_harmful([4.0, -1.0, 6.0])  # +3 on average, but the seeds disagree (std 3.6)
+    assert not is_harmful([-1.0, -2.0, -1.5])  # removing it loses accuracy: a helpful path
+    assert not is_harmful([0.8, 0.9, 0.7])  # consistent but under one point: below what 3 seeds resolve
+    assert paired_gains({0: 1.0, 1: 2.0}, {1: 4.0, 2: 9.0}) == [2.0]  # only seeds with both runs
 
 
 def test_flags_read_history_first_and_cosine_fields_for_today() -> None:
