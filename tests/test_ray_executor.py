@@ -17,7 +17,7 @@ from engine.executors import ExecutorError, launch
 from engine.executors.ray_tune import SweepLedger, alive_nodes, check_node_storage, cluster_state, drive
 from engine.runtime import LostClaim
 from engine.spec import parse_spec, spec_to_yaml
-from engine.store import FINAL_STATUSES, Store, init_workspace
+from engine.store import FINAL_STATUSES, SCHEMA_VERSION, Store, init_workspace
 from engine.vocabulary import MAIN_PHASE
 from engine.worker import Heartbeat, execute_claimed
 from tests.conftest import tiny_spec_dict
@@ -300,7 +300,7 @@ def test_a_version_2_workspace_gains_placement_and_keeps_its_runs(home: Path) ->
     store.close()
     init_workspace(home)
     store = Store(home)
-    assert store.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+    assert store.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     run = store.get_run(run_id)
     assert run.name == "old run" and run.placement is None and run.executor == "local"
     store.set_placement(run_id, {"executor": "local", "node": "here", "devices": "cpu", "pid": 1})

@@ -1,40 +1,28 @@
-"""The run store: one SQLite database (WAL mode) plus an artifacts folder per run.
-
-Layout of a workspace (env PATHSCOPE_HOME, default ./workspace):
-    pathscope.db            runs, metrics, events, workers, arrays (schema versioned in `meta`)
-    runs/<run_id>/          spec.yaml, checkpoints/, arrays/, logs
-    teachers/               teachers trained inline, cached by recipe hash
-    logs/worker-<pid>.log   worker output when started by the dashboard
-
-Writers (the engine) open the database read-write; readers (the dashboard) open it
-read-only and never run DDL. The schema and WAL mode are created once by
-``init_workspace`` before any writer starts.
-"""
+"""The Store: runs, metrics, arrays, events, jobs and workers of one workspace's database (engine/store/schema.py
+holds its tables and migrations)."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from engine.runtime import LostClaim
+from engine.store.columns import RESULT_COLUMNS, SPEC_COLUMNS, result_values, summarise_spec, write_refs
+from engine.store.schema import (
+    FINAL_STATUSES, SCHEMA_VERSION, WorkspaceError, connect, db_path, init_workspace, stored_version,
+)
 from engine.telemetry import Recorded
-from engine.workspace import run_dir, workspace_home  # noqa: F401  (the store's callers import them from here)
+from engine.workspace import run_dir, workspace_home
 
-#: 2: runs.attempt_token (fencing) and the `interrupted` status; 3: runs.placement_json (where each run executes)
-SCHEMA_VERSION = 3
-BUSY_TIMEOUT_MS = 10_000
-#: `interrupted`: stopped mid-run (Ctrl-C, or its process died with no worker around) with its last
-#: checkpoint; ``resume_run`` queues it again
-STATUSES = ("queued", "running", "interrupted", "done", "failed", "cancelled")
-FINAL_STATUSES = ("done", "failed", "cancelled")
 #: a run that can still change without anyone asking: pages poll it, groups wait for it
 ACTIVE_STATUSES = ("queued", "running")
 #: a run ``resume_run`` can queue again from its last checkpoint
@@ -46,182 +34,12 @@ RESUMABLE_STATUSES = ("interrupted", "failed")
 #: worker that itself just woke waits a beat before reclaiming (worker.serve).
 STALE_AFTER_SECONDS = 60.0
 
-_RUNS_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    group_id TEXT,
-    spec_yaml TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('queued','running','interrupted','done','failed','cancelled')),
-    phase TEXT NOT NULL DEFAULT '',
-    progress REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    heartbeat_at REAL,
-    worker_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    result_json TEXT,
-    attempt_token TEXT,
-    placement_json TEXT
-);
-"""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-{runs_table}
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, created_at);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    epoch INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    value REAL
-);
-CREATE INDEX IF NOT EXISTS metrics_run_key ON metrics(run_id, phase, key, step);
-CREATE TABLE IF NOT EXISTS arrays (
-    run_id TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    epoch INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    dtype TEXT NOT NULL,
-    shape TEXT NOT NULL,
-    data BLOB NOT NULL,
-    sample_index BLOB NOT NULL,
-    columns TEXT
-);
-CREATE INDEX IF NOT EXISTS arrays_run_key ON arrays(run_id, key, step);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT,
-    time REAL NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL,
-    data_json TEXT
-);
-CREATE INDEX IF NOT EXISTS events_run ON events(run_id, id);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    params_json TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('queued','running','done','failed','cancelled')),
-    progress REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    finished_at REAL,
-    worker_id TEXT,
-    error TEXT,
-    result_json TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    device TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL,
-    stopped_at REAL
-);
-""".replace("{runs_table}", _RUNS_TABLE.format(name="runs"))
-#: the columns a version-1 runs table has (all but attempt_token), copied as they are by the migration
-_V1_RUN_COLUMNS = ("id, name, group_id, spec_yaml, status, phase, progress, created_at, started_at, finished_at,"
-                   " heartbeat_at, worker_id, attempts, cancel_requested, error, result_json")
-
-
 #: SQL: a run for local workers (one a Ray driver reserved says so in its placement)
 _LOCAL_RUN = "COALESCE(json_extract(placement_json, '$.executor'), 'local') != 'ray'"
 
 
 def _json_or_none(value: dict[str, Any] | None) -> str | None:
     return json.dumps(value) if value is not None else None
-
-
-class WorkspaceError(RuntimeError):
-    """The workspace folder or its database cannot be used; the message says why."""
-
-
-def db_path(home: Path) -> Path:
-    return home / "pathscope.db"
-
-
-def init_workspace(home: Path | None = None) -> Path:
-    """Create the folders, the schema and WAL mode (idempotent). Call before writers start."""
-    home = Path(home) if home else workspace_home()
-    try:
-        for sub in ("runs", "teachers", "logs"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
-        probe = home / f".write-probe-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise WorkspaceError(
-            f"workspace {home} is not writable ({err.strerror}); set PATHSCOPE_HOME to a writable folder"
-        ) from None
-    con = _connect(db_path(home), readonly=False)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(_SCHEMA)
-        # The version check and the migration share one write transaction: two workers starting together
-        # migrate once.
-        con.execute("BEGIN IMMEDIATE")
-        found = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if found is None:
-            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) == 1:
-            _migrate_from_v1(con)
-        elif int(found[0]) == 2:
-            _migrate_from_v2(con)
-        elif int(found[0]) != SCHEMA_VERSION:
-            raise WorkspaceError(
-                f"{db_path(home)} has schema version {found[0]}, this PathScope reads version {SCHEMA_VERSION}"
-            )
-        con.commit()
-    finally:
-        con.close()
-    return home
-
-
-def _migrate_from_v1(con: sqlite3.Connection) -> None:
-    """Version 1 -> 2, keeping every run: SQLite changes a CHECK constraint (the new `interrupted` status) only
-    by rebuilding the table, which also adds attempt_token."""
-    con.execute(_RUNS_TABLE.format(name="runs_v2"))
-    con.execute(f"INSERT INTO runs_v2 ({_V1_RUN_COLUMNS}) SELECT {_V1_RUN_COLUMNS} FROM runs")
-    con.execute("DROP TABLE runs")
-    con.execute("ALTER TABLE runs_v2 RENAME TO runs")
-    con.execute("CREATE INDEX runs_status ON runs(status, created_at)")
-    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-
-
-def _migrate_from_v2(con: sqlite3.Connection) -> None:
-    """Version 2 -> 3: a new nullable column, so no rebuild; runs of before have no placement recorded."""
-    con.execute("ALTER TABLE runs ADD COLUMN placement_json TEXT")
-    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-
-
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    try:
-        con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-    except sqlite3.OperationalError as err:
-        raise WorkspaceError(f"cannot open {path}: {err}") from None
-    try:  # connect() reads nothing: a damaged or foreign file shows only at the first read, checked here
-        con.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError as err:
-        con.close()
-        if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
-            raise
-        raise WorkspaceError(
-            f"{path} is not a readable PathScope database ({err}): restore it from a backup, or move it aside "
-            f"(rename it to {path.name}.broken) and PathScope starts an empty one; run folders under "
-            f"{path.parent / 'runs'} are kept") from None
-    con.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    con.row_factory = sqlite3.Row
-    return con
 
 
 def mark_orphaned_runs(home: Path) -> list[str]:
@@ -242,8 +60,16 @@ def mark_orphaned_runs(home: Path) -> list[str]:
         store.close()
 
 
+#: what new_run_id makes: the only run ids a path may be built from (engine.catalog checks ids it is given)
+RUN_ID_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def is_run_id(text: str) -> bool:
+    return isinstance(text, str) and RUN_ID_PATTERN.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -281,6 +107,10 @@ class RunRow:
     @property
     def executor(self) -> str:
         return (self.placement or {}).get("executor", "local")
+
+
+#: the columns a RunRow holds, selected by name: the run table's own columns are read by engine.catalog
+_RUN_ROW_SQL = ", ".join(f.name for f in fields(RunRow))
 
 
 @dataclass(frozen=True)
@@ -333,7 +163,13 @@ class Store:
                 raise WorkspaceError(f"no workspace at {self.home} yet: start a run or a worker first")
             init_workspace(self.home)
         self.readonly = readonly
-        self.con = _connect(db_path(self.home), readonly)
+        self.con = connect(db_path(self.home), readonly)
+        if readonly and stored_version(self.con) < SCHEMA_VERSION:
+            # A workspace written by an older PathScope: a reader would fail on the newer columns, so the first
+            # one to open it upgrades it (one transaction under the write lock, as a writer's open does).
+            self.con.close()
+            init_workspace(self.home)
+            self.con = connect(db_path(self.home), readonly)
 
     def close(self) -> None:
         self.con.close()
@@ -349,6 +185,11 @@ class Store:
             raise
         else:
             self.con.commit()
+
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """The write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on an error), for modules that keep tables
+        of their own in this database (engine.catalog): safe with several processes writing."""
+        return self._write()
 
     @contextmanager
     def _run_write(self, run_id: str, token: str | None) -> Iterator[sqlite3.Connection]:
@@ -376,16 +217,17 @@ class Store:
         folder = run_dir(self.home, run_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.yaml").write_text(spec_yaml)
+        summary = summarise_spec(spec_yaml)  # the run table's fields, parsed once here rather than at each listing
+        columns = ("id, name, group_id, spec_yaml, status, created_at, placement_json, " + ", ".join(SPEC_COLUMNS))
         with self._write() as con:
-            con.execute(
-                "INSERT INTO runs (id, name, group_id, spec_yaml, status, created_at, placement_json)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (run_id, name, group_id, spec_yaml, status, time.time(), _json_or_none(placement)),
-            )
+            con.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * (7 + len(SPEC_COLUMNS)))})",
+                        (run_id, name, group_id, spec_yaml, status, time.time(), _json_or_none(placement),
+                         *summary.column_values()))
+            write_refs(con, run_id, summary)
         return run_id
 
     def get_run(self, run_id: str) -> RunRow | None:
-        row = self.con.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        row = self.con.execute(f"SELECT {_RUN_ROW_SQL} FROM runs WHERE id=?", (run_id,)).fetchone()
         return RunRow(**dict(row)) if row else None
 
     def list_runs(self, statuses: Iterable[str] | None = None, group_id: str | None = None) -> list[RunRow]:
@@ -399,7 +241,7 @@ class Store:
             clauses.append("group_id = ?")
             args.append(group_id)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.con.execute(f"SELECT * FROM runs{where} ORDER BY created_at DESC", args).fetchall()
+        rows = self.con.execute(f"SELECT {_RUN_ROW_SQL} FROM runs{where} ORDER BY created_at DESC", args).fetchall()
         return [RunRow(**dict(r)) for r in rows]
 
     def claim_run(self, worker_id: str, run_id: str | None = None) -> RunRow | None:
@@ -518,14 +360,17 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, error: str | None = None,
                    result: dict[str, Any] | None = None, token: str | None = None) -> None:
-        """The run's final state; with the attempt's token, only if that attempt still owns the run."""
+        """The run's final state; with the attempt's token, only if that attempt still owns the run. The run table's
+        final and best accuracy are taken from the result and the stored per-epoch accuracies in the same write."""
         assert status in FINAL_STATUSES, status
         with self._run_write(run_id, token) as con:
+            now = time.time()
             con.execute(
                 "UPDATE runs SET status=?, error=?, result_json=?, finished_at=?,"
-                " progress=CASE WHEN ?='done' THEN 1.0 ELSE progress END WHERE id=?",
+                " progress=CASE WHEN ?='done' THEN 1.0 ELSE progress END,"
+                f" {', '.join(f'{c}=?' for c in RESULT_COLUMNS)} WHERE id=?",
                 (status, error, json.dumps(result) if result is not None else None,
-                 time.time(), status, run_id),
+                 now, status, *result_values(con, run_id, result, now), run_id),
             )
 
     def request_cancel(self, run_id: str) -> None:
@@ -583,6 +428,12 @@ class Store:
 
     def array_keys(self, run_id: str) -> list[str]:
         rows = self.con.execute("SELECT DISTINCT key FROM arrays WHERE run_id=? ORDER BY key", (run_id,))
+        return [r[0] for r in rows.fetchall()]
+
+    def metric_keys(self, run_id: str, phase: str) -> list[str]:
+        """The keys a run logged in ``phase``, sorted (read off the (run_id, phase, key, step) index)."""
+        rows = self.con.execute("SELECT DISTINCT key FROM metrics WHERE run_id=? AND phase=? ORDER BY key",
+                                (run_id, phase))
         return [r[0] for r in rows.fetchall()]
 
     def metrics(self, run_id: str, keys: Iterable[str] | None = None, phase: str | None = None
