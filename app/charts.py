@@ -5,7 +5,10 @@ are in the store's long format (columns step, epoch, key, value; plus run_id for
 overlays). Traces are WebGL (Scattergl) so long runs stay responsive, and series longer
 than ``MAX_POINTS`` are reduced with a min/max-per-bucket downsample that keeps spikes.
 Smoothing averages over a fixed grid of steps (not over points), so a smoothed curve is
-the same however densely its series was logged or downsampled.
+the same however densely its series was logged or downsampled. The Live page's charts are
+built as plain dicts ("*_spec"; ``unvalidated`` draws one), since plotly's validation of graph
+objects was half of a Live poll; the "*_figure" functions wrap the same dicts, validated, for
+the other pages and the reports.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from app.colors import (
 from app.terms import ordered_terms, path_of, term_label
 from engine.vocabulary import (  # noqa: F401  (pages and tests read these names from here too)
     ACC_KEYS, ACC_PREFIX, LOSS_PREFIX, LR_KEY, PATH_LOSS_PREFIX, PATH_PREFIX, PATH_WEIGHT_PREFIX, TASK, TASK_LOSS,
-    SECTION_LABELS, THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
+    SECTION_LABELS, SYS_CPU_PERCENT, SYS_GPU_MEM_MB, SYS_GPU_UTIL_PERCENT, SYS_MEM_PERCENT, SYS_RSS_MB, SYSTEM_PREFIX,
+    THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
 )
 
 MAX_POINTS = 2000
@@ -63,7 +67,16 @@ def minmax_indices(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarr
 
 def series_xy(series: pd.DataFrame, x: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, value) arrays of one series in x order, without its NaN values."""
-    xs, ys = series[x].to_numpy(), series["value"].to_numpy(dtype=float)
+    return _sorted_finite(series[x].to_numpy(), series["value"].to_numpy(dtype=float))
+
+
+def key_xy(metrics: pd.DataFrame, key: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """``series_xy`` of one key of a long frame, taken with a numpy mask: no DataFrame is copied per series."""
+    mask = (metrics["key"] == key).to_numpy()
+    return _sorted_finite(metrics[x].to_numpy()[mask], metrics["value"].to_numpy(dtype=float)[mask])
+
+
+def _sorted_finite(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = ~np.isnan(ys)
     order = np.argsort(xs[keep], kind="stable")
     return xs[keep][order], ys[keep][order]
@@ -139,6 +152,10 @@ def axis_title(key: str) -> str:
         return "samples/s"
     if key == LR_KEY:
         return "learning rate"
+    if key in (SYS_RSS_MB, SYS_GPU_MEM_MB):
+        return "memory (MiB)"
+    if key.startswith(SYSTEM_PREFIX):
+        return "%"
     return "loss"
 
 
@@ -154,7 +171,7 @@ def _style(title: str) -> dict[str, object]:
     The legend stands beside the plot, where plotly widens the margin to fit it: above it, a run's
     eight or more path names wrap into rows that cover the title.
     """
-    return dict(title=title, height=340, margin=dict(l=10, r=10, t=50, b=10),
+    return dict(title=dict(text=title), height=340, margin=dict(l=10, r=10, t=50, b=10),
                 legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02), hovermode="x unified")
 
 
@@ -163,30 +180,45 @@ def styled(fig: go.Figure, title: str) -> go.Figure:
     return fig.update_layout(**_style(title))
 
 
+def _layout(x_title: str, y_title: str, title: str, log_y: bool = False) -> dict[str, object]:
+    """A styled layout with titled axes, spelled out as plotly stores it (no "title_text" shorthand), so a
+    figure of plain dicts needs no validation to be drawn."""
+    return dict(_style(title), xaxis=dict(title=dict(text=x_title)),
+                yaxis=dict(title=dict(text=y_title), type="log" if log_y else "linear"))
+
+
 def base_figure(x_title: str, y_title: str, title: str, log_y: bool = False) -> go.Figure:
     """An empty styled figure with titled axes; laid out at construction, which costs a quarter of an update."""
-    return go.Figure(layout=dict(_style(title), xaxis=dict(title_text=x_title),
-                                 yaxis=dict(title_text=y_title, type="log" if log_y else "linear")))
+    return go.Figure(layout=_layout(x_title, y_title, title, log_y))
 
 
-def _add_series(fig: go.Figure, series: pd.DataFrame, key: str, x: str, name: str, color: str,
-                dash: str = "solid", smoothing: float = 0.0) -> None:
-    """One line, min/max downsampled; with ``smoothing`` (a window in steps) its fixed-grid moving average."""
-    xs, ys = series_xy(series, x)
+def unvalidated(spec: dict) -> go.Figure:
+    """A figure around a plain-dict ``spec`` that is not validated, to hand to ``st.plotly_chart``.
+
+    Streamlit validates a dict it is given by building a figure from it (plotly.tools.
+    return_figure_from_figure_or_data), which costs as much as building the figure with graph objects: half
+    of a Live poll. A figure made with plotly's ``_validate=False`` passes through as it is (copied once).
+    The chart builders' tests build validated figures from the same dicts, so the dicts stay valid.
+    """
+    return go.Figure(spec, _validate=False)
+
+
+def _series_trace(xy: tuple[np.ndarray, np.ndarray], key: str, x: str, name: str, color: str,
+                  dash: str = "solid", smoothing: float = 0.0) -> dict[str, object]:
+    """One line of ``key`` from its (x, value) arrays, min/max downsampled; with ``smoothing`` (a window in
+    steps) its fixed-grid moving average."""
+    xs, ys = xy
     if smoothing and x == "step" and len(xs) > 1:
         xs, ys = smooth_on_grid(xs, ys, smoothing)
     keep = minmax_indices(ys)
-    fig.add_trace(go.Scattergl(
-        x=xs[keep], y=display_values(key, ys[keep]), name=name,
-        mode="lines+markers" if x == "epoch" else "lines",
-        line=dict(color=color, dash=dash, width=2),
-    ))
+    return dict(type="scattergl", x=xs[keep], y=display_values(key, ys[keep]), name=name,
+                mode="lines+markers" if x == "epoch" else "lines", line=dict(color=color, dash=dash, width=2))
 
 
-def _whole_epochs(fig: go.Figure, epochs: pd.Series) -> None:
-    """Epoch ticks at whole numbers (plotly would label a one-epoch run -1, -0.5, 0, ...)."""
+def _whole_epochs(epochs: pd.Series) -> dict[str, object]:
+    """x-axis settings for epoch ticks at whole numbers (plotly would label a one-epoch run -1, -0.5, 0, ...)."""
     last = int(epochs.max()) if not epochs.empty else 0
-    fig.update_xaxes(tick0=0, dtick=max(1, math.ceil((last + 1) / 10)), rangemode="nonnegative")
+    return dict(tick0=0, dtick=max(1, math.ceil((last + 1) / 10)), rangemode="nonnegative")
 
 
 def _logged_terms(keys: pd.Series, prefix: str, path_ids: list[str]) -> list[str]:
@@ -208,74 +240,88 @@ def term_color_map(names: list[str], path_ids: list[str]) -> dict[str, str]:
     return {name: color(name) for name in names}
 
 
+def _term_traces(metrics: pd.DataFrame, prefix: str, path_ids: list[str]) -> list[dict[str, object]]:
+    """One line per term logged under ``prefix``, in the terms' order and colours."""
+    names = _logged_terms(metrics["key"], prefix, path_ids)
+    colors = term_color_map(names, path_ids)
+    return [_series_trace(key_xy(metrics, prefix + name, "step"), prefix + name, "step", term_label(name),
+                          colors[name]) for name in names]
+
+
+def loss_spec(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
+              title: str = "Training loss") -> dict[str, object]:
+    """The total loss and every term's raw (unweighted) loss against the step; path colours follow ``path_ids``."""
+    total = key_xy(metrics, TOTAL_LOSS, "step")
+    data = [_series_trace(total, TOTAL_LOSS, "step", "total", TOTAL_LOSS_COLOR)] if len(total[0]) else []
+    return dict(data=data + _term_traces(metrics, LOSS_PREFIX, path_ids),
+                layout=_layout("step", "loss", title, log_y))
+
+
 def loss_figure(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False,
                 title: str = "Training loss") -> go.Figure:
-    """The total loss and every term's raw (unweighted) loss against the step; path colours follow ``path_ids``."""
-    fig = base_figure("step", "loss", title, log_y)
-    total = metrics[metrics["key"] == TOTAL_LOSS]
-    if not total.empty:
-        _add_series(fig, total, TOTAL_LOSS, "step", "total", TOTAL_LOSS_COLOR)
-    names = _logged_terms(metrics["key"], LOSS_PREFIX, path_ids)
-    colors = term_color_map(names, path_ids)
-    for name in names:
-        key = LOSS_PREFIX + name
-        _add_series(fig, metrics[metrics["key"] == key], key, "step", term_label(name), colors[name])
-    return fig
+    return go.Figure(loss_spec(metrics, path_ids, log_y, title))
 
 
 # Weights spanning more than this ratio get a log axis: conventional weights run from 0.02 (CC) to 30,000 (PKT).
 WEIGHT_LOG_SPAN = 100.0
 
 
-def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
+def weight_spec(metrics: pd.DataFrame, path_ids: list[str]) -> dict[str, object]:
     """Every term's weight against the step (the weighting's, or the fixed base weight); on a log axis when the
     weights are all positive and span over two decades, where a linear axis would flatten all but the largest."""
     weights = metrics[metrics["key"].str.startswith(WEIGHT_PREFIX)]["value"].dropna()
     log_y = bool(len(weights)) and weights.min() > 0 and weights.max() / weights.min() > WEIGHT_LOG_SPAN
-    fig = base_figure("step", "weight (multiplies the raw loss)" + (" (log scale)" if log_y else ""),
-                      "Term weights", log_y)
-    names = _logged_terms(metrics["key"], WEIGHT_PREFIX, path_ids)
-    colors = term_color_map(names, path_ids)
-    for name in names:
-        key = WEIGHT_PREFIX + name
-        _add_series(fig, metrics[metrics["key"] == key], key, "step", term_label(name), colors[name])
-    return fig
+    return dict(data=_term_traces(metrics, WEIGHT_PREFIX, path_ids),
+                layout=_layout("step", "weight (multiplies the raw loss)" + (" (log scale)" if log_y else ""),
+                               "Term weights", log_y))
 
 
-def weighted_loss_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
+def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
+    return go.Figure(weight_spec(metrics, path_ids))
+
+
+def weighted_loss_spec(metrics: pd.DataFrame, path_ids: list[str]) -> dict[str, object]:
     """What each term adds to the total: the "weighted/<name>" series (weight x raw loss, see ``weighted_loss``)
     stacked, so the top of the stack is the total loss, drawn dashed over it as logged.
 
     Stacked areas need a linear axis (on a log axis their heights would not add up) and the same steps in
     every term, which ``run_series.display_series`` keeps.
     """
-    fig = base_figure("step", "weight × loss (adds up to the total loss)", "What each term adds to the total loss")
     names = _logged_terms(metrics["key"], WEIGHTED_TERM_PREFIX, path_ids)
     colors = term_color_map(names, path_ids)
+    data = []
     for name in names:
-        xs, ys = series_xy(metrics[metrics["key"] == WEIGHTED_TERM_PREFIX + name], "step")
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=term_label(name), mode="lines", stackgroup="terms",
-                                 line=dict(width=0.5, color=colors[name]), hovertemplate="%{y:.4g}"))
-    total = metrics[metrics["key"] == TOTAL_LOSS]
-    if names and not total.empty:
-        xs, ys = series_xy(total, "step")
-        fig.add_trace(go.Scatter(x=xs, y=ys, name="total loss (logged)", mode="lines",
-                                 line=dict(color=TOTAL_LOSS_COLOR, dash="dash", width=1.5), hovertemplate="%{y:.4g}"))
-    fig.update_layout(showlegend=True)
-    return fig
+        xs, ys = key_xy(metrics, WEIGHTED_TERM_PREFIX + name, "step")
+        data.append(dict(type="scatter", x=xs, y=ys, name=term_label(name), mode="lines", stackgroup="terms",
+                         line=dict(width=0.5, color=colors[name]), hovertemplate="%{y:.4g}"))
+    xs, ys = key_xy(metrics, TOTAL_LOSS, "step")
+    if names and len(xs):
+        data.append(dict(type="scatter", x=xs, y=ys, name="total loss (logged)", mode="lines",
+                         line=dict(color=TOTAL_LOSS_COLOR, dash="dash", width=1.5), hovertemplate="%{y:.4g}"))
+    layout = _layout("step", "weight × loss (adds up to the total loss)", "What each term adds to the total loss")
+    return dict(data=data, layout=dict(layout, showlegend=True))
+
+
+def weighted_loss_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
+    return go.Figure(weighted_loss_spec(metrics, path_ids))
+
+
+def accuracy_spec(metrics: pd.DataFrame, title: str = "Accuracy") -> dict[str, object]:
+    """Train/val/test accuracy per epoch, in percent."""
+    dashes = {"train": "dot", "val": "dash", "test": "solid"}
+    data = []
+    for key in ACC_KEYS:
+        xy = key_xy(metrics, key, "epoch")
+        if len(xy[0]):
+            split = key.split("/", 1)[1]
+            data.append(_series_trace(xy, key, "epoch", split, SPLIT_COLORS[split], dashes[split]))
+    layout = _layout("epoch", "accuracy (%)", title)
+    layout["xaxis"].update(_whole_epochs(metrics.loc[metrics["key"].isin(ACC_KEYS), "epoch"]))
+    return dict(data=data, layout=layout)
 
 
 def accuracy_figure(metrics: pd.DataFrame, title: str = "Accuracy") -> go.Figure:
-    """Train/val/test accuracy per epoch, in percent."""
-    fig = base_figure("epoch", "accuracy (%)", title)
-    dashes = {"train": "dot", "val": "dash", "test": "solid"}
-    for key in ACC_KEYS:
-        series = metrics[metrics["key"] == key]
-        if not series.empty:
-            split = key.split("/", 1)[1]
-            _add_series(fig, series, key, "epoch", split, SPLIT_COLORS[split], dashes[split])
-    _whole_epochs(fig, metrics.loc[metrics["key"].isin(ACC_KEYS), "epoch"])
-    return fig
+    return go.Figure(accuracy_spec(metrics, title))
 
 
 def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str], smoothing: float = 0.0) -> go.Figure:
@@ -291,9 +337,10 @@ def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str], smoo
     for index, (run_id, label) in enumerate(labels.items()):
         series = selected[selected["run_id"] == run_id]
         if not series.empty:
-            _add_series(fig, series, key, x, label, series_color(index), smoothing=smoothing)
+            fig.add_trace(_series_trace(series_xy(series, x), key, x, label, series_color(index),
+                                        smoothing=smoothing))
     if x == "epoch":
-        _whole_epochs(fig, selected["epoch"])
+        fig.update_xaxes(**_whole_epochs(selected["epoch"]))
     return fig
 
 
@@ -312,30 +359,61 @@ def step_time_shares(metrics: pd.DataFrame) -> pd.DataFrame:
     return table[total > 0].div(total[total > 0], axis=0) * 100.0
 
 
-def step_time_figure(shares: pd.DataFrame) -> go.Figure:
+def step_time_spec(shares: pd.DataFrame) -> dict[str, object]:
     """Stacked areas of ``step_time_shares``: where each step's time goes, over the run."""
-    fig = base_figure("step", "share of step time (%)", "Where step time goes")
-    for section in shares.columns:
-        fig.add_trace(go.Scatter(  # stacking needs SVG traces; a few hundred grid cells draw quickly
-            x=shares.index.to_numpy(), y=shares[section].to_numpy(), name=SECTION_LABELS.get(section, section),
-            mode="lines",
-            stackgroup="time", line=dict(width=0.5, color=section_color(section)),
-            hovertemplate="%{y:.1f} %",
-        ))
-    fig.update_yaxes(range=[0, 100])
-    return fig
+    data = [dict(type="scatter",  # stacking needs SVG traces; a few hundred grid cells draw quickly
+                 x=shares.index.to_numpy(), y=shares[section].to_numpy(), name=SECTION_LABELS.get(section, section),
+                 mode="lines", stackgroup="time", line=dict(width=0.5, color=section_color(section)),
+                 hovertemplate="%{y:.1f} %") for section in shares.columns]
+    layout = _layout("step", "share of step time (%)", "Where step time goes")
+    layout["yaxis"]["range"] = [0, 100]
+    return dict(data=data, layout=layout)
 
 
-def live_figures(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False) -> dict[str, go.Figure]:
-    """Every chart the Live page draws for one phase, by name: what the page lays out and the bench times."""
-    figures = {"loss": loss_figure(metrics, path_ids, log_y), "accuracy": accuracy_figure(metrics)}
+def step_time_figure(shares: pd.DataFrame) -> go.Figure:
+    return go.Figure(step_time_spec(shares))
+
+
+# The System panel's lines: (key, legend name, colour index) per chart; the process in one colour, the GPU in
+# another on both charts. The GPU's lines only where the run logged them.
+SYSTEM_USE = ((SYS_CPU_PERCENT, "process CPU", 0), (SYS_MEM_PERCENT, "machine memory in use", 1),
+              (SYS_GPU_UTIL_PERCENT, "GPU utilisation", 2))
+SYSTEM_MEMORY = ((SYS_RSS_MB, "process memory (RSS)", 0), (SYS_GPU_MEM_MB, "GPU memory in use", 2))
+
+
+SYSTEM_CHARTS = ("system_use", "system_memory")
+
+
+def system_specs(metrics: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """The System panel: CPU, memory and GPU use in percent, and memory in MiB, against the step
+    (nothing when the run logged no system metrics)."""
+    def traces(lines: tuple[tuple[str, str, int], ...]) -> list[dict[str, object]]:
+        found = [(key_xy(metrics, key, "step"), key, name, color) for key, name, color in lines]
+        return [_series_trace(xy, key, "step", name, series_color(color)) for xy, key, name, color in found
+                if len(xy[0])]
+
+    use, memory = traces(SYSTEM_USE), traces(SYSTEM_MEMORY)
+    specs = {}
+    if use:
+        specs[SYSTEM_CHARTS[0]] = dict(data=use, layout=dict(
+            _layout("step", "% (CPU: 100 = one core busy)", "CPU, memory and GPU use"), showlegend=True))
+    if memory:
+        specs[SYSTEM_CHARTS[1]] = dict(data=memory, layout=dict(_layout("step", "memory (MiB)", "Memory"),
+                                                               showlegend=True))
+    return specs
+
+
+def live_figures(metrics: pd.DataFrame, path_ids: list[str], log_y: bool = False) -> dict[str, dict[str, object]]:
+    """Every chart the Live page draws for one phase, by name, as plain-dict figures (``unvalidated`` draws
+    one): what the page lays out and the bench times."""
+    figures = {"loss": loss_spec(metrics, path_ids, log_y), "accuracy": accuracy_spec(metrics)}
     keys = metrics["key"]
     if keys.str.startswith(WEIGHT_PREFIX).any():
-        figures["weights"] = weight_figure(metrics, path_ids)
-        figures["weighted"] = weighted_loss_figure(metrics, path_ids)
+        figures["weights"] = weight_spec(metrics, path_ids)
+        figures["weighted"] = weighted_loss_spec(metrics, path_ids)
     if keys.str.startswith(TIME_PREFIX).any():
-        figures["step_time"] = step_time_figure(step_time_shares(metrics))
-    return figures
+        figures["step_time"] = step_time_spec(step_time_shares(metrics))
+    return {**figures, **system_specs(metrics)}
 
 
 def combination_accuracy_figure(runs: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:

@@ -1,8 +1,9 @@
 """One run's metric series in memory, topped up with only the rows logged since the last read.
 
-The Live page polls every two seconds. Reading a long run whole on every poll costs seconds
-(8 paths x 50,000 logged steps are 1.3 million rows); reading the new rows costs well under a
-millisecond. What the charts need is then cut down here, on numpy arrays, before any DataFrame
+The Live page polls every two seconds. Reading a long run whole costs seconds (8 paths x 50,000
+logged steps are 1.35 million rows), so the first read takes about ``queries.FIRST_READ_POINTS`` logged
+steps of each series (``queries.metric_series_first``) and later reads only the new rows, well under
+a millisecond. What the charts need is then cut down here, on numpy arrays, before any DataFrame
 is built: min/max downsampling (or fixed-grid smoothing), each term's weight x loss computed at
 full resolution and kept on common steps, and step timings averaged onto one grid, so both stack.
 No Streamlit here: ``app.cached.run_series`` shares one instance per run between sessions.
@@ -58,11 +59,15 @@ class RunSeries:
         self._frames: dict[tuple[str, float], pd.DataFrame] = {}  # display frames of the data as it is now
 
     def refresh(self, store: Store, run_id: str, attempts: int) -> None:
-        """Read what was logged since the last refresh; everything again once the run starts a new attempt."""
+        """Read what was logged since the last refresh; everything (downsampled) again once the run starts a new
+        attempt."""
         with self._lock:
             if attempts != self._attempts:  # a resumed attempt deletes and re-logs rows after its checkpoint
                 self._attempts, self._last_rowid, self._series, self._frames = attempts, 0, {}, {}
-            new, self._last_rowid = queries.metric_series_since(store, run_id, self._last_rowid)
+            if self._last_rowid:
+                new, self._last_rowid = queries.metric_series_since(store, run_id, self._last_rowid)
+            else:  # a long run's past is read downsampled; every row logged from now on is added whole
+                new, self._last_rowid = queries.metric_series_first(store, run_id)
             for name, arrays in new.items():
                 newer = Series(*arrays)
                 self._series[name] = self._series[name].extended(newer) if name in self._series else newer

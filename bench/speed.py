@@ -173,7 +173,7 @@ def _ms(value: float | None) -> str:
 
 def live_note(live: live_page.LiveTimings) -> str:
     return (f"median of polls with a new step each; data + figures + JSON alone {_ms(live.polling_ms)}; "
-            f"first render (whole run read, {live.rows:,} rows) {_ms(live.apptest_first_ms)} in the app, "
+            f"first render (first, downsampled read of {live.rows:,} rows) {_ms(live.apptest_first_ms)} in the app, "
             f"{_ms(live.first_ms)} direct. {live.apptest_note}").strip()
 
 

@@ -41,6 +41,7 @@ from engine.teacher_check import report_teacher_accuracy
 from engine.validate import params_errors
 from engine.vocabulary import teacher_phase
 from engine.runtime import resolve_device
+from engine.system_metrics import with_system_metrics
 from engine.train import MAIN_PHASE, FitConfig, Learner, Reporter, TappedShapes, TeacherTaps, evaluate, fit
 
 #: bump when inline teacher training changes, so cached teachers are retrained
@@ -65,6 +66,8 @@ def execute_run(spec: RunSpec, run_id: str, home: Path, reporter: Reporter, redu
     # debugging aid that cost 9% of a digits step (12,000 fills per epoch) and changes no result.
     torch.utils.deterministic.fill_uninitialized_memory = False
     device = reducer.device or resolve_device(spec.device)
+    if reducer.writes:  # the writing rank's process and device stand for the run's system metrics
+        reporter = with_system_metrics(reporter, device)
     # rank 0 first: a dataset that converts files on first use does it once
     bundle = reducer.writer_first(lambda: load_dataset(spec.dataset, cache_dir(home),
                                                        report=lambda note: reporter.event("info", note)))

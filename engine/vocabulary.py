@@ -64,6 +64,14 @@ SECTION_LABELS = {"aggregator": "weighting"}
 DIAG_PREFIX = "diag/"          # the negative-transfer probe: "diag/<measure>:<path id>"
 AGREE_PREFIX = "agree/"        # attribution agreement: "agree/<measure>:<teacher id>"
 LABELS_KEY = "labels"          # the array of each recorded sample's class, logged beside per-sample telemetry
+# System metrics of the training process and its device (engine/system_metrics.py), sampled every few seconds.
+SYSTEM_PREFIX = "system/"
+SYS_CPU_PERCENT = "system/cpu_percent"            # the training process's CPU use (%, 100 = one core busy)
+SYS_RSS_MB = "system/rss_mb"                      # the training process's resident memory (MiB)
+SYS_MEM_PERCENT = "system/mem_percent"            # the machine's memory in use, every process (%)
+SYS_GPU_UTIL_PERCENT = "system/gpu_util_percent"  # the run's GPU: time a kernel ran in NVML's last second or so (%)
+SYS_GPU_MEM_MB = "system/gpu_mem_mb"              # the run's GPU: memory in use on it, every process (MiB)
+GPU_KEYS = (SYS_GPU_UTIL_PERCENT, SYS_GPU_MEM_MB)
 
 
 def path_key(path_id: str) -> str:

@@ -246,6 +246,35 @@ def test_live_figures_add_weights_and_timing_only_when_logged(main_metrics: pd.D
     assert set(charts.live_figures(timed, PATH_IDS)) == {"loss", "accuracy", "weights", "weighted", "step_time"}
 
 
+def system_rows(keys: tuple[str, ...]) -> list[tuple]:
+    return [("main", step, 0, key, 10.0 + step) for step in (0, 5, 10) for key in keys]
+
+
+def test_live_figures_are_plain_dicts_plotly_accepts_and_draws_as_they_are(main_metrics: pd.DataFrame) -> None:
+    timed = pd.concat([main_metrics, frame(time_rows([0, 5], {"student": 3.0})),
+                       frame(system_rows((charts.SYS_CPU_PERCENT, charts.SYS_RSS_MB, charts.SYS_GPU_MEM_MB)))])
+    figures = charts.live_figures(timed, PATH_IDS)
+    assert set(figures) == {"loss", "accuracy", "weights", "weighted", "step_time", "system_use", "system_memory"}
+    for name, spec in figures.items():
+        assert isinstance(spec, dict), name
+        validated = go.Figure(spec)  # raises on any property plotly does not know
+        drawn = charts.unvalidated(spec).to_dict()
+        assert drawn["layout"]["title"] == validated.to_dict()["layout"]["title"] == spec["layout"]["title"], name
+        assert [t["name"] for t in drawn["data"]] == [t.name for t in validated.data], name
+    memory = go.Figure(figures["system_memory"])
+    assert [t.name for t in memory.data] == ["process memory (RSS)", "GPU memory in use"]
+    assert memory.layout.yaxis.title.text == "memory (MiB)" and list(memory.data[0].y) == [10.0, 15.0, 20.0]
+    assert [t.name for t in go.Figure(figures["system_use"]).data] == ["process CPU"]  # only what was logged
+
+
+def test_unvalidated_skips_plotly_validation() -> None:
+    """What keeps a Live poll fast: the figure handed to st.plotly_chart is not checked property by property."""
+    spec = {"data": [{"type": "scattergl", "x": [1, 2], "y": [3, 4], "madeupname": 1}], "layout": {}}
+    with pytest.raises(ValueError):
+        go.Figure(spec)
+    assert charts.unvalidated(spec).to_dict()["data"][0]["madeupname"] == 1
+
+
 def test_overlay_smoothing_draws_the_fixed_grid_average() -> None:
     steps, values = sampled(10)
     metrics = pd.DataFrame({"run_id": "r1", "phase": "main", "step": steps, "epoch": 0, "key": "loss/total",

@@ -10,6 +10,7 @@ import pytest
 from app import charts, queries
 from app.run_series import RunSeries, Series, display_series
 from engine.store import Store, init_workspace
+from engine.vocabulary import SYS_CPU_PERCENT, SYS_RSS_MB
 from synthetic_runs import spec_yaml
 
 
@@ -87,3 +88,42 @@ def test_smoothing_replaces_step_series_but_not_epoch_metrics() -> None:
     x, y = charts.smooth_on_grid(steps, np.sin(steps / 300.0), 500)
     assert np.array_equal(shown["loss/total"].step, x) and np.allclose(shown["loss/total"].value, y)
     assert list(shown["acc/val"].value) == [0.5, 0.6]
+
+
+def test_the_first_read_of_a_long_run_takes_every_kth_step_and_keeps_series_aligned(store: Store) -> None:
+    run_id = store.create_run(spec_yaml(), name="long")
+    rows = [r for step in range(0, 10_000, 10) for r in logged(step, 1.0)]  # 1,000 steps
+    rows += [("main", s, s // 20, "acc/val", 0.5) for s in range(19, 10_000, 1_000)]  # per epoch: 10 rows
+    rows += [("main", s, s // 20, SYS_CPU_PERCENT, 50.0) for s in (0, 30, 40, 90, 150, 170, 200)]  # by time
+    store.add_metrics(run_id, rows)
+    found, watermark = queries.metric_series_first(store, run_id, points=100)
+    steps = {key: found[("main", key)][0] for _, key in found}
+    loss = steps["loss/path:p-logits"]
+    assert len(loss) <= 101 and loss[0] == 0 and loss[-1] == 9_990  # every 10th logged step, and the last one
+    assert set(np.diff(loss[:-1])) == {100}
+    assert all(np.array_equal(steps[key], loss) for key in ("weight/path:p-logits", "time/student", "time/data"))
+    assert len(steps["acc/val"]) == 10 and len(steps[SYS_CPU_PERCENT]) == 7  # short series: whole
+    whole, newest = queries.metric_series_since(store, run_id, 0)
+    assert newest == watermark and len(whole[("main", "loss/path:p-logits")][0]) == 1_000
+
+
+def test_a_long_irregular_series_is_read_whole(store: Store) -> None:
+    run_id = store.create_run(spec_yaml(), name="irregular")
+    sampled = np.cumsum(np.random.default_rng(0).integers(1, 4, 300)) * 5  # by time: irregular logged steps
+    store.add_metrics(run_id, [("main", int(s), 0, SYS_RSS_MB, 900.0) for s in sampled])
+    found, _ = queries.metric_series_first(store, run_id, points=100)
+    assert np.array_equal(found[("main", SYS_RSS_MB)][0], sampled)
+
+
+def test_live_reads_a_long_run_downsampled_once_then_adds_every_new_row(store: Store) -> None:
+    run_id = store.create_run(spec_yaml(), name="long")
+    logged = 2 * queries.FIRST_READ_POINTS + 2  # 4,002 logged steps: the first read takes every third
+    store.add_metrics(run_id, [("main", step, 0, "loss/total", 1.0) for step in range(logged)])
+    series = RunSeries()
+    series.refresh(store, run_id, attempts=1)
+    first = list(series.display_frame("main")["step"])
+    assert first[:3] == [0, 3, 6] and first[-2:] == [3_999, 4_001] and len(first) == 1_335
+    store.add_metrics(run_id, [("main", step, 0, "loss/total", 0.5) for step in range(4_010, 4_013)])
+    series.refresh(store, run_id, attempts=1)
+    steps = list(series.display_frame("main")["step"])
+    assert steps[-4:] == [4_001, 4_010, 4_011, 4_012] and series.latest("main", "loss/total") == 0.5

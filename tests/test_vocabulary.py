@@ -25,7 +25,7 @@ from synthetic_runs import TELEMETRY_STEPS, _labels_row, add_finished_run, epoch
 ROOT = Path(__file__).resolve().parents[1]
 # Strings the engine writes; app/ and pages/ must take them from engine.vocabulary (or a plugin's declaration).
 ENGINE_WORDS = ("loss/", "weight/", "acc/", "time/", "throughput/", "diag/", "agree/", "teacher:",
-                "amtml/", "sakd/", "dfa/")
+                "amtml/", "sakd/", "dfa/", "system/")
 ENGINE_NAMES = {"main", "search", "fc", "labels"}  # ("explain" is also a job kind, "lr" a spec field)
 
 
