@@ -1,0 +1,138 @@
+"""Compare's sweep analysis: over the runs of a group (or any runs in the view), which spec fields vary, how
+much each matters for accuracy, the spread over seeds, per-epoch bands and each path's final weight.
+
+The analysis itself is app/sweep_analysis.py (pure), its charts app/sweep_charts.py (plain dicts); this module
+reads what they need (each run's spec, and only the accuracy and path-weight metrics) and lays them out. The
+figures it draws are returned, so the group's HTML report carries the same charts.
+"""
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+import yaml
+
+from app import sweep_analysis as sa
+from app import sweep_charts
+from app.cached import TTL_S
+from engine.store import Store
+from engine.vocabulary import MAIN_PHASE, PATH_WEIGHT_PREFIX, TEST_ACC, VAL_ACC
+
+Figure = dict[str, Any]
+BAND_KEYS = (VAL_ACC, TEST_ACC)
+PLOT_CONFIG = {"displaylogo": False}
+MAX_RUNS = 300  # beyond this the specs' read and the forest take seconds: the view should be narrowed first
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def specs_of(home_dir: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each run's stored spec as plain data; a run whose YAML does not load to a mapping is left out (its every
+    field would look varied)."""
+    with closing(Store(Path(home_dir), readonly=True)) as store:
+        rows = [store.get_run(run_id) for run_id in run_ids]
+    specs = {}
+    for row in rows:
+        if row is None:
+            continue
+        try:
+            data = yaml.safe_load(row.spec_yaml)
+        except yaml.YAMLError:
+            continue
+        if isinstance(data, dict):
+            specs[row.id] = data
+    return specs
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def sweep_metrics(home_dir: str, run_ids: tuple[str, ...], path_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Only the rows the analysis draws: per-epoch accuracies and each path's weight, student phase."""
+    keys = [*BAND_KEYS, *(f"{PATH_WEIGHT_PREFIX}{p}" for p in path_ids)]
+    with closing(Store(Path(home_dir), readonly=True)) as store:
+        frames = [pd.DataFrame([tuple(r) for r in store.metrics(run_id, keys=keys, phase=MAIN_PHASE)],
+                               columns=["phase", "step", "epoch", "key", "value"]).assign(run_id=run_id)
+                  for run_id in run_ids]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["phase", "step", "epoch", "key", "value", "run_id"])
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def importance(frame: pd.DataFrame, fields: tuple[str, ...], target: str) -> pd.DataFrame:
+    """Cached: the random forest is the slowest part of the section (and imports scikit-learn once)."""
+    return sa.parameter_importance(frame, list(fields), target)
+
+
+def _chart(figure_of, *args: Any, title: str, key: str, drawn: list[tuple[str, Figure]]) -> None:
+    """Draw one sweep chart, or say why there is nothing to draw (the builders raise ValueError then)."""
+    try:
+        figure = figure_of(*args)
+    except ValueError as err:
+        st.info(str(err))
+        return
+    st.plotly_chart(figure, key=key, config=PLOT_CONFIG)
+    drawn.append((title, figure))
+
+
+def seed_table(frame: pd.DataFrame) -> None:
+    st.dataframe(
+        sa.seed_summary(frame), hide_index=True,
+        column_config={
+            "config": st.column_config.TextColumn("configuration", help="runs identical but for the seed"),
+            "n": st.column_config.NumberColumn("runs", help="runs with a final accuracy"),
+            "final_mean_pct": st.column_config.NumberColumn("final acc, mean (%)", format="%.2f"),
+            "final_std_pct": st.column_config.NumberColumn("± std", format="%.2f",
+                                                           help="sample standard deviation over seeds (n − 1)"),
+            "best_mean_pct": st.column_config.NumberColumn("best acc, mean (%)", format="%.2f"),
+            "best_std_pct": st.column_config.NumberColumn("± std ", format="%.2f"),
+        },
+    )
+
+
+def sweep_section(home: str, view: pd.DataFrame) -> list[tuple[str, Figure]]:
+    """The sweep analysis of the runs in ``view`` (the run table's rows: id, final_acc, best_acc as fractions);
+    returns the (title, figure) pairs it drew."""
+    st.subheader("Sweep analysis")
+    drawn: list[tuple[str, Figure]] = []
+    run_ids = list(view["id"])
+    if len(run_ids) < 2:
+        st.info("Put at least two runs in the view above (a group, or runs picked by hand) to see what their "
+                "settings change.")
+        return drawn
+    if len(run_ids) > MAX_RUNS:
+        st.info(f"The sweep analysis covers at most {MAX_RUNS} runs and the view holds {len(run_ids)}: pick a "
+                "group above, or narrow the table with a filter or a search.")
+        return drawn
+    specs = specs_of(home, tuple(run_ids))
+    sweep = sa.varied_fields(specs)
+    frame = sa.sweep_frame(sweep, _fractions(view, "final_acc"), _fractions(view, "best_acc"))
+    if not sweep.fields:
+        st.caption("These runs share every setting but the seed: the spread below is the seeds' alone.")
+    target = st.radio("Accuracy", [sa.FINAL, sa.BEST], horizontal=True, key="cmp_sweep_target",
+                      format_func=lambda t: sa.TARGET_LABELS[t],
+                      help="final: test accuracy at the end; best: the best epoch's validation accuracy")
+    seed_table(frame)
+    if sweep.fields:
+        _chart(sweep_charts.parcoords_figure, frame, sweep.fields, sweep.numeric, target,
+               title="Parallel coordinates", key="cmp_parcoords", drawn=drawn)
+        try:
+            table = importance(frame, tuple(sweep.fields), target)
+        except ValueError as err:
+            st.info(str(err))
+        else:
+            _chart(sweep_charts.importance_figure, table, title="Parameter importance", key="cmp_importance",
+                   drawn=drawn)
+    metrics = sweep_metrics(home, tuple(specs), tuple(sweep.path_ids))
+    present = [k for k in BAND_KEYS if (metrics["key"] == k).any()]
+    if present:
+        key = present[0]
+        _chart(sweep_charts.band_figure, sa.epoch_bands(metrics, sweep.configs, key), key,
+               title="Mean ± std per epoch", key="cmp_bands", drawn=drawn)
+    _chart(sweep_charts.path_weights_figure, sa.path_final_weights(metrics, sweep.configs, sweep.path_ids),
+           sweep.path_ids, title="Final weight of each path", key="cmp_path_weights", drawn=drawn)
+    return drawn
+
+
+def _fractions(view: pd.DataFrame, column: str) -> dict[str, float | None]:
+    return {run_id: None if pd.isna(value) else float(value) for run_id, value in zip(view["id"], view[column])}
