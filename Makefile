@@ -7,7 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test worker system-packages clean-workspace planted detector bench bench-data repro soak scale
+.PHONY: run test worker system-packages clean-workspace planted detector bench bench-data repro soak scale \
+	dashboard-bench
 
 # Re-installs only when requirements.txt changes, so repeated make calls start at once.
 $(STAMP): requirements.txt
@@ -69,3 +70,9 @@ scale: $(STAMP)
 # floor, and the memory of a streamed 20,000-image folder. QUICK=1: under about three minutes.
 bench-data: $(STAMP)
 	QUICK=$(QUICK) $(PY) bench/data_bench.py
+
+# Dashboard bench (bench/dashboard.py): with 1,000 runs in the workspace and 8 paths x 5,000 steps in the newest,
+# Compare's first render and a filter change, Live's first render and a poll, and bench/live_page.py's 8 paths x
+# 50,000 steps before/after; medians of server time. QUICK=1: fewer repeats, no 50,000-step run.
+dashboard-bench: $(STAMP)
+	QUICK=$(QUICK) $(PY) bench/dashboard.py

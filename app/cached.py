@@ -87,9 +87,15 @@ def run_series(home_dir: str, run: RunRow) -> RunSeries:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def metrics_of_runs(home_dir: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+def metric_keys(home_dir: str, run_ids: tuple[str, ...]) -> list[str]:
     with _reader(home_dir) as store:
-        return queries.metrics_long(store, list(run_ids))
+        return queries.metric_keys(store, list(run_ids))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def metric_of_runs(home_dir: str, run_ids: tuple[str, ...], key: str) -> pd.DataFrame:
+    with _reader(home_dir) as store:
+        return queries.metric_of_runs(store, list(run_ids), key)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -9,9 +9,11 @@ import copy
 import json
 import sqlite3
 import time
+from contextlib import closing
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -32,6 +34,9 @@ RUN_COLUMNS = [
 ARRAY_LEVELS = ["step", "epoch", "sample"]
 # (phase, key) -> (steps, epochs, values) in step order, as ``metric_series_since`` returns them.
 SeriesArrays = dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# The first read of a long run takes about this many logged steps per series (``metric_series_first``): as many
+# as a chart draws of one series (charts.MAX_POINTS).
+FIRST_READ_POINTS = 2000
 
 
 # libyaml's parser where PyYAML was built with it: about ten times faster than the pure-Python one.
@@ -155,6 +160,26 @@ def run_metrics(store: Store, run_id: str, phase: str | None = None) -> pd.DataF
     return pd.DataFrame([tuple(r) for r in rows], columns=METRIC_COLUMNS)
 
 
+def metric_keys(store: Store, run_ids: list[str], phase: str = MAIN_PHASE) -> list[str]:
+    """Every key any of the runs logged in ``phase``, sorted."""
+    return sorted({key for run_id in run_ids for key in store.metric_keys(run_id, phase)})
+
+
+def metric_of_runs(store: Store, run_ids: list[str], key: str, phase: str = MAIN_PHASE) -> pd.DataFrame:
+    """One key of several runs (run_id, phase, step, epoch, key, value): what an overlay draws, without reading
+    the runs' other rows (a long run logs about a million)."""
+    frames = [pd.DataFrame([tuple(r) for r in store.metrics(run_id, keys=[key], phase=phase)],
+                           columns=METRIC_COLUMNS).assign(run_id=run_id) for run_id in run_ids]
+    return pd.concat(frames, ignore_index=True)[["run_id", *METRIC_COLUMNS]] if frames else pd.DataFrame(
+        columns=["run_id", *METRIC_COLUMNS])
+
+
+def metrics_csv(home: str | Path, run_ids: list[str]) -> str:
+    """Every metric of the runs as CSV (run_id, phase, step, epoch, key, value): built when a download asks."""
+    with closing(Store(Path(home), readonly=True)) as store:
+        return metrics_long(store, run_ids).to_csv(index=False)
+
+
 def metrics_long(store: Store, run_ids: list[str]) -> pd.DataFrame:
     """Metrics of several runs with a leading run_id column (the CSV export format)."""
     frames = [run_metrics(store, run_id).assign(run_id=run_id) for run_id in run_ids]
@@ -195,14 +220,32 @@ def metric_series_since(store: Store, run_id: str, after_rowid: int) -> tuple[Se
     so rows written meanwhile are left whole to the next call (none is read twice).
     """
     cursor = _plain_cursor(store)
-    newest = cursor.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0
+    newest = _newest_rowid(cursor)
     if after_rowid == 0:
-        return _all_series(cursor, run_id, newest), newest
+        return {name: _series_rows(cursor, run_id, name, newest) for name in _series_names(cursor, run_id)}, newest
     # "+run_id" keeps SQLite off the run_id index: a row-id range scan touches only the new rows,
     # where the index would walk every row the run ever logged (about 0.4 s for 1.3 million).
     rows = cursor.execute("SELECT phase, key, step, epoch, value FROM metrics WHERE rowid > ? AND rowid <= ?"
                           " AND +run_id = ? ORDER BY phase, key, step", (after_rowid, newest, run_id)).fetchall()
     return {name: _arrays([r[2:] for r in group]) for name, group in groupby(rows, key=lambda r: (r[0], r[1]))}, newest
+
+
+def metric_series_first(store: Store, run_id: str, points: int = FIRST_READ_POINTS) -> tuple[SeriesArrays, int]:
+    """The run's series as a first look at it needs them, and the row id to pass ``metric_series_since`` next.
+
+    A series of up to ``points`` rows is read whole. A longer one logged at a regular step interval is read
+    at every k-th logged step (k chosen so about ``points`` remain) and at its last step, so series logged at
+    the same steps keep the same steps, which the weighted-loss stack needs. A long irregular one (system
+    metrics sampled by time) is read whole. Of 8 paths x 50,000 logged steps (1.35 million rows) this reads
+    54,000 rows, and polls then add every new row.
+    """
+    cursor = _plain_cursor(store)
+    newest = _newest_rowid(cursor)
+    found = {}
+    for name in _series_names(cursor, run_id):
+        stride = _stride(cursor, run_id, name, newest, points)
+        found[name] = _series_rows(cursor, run_id, name, newest, stride)
+    return {name: arrays for name, arrays in found.items() if len(arrays[0])}, newest
 
 
 def _plain_cursor(store: Store) -> sqlite3.Cursor:
@@ -212,12 +255,59 @@ def _plain_cursor(store: Store) -> sqlite3.Cursor:
     return cursor
 
 
-def _all_series(cursor: sqlite3.Cursor, run_id: str, newest: int) -> SeriesArrays:
+def _newest_rowid(cursor: sqlite3.Cursor) -> int:
+    return cursor.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0
+
+
+def _series_names(cursor: sqlite3.Cursor, run_id: str) -> list[tuple[str, str]]:
+    """The run's (phase, key) pairs, found by jumping along the (run_id, phase, key, step) index from one pair to
+    the next: a few dozen lookups, where SELECT DISTINCT walks every row the run logged."""
+    names: list[tuple[str, str]] = []
+    phase = ""
+    while (phase := _next_value(cursor, "phase", "run_id = ? AND phase > ?", (run_id, phase))) is not None:
+        key = ""
+        while (key := _next_value(cursor, "key", "run_id = ? AND phase = ? AND key > ?", (run_id, phase, key))) \
+                is not None:
+            names.append((phase, key))
+    return names
+
+
+def _next_value(cursor: sqlite3.Cursor, column: str, where: str, args: tuple) -> Any:
+    return cursor.execute(f"SELECT min({column}) FROM metrics WHERE {where}", args).fetchone()[0]
+
+
+_SERIES = "FROM metrics WHERE run_id = ? AND phase = ? AND key = ? AND rowid <= ?"
+
+
+def _stride(cursor: sqlite3.Cursor, run_id: str, name: tuple[str, str], newest: int, points: int
+            ) -> tuple[int, int, int] | None:
+    """(first step, k x the logging interval, last step) to read a long regular series at; None: read it whole."""
+    args = (run_id, *name, newest)
+    count = cursor.execute(f"SELECT count(*) FROM (SELECT 1 {_SERIES} LIMIT ?)", (*args, points + 1)).fetchone()[0]
+    if count <= points:
+        return None
+    head = np.array([r[0] for r in cursor.execute(f"SELECT step {_SERIES} ORDER BY step LIMIT 64", args)])
+    gaps = np.diff(head)
+    if len(gaps) == 0 or gaps[0] <= 0 or (gaps != gaps[0]).any():
+        return None
+    last = cursor.execute(f"SELECT step {_SERIES} ORDER BY step DESC LIMIT 1", args).fetchone()[0]
+    logged = (last - head[0]) // gaps[0] + 1
+    return int(head[0]), int(gaps[0]) * -(-int(logged) // points), int(last)
+
+
+def _series_rows(cursor: sqlite3.Cursor, run_id: str, name: tuple[str, str], newest: int,
+                 stride: tuple[int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # One query per series returns plain numbers, which numpy converts far faster than mixed rows.
-    names = cursor.execute("SELECT DISTINCT phase, key FROM metrics WHERE run_id = ?", (run_id,)).fetchall()
-    return {(phase, key): _arrays(cursor.execute(
-        "SELECT step, epoch, value FROM metrics WHERE run_id = ? AND phase = ? AND key = ? AND rowid <= ?"
-        " ORDER BY step", (run_id, phase, key, newest)).fetchall()) for phase, key in names}
+    if stride is None:
+        rows = cursor.execute(f"SELECT step, epoch, value {_SERIES} ORDER BY step", (run_id, *name, newest))
+    else:
+        # Bounded by the last step instead of the row id: a series is logged in step order, so this is the same
+        # bound, and one on the index's own columns, where a row-id test doubles the time of the scan.
+        first, every, last = stride
+        rows = cursor.execute("SELECT step, epoch, value FROM metrics WHERE run_id = ? AND phase = ? AND key = ?"
+                              " AND step <= ? AND ((step - ?) % ? = 0 OR step = ?) ORDER BY step",
+                              (run_id, *name, last, first, every, last))
+    return _arrays(rows.fetchall())
 
 
 def _arrays(rows: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

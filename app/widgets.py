@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 import streamlit as st
 
-from app import cached
+from app import cached, links
 from app.nav import page_file
+from app.report import report_text
 from engine.export import student_path
 from engine.spec import SpecError
 from engine.store import ACTIVE_STATUSES, RunRow, WorkspaceError
@@ -43,17 +45,24 @@ def status_badge(status: str) -> None:
 
 
 def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
-    """Select one run, defaulting to session_state["selected_run"] or the newest; remembers the pick."""
+    """Select one run: the URL's ?run=, else session_state["selected_run"], else the newest; the pick is
+    remembered in both, so the page's link opens the same run."""
     if runs.empty:
         return None
     options = list(runs["id"])
     labels = dict(zip(runs["id"], runs["label"]))
-    wanted = st.session_state.get(SELECTED_RUN)
+    # A link's ?run= wins over the session's last pick: it is what the person opening the link wants to see.
+    # The URL's echo of this session's own pick does not: a run picked in code since (one just launched) wins.
+    wanted = None
+    if links.opened(links.RUN):
+        wanted = links.linked_choice(links.RUN, set(options), "run", "the last run picked (or the newest)")
+    wanted = wanted or st.session_state.get(SELECTED_RUN)
     picked = st.selectbox(
         label, options, index=options.index(wanted) if wanted in options else 0,
         format_func=lambda run_id: labels.get(run_id, run_id),
     )
     st.session_state[SELECTED_RUN] = picked
+    links.write(links.RUN, picked)
     return picked
 
 
@@ -88,6 +97,18 @@ def smoothing_picker(key: str) -> int:
 
 def go_live() -> None:
     st.switch_page(page_file("live"))
+
+
+def download_report(home: str, run_id: str, key: str) -> None:
+    """The run as a self-contained HTML report (charts work offline) and a Markdown summary, built on a click
+    (a report inlines plotly.js, about 5 MB)."""
+    left, right = st.columns(2)
+    left.download_button("Report (HTML)", partial(report_text, home, run_id, "html"), key=f"{key}-html",
+                         file_name=f"pathscope-{run_id}.html", mime="text/html", on_click="ignore",
+                         icon=":material/download:", help="Self-contained: its charts work offline")
+    right.download_button("Summary (Markdown)", partial(report_text, home, run_id, "markdown"), key=f"{key}-md",
+                          file_name=f"pathscope-{run_id}.md", mime="text/markdown", on_click="ignore",
+                          icon=":material/download:")
 
 
 def download_student(home: str, run: RunRow, key: str) -> None:

@@ -2,7 +2,7 @@
 
 Every write the pages make goes through here: queue runs, cancel a run, queue a job (attribution
 maps, teacher checks), queue an ablation or a comparison, save an uploaded checkpoint, start a
-worker. This is the only module of ``app/`` and ``pages/`` that opens a writable store or starts a
+worker, tag, annotate, archive or delete runs. This is the only module of ``app/`` and ``pages/`` that opens a writable store or starts a
 worker (tests/test_write_side.py checks it); everything else reads through ``app.cached``.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from engine.ablation import submit_ablation as queue_ablation
 from engine.comparison import ComparisonPlan, plan_comparison, queue_group
 from engine.comparison import submit_comparison as queue_comparison
 from engine.spec import RunSpec
-from engine.store import Store
+from engine import catalog
+from engine.store import Store, WorkspaceError
 from engine.teacher_check import submit_teacher_check as queue_teacher_check
 
 
@@ -202,3 +203,38 @@ def save_upload(folder: Path, name: str, data: bytes) -> SavedUpload:
 def save_checkpoint(home: str | Path, file: Any) -> SavedUpload:
     """Keep an uploaded checkpoint in the workspace's uploads folder (see ``save_upload``: nothing is replaced)."""
     return save_upload(uploads_dir(home), file.name, file.getvalue())
+
+
+# ---------------------------------------------------------------- the run catalog: tags, notes, archive, delete
+def set_tags(home: str | Path, kind: str, targets: list[str], add: list[str], remove: list[str]) -> None:
+    """Add and remove tags on every run (kind "run") or group ("group") of ``targets``; CatalogError names a bad
+    tag or an unknown target before anything of that target is written."""
+    setter = catalog.set_tags if kind == "run" else catalog.set_group_tags
+    with _writer(home) as store:
+        for target in targets:
+            setter(store, target, add=add, remove=remove)
+
+
+def save_note(home: str | Path, kind: str, target: str, text: str) -> None:
+    with _writer(home) as store:
+        catalog.set_note(store, kind, target, text)
+
+
+def set_archived(home: str | Path, run_ids: list[str], archived: bool) -> None:
+    action = catalog.archive if archived else catalog.restore
+    with _writer(home) as store:
+        for run_id in run_ids:
+            action(store, run_id)
+
+
+def delete_runs(home: str | Path, run_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Delete each run (cancelled first when active); returns (deleted ids, one message per refusal)."""
+    deleted, refusals = [], []
+    for run_id in run_ids:
+        try:
+            catalog.delete_run(Path(home), run_id)
+        except WorkspaceError as err:
+            refusals.append(str(err))
+        else:
+            deleted.append(run_id)
+    return deleted, refusals

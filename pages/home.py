@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import cached
+from app import cached, run_table
 from app.cluster import ask_cluster
 from app.nav import page_file
 from app.widgets import DEMO_SPEC, empty_state, go_live, user_errors
@@ -44,21 +44,10 @@ if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
 
 st.subheader("Recent runs")
 with user_errors("Recent runs"):
-    runs = cached.runs(cached.home())
-    if runs.empty:
+    if run_table.recent(cached.home(), RECENT).empty:
         empty_state()
     else:
-        st.dataframe(
-            runs.head(RECENT)[["name", "id", "status", "student", "combination", "n_paths", "test_acc_pct",
-                               "created"]],
-            hide_index=True,
-            column_config={
-                "n_paths": st.column_config.NumberColumn("paths"),
-                "test_acc_pct": st.column_config.NumberColumn("test acc (%)", format="%.2f"),
-                "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
-            },
-        )
-        st.page_link(page_file("compare"), label="Compare all runs", icon=":material/compare_arrows:")
+        st.page_link(page_file("compare"), label="Search, tag and compare all runs", icon=":material/compare_arrows:")
 
 st.subheader("Where runs execute")
 with user_errors("Where runs execute"):

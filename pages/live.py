@@ -1,27 +1,30 @@
-"""Live: follow one run while it trains (status, progress, loss and accuracy curves, throughput, events)."""
+"""Live: follow one run while it trains (status, progress, loss and accuracy curves, throughput, system use,
+events)."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app import cached, charts
 from app.queries import placement_label, spec_summary
 from app.run_series import RunSeries
-from app.widgets import download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
+from app.widgets import download_report, download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
 from app.worker_control import autostart_disabled
 from app.writes import cancel_run, resume_run, start_worker
 from engine.spec import printable
 from engine.store import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunRow
-from engine.vocabulary import MAIN_PHASE, is_teacher_phase, teacher_of_phase
+from engine.vocabulary import GPU_KEYS, MAIN_PHASE, is_teacher_phase, teacher_of_phase
 
 POLL_S = 2.0
 PLOT_CONFIG = {"displaylogo": False}
 NO_TIMING = ("No step timing in this phase: runs log time/* and samples/s since PathScope's teacher-output "
              "cache; older runs have none.")
+NO_SYSTEM = ("No system metrics in this phase: runs started before PathScope sampled CPU, memory and GPU use "
+             "have none.")
 
 
-def show_chart(fig, key: str) -> None:
-    st.plotly_chart(fig, key=key, config=PLOT_CONFIG)
+def show_chart(spec: dict, key: str) -> None:
+    """A chart of ``charts.live_figures``: a plain dict, drawn without plotly's validation (see charts.unvalidated)."""
+    st.plotly_chart(charts.unvalidated(spec), key=key, config=PLOT_CONFIG)
 
 
 def cancel(home: str, run_id: str) -> None:
@@ -86,6 +89,7 @@ def result_metrics(home: str, run: RunRow) -> None:
         cols[3].metric("duration", f"{result['seconds']:.0f} s")
     with cols[4]:
         download_student(home, run, key=f"live-download-{run.id}")
+    download_report(home, run.id, key=f"live-report-{run.id}")
 
 
 def teacher_metrics(home: str, run: RunRow) -> None:
@@ -100,7 +104,7 @@ def teacher_metrics(home: str, run: RunRow) -> None:
                                    help=f"measured on {samples:,} test images" if samples else None)
 
 
-def throughput_panel(series: RunSeries, phase: str, figure: go.Figure | None, key: str) -> None:
+def throughput_panel(series: RunSeries, phase: str, figure: dict | None, key: str) -> None:
     """Samples per second, the time of a step, and the share of it each section takes."""
     if figure is None:
         st.caption(NO_TIMING)
@@ -118,7 +122,8 @@ def throughput_panel(series: RunSeries, phase: str, figure: go.Figure | None, ke
 
 
 def phase_charts(series: RunSeries, phase: str, path_ids: list[str], log_y: bool, smoothing: int,
-                 run_id: str) -> None:
+                 run: RunRow) -> None:
+    run_id = run.id
     frame = series.display_frame(phase, smoothing)
     figures = charts.live_figures(frame, path_ids, log_y)
     left, right = st.columns(2)
@@ -135,6 +140,34 @@ def phase_charts(series: RunSeries, phase: str, path_ids: list[str], log_y: bool
             show_chart(figures["weighted"], key=f"weighted-{run_id}-{phase}")
             st.caption(stack_note(frame))
     throughput_panel(series, phase, figures.get("step_time"), key=f"time-{run_id}-{phase}")
+    system_panel(frame, figures, placement_device(run), key=f"system-{run_id}-{phase}")
+
+
+def placement_device(run: RunRow) -> str:
+    """The devices the run trains on, as its worker recorded them ("cpu", "cuda:0"; "" before it started)."""
+    return str((run.placement or {}).get("devices", ""))
+
+
+def no_gpu_note(device: str) -> str:
+    """Why a run that logged system metrics has no GPU ones."""
+    if device.startswith("cuda"):
+        return (f"No GPU metrics: the run trains on {device}, but its worker could not read NVML "
+                "(the nvidia-ml-py package or the NVIDIA driver is missing).")
+    return f"No GPU metrics: the run trains on the CPU{f' ({device})' if device else ''}."
+
+
+def system_panel(frame: pd.DataFrame, figures: dict[str, dict], device: str, key: str) -> None:
+    """The training process's CPU and memory, the machine's memory and, on a GPU, its utilisation and memory."""
+    st.markdown("**System**")
+    shown = [name for name in charts.SYSTEM_CHARTS if name in figures]
+    if not shown:
+        st.caption(NO_SYSTEM)
+        return
+    if not frame["key"].isin(GPU_KEYS).any():
+        st.caption(no_gpu_note(device))
+    for column, name in zip(st.columns(2), shown):
+        with column:
+            show_chart(figures[name], key=f"{key}-{name}")
 
 
 def stack_note(frame: pd.DataFrame) -> str:
@@ -154,12 +187,12 @@ def curves(home: str, run: RunRow, log_y: bool, smoothing: int) -> None:
         return
     path_ids = spec_summary(run.spec_yaml)["path_ids"]
     if MAIN_PHASE in found:
-        phase_charts(series, MAIN_PHASE, path_ids, log_y, smoothing, run.id)
+        phase_charts(series, MAIN_PHASE, path_ids, log_y, smoothing, run)
     for phase in found:
         if is_teacher_phase(phase):
             # Open while the teacher is what is training; folded away once the student starts.
             with st.expander(f"Teacher {teacher_of_phase(phase)} (trained inline)", expanded=MAIN_PHASE not in found):
-                phase_charts(series, phase, [], log_y, smoothing, run.id)
+                phase_charts(series, phase, [], log_y, smoothing, run)
 
 
 def run_panel(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bool) -> None:

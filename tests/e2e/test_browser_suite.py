@@ -259,7 +259,7 @@ def test_compare_two_runs_and_export_csv(server, page, tmp_path) -> None:
     assert len(ids) == 2
 
     open_page(page, "Compare")
-    overlay = page.get_by_test_id("stMultiSelect").filter(has_text="Runs to overlay")
+    overlay = page.get_by_test_id("stMultiSelect").filter(has_text="Runs to compare")
     expect(overlay.locator("[data-tag]")).to_have_count(2, timeout=UI_TIMEOUT_MS)
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=UI_TIMEOUT_MS)
     no_exception(page)
