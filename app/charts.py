@@ -3,7 +3,9 @@
 No Streamlit here, so every builder is unit-tested and timed on its own. Metric frames
 are in the store's long format (columns step, epoch, key, value; plus run_id for
 overlays). Traces are WebGL (Scattergl) so long runs stay responsive, and series longer
-than ``MAX_POINTS`` are reduced with a min/max-per-bucket downsample that keeps spikes.
+than ``MAX_POINTS`` are reduced with a min/max-per-bucket downsample that keeps the spikes it is given (Live's
+first read of a long run is strided in SQL, app/queries.metric_series_first, so a spike between the steps read of
+its history is not among them; every row logged since is).
 Smoothing averages over a fixed grid of steps (not over points), so a smoothed curve is
 the same however densely its series was logged or downsampled. The Live page's charts are
 built as plain dicts ("*_spec"; ``unvalidated`` draws one), since plotly's validation of graph
@@ -12,6 +14,7 @@ the other pages and the reports.
 """
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -337,7 +340,8 @@ def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str], smoo
     for index, (run_id, label) in enumerate(labels.items()):
         series = selected[selected["run_id"] == run_id]
         if not series.empty:
-            fig.add_trace(_series_trace(series_xy(series, x), key, x, label, series_color(index),
+            # escaped: plotly reads tags in legend names, and a run's name is the user's (<a href=...>)
+            fig.add_trace(_series_trace(series_xy(series, x), key, x, html.escape(label), series_color(index),
                                         smoothing=smoothing))
     if x == "epoch":
         fig.update_xaxes(**_whole_epochs(selected["epoch"]))
@@ -432,7 +436,7 @@ def combination_accuracy_figure(runs: pd.DataFrame, summary: pd.DataFrame) -> go
         fig.add_trace(go.Scatter(
             x=np.full(len(points), index - GROUP_OFFSET), y=points["test_acc_pct"].to_numpy(dtype=float),
             mode="markers", name=name, marker=dict(color=series_color(index), size=9, opacity=0.8),
-            text=points["name"].to_numpy(), hovertemplate="%{text}<br>%{y:.2f} %<extra></extra>",
+            text=[html.escape(str(n)) for n in points["name"]], hovertemplate="%{text}<br>%{y:.2f} %<extra></extra>",
         ))
     fig.add_trace(go.Scatter(
         x=np.arange(len(order)) + GROUP_OFFSET, y=summary["mean"].to_numpy(dtype=float), text=order,

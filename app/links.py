@@ -60,7 +60,7 @@ def write_list(key: str, values: Collection[str]) -> None:
 
 def unknown_warning(what: str, values: list[str], default: str) -> None:
     names = ", ".join(shown(v) for v in values[:5]) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
-    st.warning(f"The link names {what} {names}, not in this workspace: showing {default} instead.",
+    st.warning(f"The link names {what} {names}, not listed here (not in this workspace, or archived or filtered out): showing {default} instead.",
                icon=":material/link_off:")
 
 

@@ -361,7 +361,8 @@ def archive_and_delete(home: str, frame: pd.DataFrame, prefix: str) -> None:
     confirmed_for, confirm = _key(prefix, "delete_for"), _key(prefix, "delete_ok")
     if st.session_state.get(confirmed_for) != run_ids:
         st.session_state[confirmed_for], st.session_state[confirm] = run_ids, False
-    named = [f"{name} ({run_id})" for name, run_id in zip(frame["name"], frame["id"])]
+    named = [f"{links.shown(name)} ({run_id})" for name, run_id in zip(frame["name"], frame["id"])]  # as code: a
+    # name's own Markdown (links, colours) must not dress up a confirmation
     names = "; ".join(named[:NAMED_MAX]) + (f" and {len(named) - NAMED_MAX} more" if len(named) > NAMED_MAX else "")
     confirmed = st.checkbox(f"Delete for good: {names}. Their metrics, events, tags, notes and folders are removed; "
                             f"{CANCEL_FIRST}.", key=confirm)

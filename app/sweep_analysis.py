@@ -10,9 +10,10 @@ Pure functions (no Streamlit); ``app.sweep_charts`` draws their results. A page 
    ``engine.catalog.RunEntry.final_acc`` / ``best_acc`` give them; None for a run without one).
 3. ``parameter_importance(runs, sweep.fields, FINAL)`` (or ``BEST``); its ValueError message is meant for
    ``st.error``. ``seed_summary(runs)`` for mean +- std per configuration.
-4. With the selected runs' metrics in long format (``app.queries.metrics_long``: run_id, phase, step, epoch,
-   key, value; only the keys needed, e.g. ``acc/test`` and ``weight/path:*``): ``epoch_bands(metrics,
-   sweep.configs, key)`` and ``path_final_weights(metrics, sweep.configs, sweep.path_ids)``.
+4. With the selected runs' metrics in long format (run_id, phase, step, epoch, key, value), only the rows needed
+   (the per-epoch ``acc/*`` and each path's last ``weight/path:*``, as ``app.sweep_view.sweep_metrics`` reads
+   them): ``epoch_bands(metrics, sweep.configs, key)`` and ``path_final_weights(metrics, sweep.configs,
+   sweep.path_ids)``.
 """
 from __future__ import annotations
 
@@ -150,7 +151,9 @@ def parameter_importance(frame: pd.DataFrame, fields: list[str], target: str) ->
 
     Runs without a target value are left out; fields with one value among the rest are dropped. A categorical
     field (any non-number value, such as a weighting name) is encoded by the target's mean per category before
-    the rank correlation, so its correlation is never negative: read its magnitude only. The forest
+    the rank correlation, so its correlation is never negative: read its magnitude only. That encoding fits each
+    category to its own runs, so a categorical field with more values than half the runs (a per-run checkpoint
+    path: one run per value) would look perfect whatever it does; such fields are left out. The forest
     (``RandomForestRegressor``, fixed random_state) sees categories as ordinals in the order of those means,
     the ordering a tree can split best. Columns: field, spearman, abs_spearman, rf_importance, n_values;
     sorted by rf_importance, then |spearman|. Raises ValueError, with a message for the page, when fewer than
@@ -162,7 +165,7 @@ def parameter_importance(frame: pd.DataFrame, fields: list[str], target: str) ->
         raise ValueError(f"parameter importance needs at least {MIN_RUNS} runs with a {label}; "
                          f"the selection has {len(runs)}")
     y = runs[target].astype(float)
-    encoded = {f: _encode(runs[f], y) for f in fields if _distinct(runs[f]) > 1}
+    encoded = {f: _encode(runs[f], y) for f in fields if _rankable(runs[f])}
     if not encoded:
         raise ValueError(f"no spec field varies across the {len(runs)} runs with a {label}: "
                          "nothing to rank (runs that differ only in seed are one configuration)")
@@ -186,6 +189,12 @@ def _encode(values: pd.Series, target: pd.Series) -> pd.Series:
     category = np.array([codes.setdefault(value_key(v), len(codes)) for v in values])
     means = target.groupby(category).mean()
     return pd.Series(means.loc[category].to_numpy(), index=values.index)
+
+
+def _rankable(values: pd.Series) -> bool:
+    """Varies, and is numeric or has at least two runs per category on average (see parameter_importance)."""
+    distinct = _distinct(values)
+    return distinct > 1 and (all(_is_number(v) for v in values) or 2 * distinct <= len(values))
 
 
 def _spearman(x: pd.Series, y: pd.Series) -> float:

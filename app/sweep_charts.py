@@ -1,7 +1,7 @@
 """Figures of a sweep analysis (``app.sweep_analysis``), as plain plotly dicts: {"data": [...], "layout": {...}}.
 
 Plain dicts skip building plotly objects trace by trace (each ``add_trace`` and ``update_layout`` validates
-again); ``json.dumps`` writes one into a report as it is. ``st.plotly_chart`` (Streamlit 1.67) still validates a
+again); a report draws them through ``go.Figure`` like any other (app/report_html.py). ``st.plotly_chart`` (Streamlit 1.67) still validates a
 dict once, and refuses one without traces: so a builder with nothing to draw raises ValueError with a message
 for the page (``st.info``) instead. Values are plain lists (NaN as None). A page passes:
 

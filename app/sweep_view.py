@@ -48,14 +48,14 @@ def specs_of(home_dir: str, run_ids: tuple[str, ...]) -> dict[str, dict[str, Any
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def sweep_metrics(home_dir: str, run_ids: tuple[str, ...], path_ids: tuple[str, ...]) -> pd.DataFrame:
-    """Only the rows the analysis draws: per-epoch accuracies and each path's weight, student phase."""
-    keys = [*BAND_KEYS, *(f"{PATH_WEIGHT_PREFIX}{p}" for p in path_ids)]
+    """Only the rows the analysis draws: per-epoch accuracies, and each path's LAST weight (weights are logged
+    at every logged step: a long run holds hundreds of thousands of them), student phase."""
+    weights = [f"{PATH_WEIGHT_PREFIX}{p}" for p in path_ids]
     with closing(Store(Path(home_dir), readonly=True)) as store:
-        frames = [pd.DataFrame([tuple(r) for r in store.metrics(run_id, keys=keys, phase=MAIN_PHASE)],
-                               columns=["phase", "step", "epoch", "key", "value"]).assign(run_id=run_id)
-                  for run_id in run_ids]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["phase", "step", "epoch", "key", "value", "run_id"])
+        rows = [(*tuple(r), run_id) for run_id in run_ids
+                for r in [*store.metrics(run_id, keys=BAND_KEYS, phase=MAIN_PHASE),
+                          *store.last_metrics(run_id, weights, MAIN_PHASE)]]
+    return pd.DataFrame(rows, columns=["phase", "step", "epoch", "key", "value", "run_id"])
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -227,12 +227,18 @@ def set_archived(home: str | Path, run_ids: list[str], archived: bool) -> None:
             action(store, run_id)
 
 
+DELETE_WAIT_S = 5.0  # a click waits this long for an active run's worker to let go; then the page says so
+
+
 def delete_runs(home: str | Path, run_ids: list[str]) -> tuple[list[str], list[str]]:
-    """Delete each run (cancelled first when active); returns (deleted ids, one message per refusal)."""
+    """Delete each run (cancelled first when active; those that depend on others of the selection first);
+    returns (deleted ids, one message per refusal)."""
+    with closing(Store(Path(home), readonly=True)) as store:
+        ordered = catalog.deletion_order(store, run_ids)
     deleted, refusals = [], []
-    for run_id in run_ids:
+    for run_id in ordered:
         try:
-            catalog.delete_run(Path(home), run_id)
+            catalog.delete_run(Path(home), run_id, wait_s=DELETE_WAIT_S)
         except WorkspaceError as err:
             refusals.append(str(err))
         else:

@@ -100,7 +100,7 @@ class RunEntry:
     final_acc: float | None              # test accuracy at the end (the run's result)
     best_acc: float | None               # best per-epoch validation accuracy (test when the run logged no val)
     best_epoch: int | None
-    duration_s: float | None             # the run's own seconds when finished, else time since it started
+    duration_s: float | None             # the run's own seconds when finished, else from its start to its last heartbeat
     executor: str                        # RunRow.executor ("local", "ray", ...)
 
 
@@ -343,6 +343,19 @@ def dependants(store: Store, run_id: str) -> list[str]:
     """Runs that reference this run (see _dependant_rows), each once."""
     check_run_id(run_id)
     return list(dict.fromkeys(rid for rid, _ in _dependant_rows(store.con, run_id)))
+
+
+def deletion_order(store: Store, run_ids: list[str]) -> list[str]:
+    """``run_ids`` ordered so that each run comes after the selected runs that depend on it (a student before the
+    teacher run it loads), so deleting both in this order is never refused; otherwise the given order is kept."""
+    needed_by = {run_id: set(dependants(store, run_id)) & set(run_ids) for run_id in run_ids}
+    ordered: list[str] = []
+    while len(ordered) < len(run_ids):
+        ready = [r for r in run_ids if r not in ordered and needed_by[r] <= set(ordered)]
+        if not ready:  # a cycle cannot arise from references, but never loop on one
+            ready = [r for r in run_ids if r not in ordered]
+        ordered += ready
+    return ordered
 
 
 def _refuse_if_needed(con: sqlite3.Connection, run_id: str) -> None:

@@ -7,7 +7,7 @@ import streamlit as st
 from functools import partial
 
 from app import cached, charts, links, run_table, sweep_view
-from app.report import report_text, selection_text
+from app.report import selection_text
 from app.queries import combination_summary, metrics_csv
 from app.widgets import download_student, smoothing_picker, user_errors
 from engine.vocabulary import TEST_ACC, TOTAL_LOSS, VAL_ACC
@@ -130,16 +130,14 @@ def group_view(home: str, runs: pd.DataFrame) -> tuple[str, list[str]]:
     return group, chosen
 
 
-def report_downloads(home: str, runs: pd.DataFrame, group: str, in_view: list[str], figures: list) -> None:
-    """The view as a self-contained HTML report (charts interactive, opens offline) and a Markdown summary.
-    Built only on a click: a report inlines plotly.js (about 5 MB)."""
+def report_downloads(home: str, group: str, in_view: list[str], figures: list) -> None:
+    """The runs in view (exactly those: a filter or the archive can hide some of a group's runs) as a
+    self-contained HTML report, charts interactive and working offline, and a Markdown summary. Built only on a
+    click: a report inlines plotly.js (about 5 MB)."""
     if not in_view:
         return
-    whole_group = group != ALL_RUNS and set(in_view) == set(runs.loc[runs["group_id"] == group, "id"])
-    if whole_group:
-        build, name = partial(report_text, home, group), f"pathscope-{group}"
-    else:
-        build, name = partial(selection_text, home, in_view), f"pathscope-{len(in_view)}-runs"
+    name = f"pathscope-{group}" if group != ALL_RUNS else f"pathscope-{len(in_view)}-runs"
+    build = partial(selection_text, home, in_view)
     left, right = st.columns(2)
     left.download_button("Report of this view (HTML)", partial(build, "html", extra_figures=figures),
                          file_name=f"{name}.html", mime="text/html", on_click="ignore",
@@ -160,7 +158,7 @@ def main() -> None:
     student_downloads(home, runs)
     group, in_view = group_view(home, runs)
     figures = sweep_view.sweep_section(home, runs[runs["id"].isin(in_view)])
-    report_downloads(home, runs, group, in_view, figures)
+    report_downloads(home, group, in_view, figures)
     overlay(home, runs, selected)
 
 

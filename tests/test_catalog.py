@@ -56,6 +56,17 @@ def test_final_best_and_best_epoch_come_from_the_result_and_the_stored_epochs(ho
                                                            ("kd",), 2, 0, "local")
 
 
+def test_a_resumed_run_shows_no_result_of_the_attempt_that_ended(home: Path) -> None:
+    run_id = add_finished_run(home, "resumed", metrics=accuracies([0.5, 0.8], [0.4, 0.6]), result={"test_acc": 0.6})
+    with closing(Store(home)) as store:
+        store.con.execute("UPDATE runs SET status='interrupted' WHERE id=?", (run_id,))
+        store.con.commit()
+        assert store.resume_run(run_id)
+        entry = next(e for e in catalog.run_table(store) if e.run_id == run_id)
+    assert (entry.status, entry.final_acc, entry.best_acc, entry.best_epoch, entry.duration_s) == (
+        "queued", None, None, None, None)
+
+
 def test_a_run_still_queued_has_its_spec_columns_and_no_accuracy(home: Path) -> None:
     two = [{"id": "cnn", "arch": "small_cnn", "source": {"kind": "train"}},
            {"id": "big", "arch": "mlp", "source": {"kind": "train"}}]
@@ -273,9 +284,11 @@ def test_a_run_other_runs_load_is_refused_naming_them(home: Path) -> None:
                               f"model); {ablated} (in its ablation group abl-{teacher})")
     with closing(Store(home, readonly=True)) as store:
         assert store.get_run(teacher).status == "done"  # refused: untouched
-    catalog.delete_run(home, student)
-    catalog.delete_run(home, ablated)
-    catalog.delete_run(home, teacher)  # nothing depends on it any more
+    with closing(Store(home, readonly=True)) as store:  # all three selected: the dependants go first
+        order = catalog.deletion_order(store, [teacher, student, ablated])
+    assert order == [student, ablated, teacher]
+    for run_id in order:
+        catalog.delete_run(home, run_id)  # never refused in this order
 
 
 def test_a_queued_run_is_cancelled_then_deleted(home: Path) -> None:

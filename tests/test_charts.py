@@ -155,6 +155,12 @@ def test_overlay_figure_axes_follow_the_metric() -> None:
     assert list(by_name(acc)["second"].y) == pytest.approx([60.0])
 
 
+def test_overlay_legend_shows_a_run_name_as_text_not_as_markup() -> None:
+    metrics = pd.DataFrame([("r1", "main", 5, 0, "loss/total", 1.0)], columns=["run_id", *queries.METRIC_COLUMNS])
+    fig = charts.overlay_figure(metrics, "loss/total", {"r1": "<a href='https://evil.example'>r1</a>"})
+    assert fig.data[0].name == "&lt;a href=&#x27;https://evil.example&#x27;&gt;r1&lt;/a&gt;"
+
+
 def test_empty_metrics_give_empty_figures() -> None:
     empty = frame([])
     assert len(charts.loss_figure(empty, PATH_IDS).data) == 0

@@ -99,6 +99,16 @@ def test_importance_ranks_the_one_field_accuracy_depends_on_first(field: str, ac
     assert (others["abs_spearman"] < 0.2).all() and (others["rf_importance"] < 0.1).all()
 
 
+def test_a_field_with_a_new_value_in_every_run_does_not_outrank_the_one_that_matters() -> None:
+    """A per-run value (each run's own checkpoint path) would rank first, with a perfect correlation, if a run's
+    own accuracy encoded its own category: it is left out."""
+    frame, fields = factorial(lambda lr, weighting, temperature: 0.5 + 0.1 * math.log10(lr / 0.01))
+    frame["teachers[t].source.path"] = [f"/ckpt/run-{i}.pt" for i in range(len(frame))]
+    table = parameter_importance(frame, [*fields, "teachers[t].source.path"], FINAL).set_index("field")
+    assert table.index[0] == LR
+    assert "teachers[t].source.path" not in table.index
+
+
 def test_importance_sign_follows_a_numeric_field() -> None:
     frame, fields = factorial(lambda lr, weighting, temperature: 0.9 - 0.1 * LRS.index(lr))
     assert parameter_importance(frame, fields, FINAL).set_index("field").loc[LR, "spearman"] == pytest.approx(-1.0)

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from engine.catalog import (
-    NOTE_MAX_BYTES, CatalogError, RunFilter, archive, check_run_id, delete_run, group_tags, note_of, restore,
-    run_table, set_group_tags, set_note, set_tags,
+    NOTE_MAX_BYTES, CatalogError, RunFilter, archive, check_run_id, delete_run, deletion_order, group_tags, note_of,
+    restore, run_table, set_group_tags, set_note, set_tags,
 )
 from engine.cli.common import Command
 from engine.spec import printable
@@ -155,7 +155,7 @@ def _confirmed(run_ids: list[str]) -> bool:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     store = Store(workspace_home(), readonly=True)
-    run_ids = _existing_runs(store, args.runs)
+    run_ids = deletion_order(store, _existing_runs(store, args.runs))
     store.close()
     if not args.yes and not _confirmed(run_ids):
         print("nothing deleted")
