@@ -23,8 +23,6 @@ from engine.telemetry import Recorded
 from engine.vocabulary import SYS_CPU_PERCENT, SYS_GPU_MEM_MB, SYS_GPU_UTIL_PERCENT, SYS_MEM_PERCENT, SYS_RSS_MB
 
 SAMPLE_SECONDS = 5.0
-# CPU use is counted in 10 ms clock ticks: a sample this soon after the last would be off by a tenth or more.
-MIN_SECONDS = 0.1
 MIB = 2 ** 20
 
 log = logging.getLogger("pathscope.system_metrics")
@@ -91,7 +89,7 @@ class SystemSampler:
     def due(self, now_anyway: bool = False) -> dict[str, float]:
         """A sample when the interval has passed since the last one (or ``now_anyway``), else nothing."""
         now = monotonic()
-        if now - self._last < (min(MIN_SECONDS, self.interval) if now_anyway else self.interval):
+        if not now_anyway and now - self._last < self.interval:
             return {}
         self._last = now
         return self.sample()
@@ -107,8 +105,9 @@ class SystemSampler:
 class SystemMetricsReporter:
     """A Reporter that adds a due system sample to the values of a logged step, and passes everything on.
 
-    A phase is sampled at its first logged step (or the first one MIN_SECONDS after the last sample), so a
-    phase shorter than the interval (an inline teacher on small data) still has its system metrics.
+    A phase is sampled at its first logged step whatever the interval, so a phase shorter than the interval (an
+    inline teacher on small data, a tiny student) still has its system metrics; CPU use is counted in 10 ms clock
+    ticks, so a sample taken within a tenth of a second of the one before is coarse.
     """
 
     def __init__(self, inner: Reporter, sampler: SystemSampler) -> None:

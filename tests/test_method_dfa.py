@@ -197,7 +197,7 @@ def test_digits_run_searches_then_distils(home: Path) -> None:
     result = execute_run(spec, "dfa", home, reporter)
     assert result["test_acc"] > 0.5, result
 
-    search_keys = {row[3] for row in reporter.rows if row[0] == "search"}
+    search_keys = {row[3] for row in reporter.rows if row[0] == "search" and not row[3].startswith("system/")}
     labels = ["conv1@r-l1", "conv2", "conv1@c-c1"]  # conv1 is shared by two paths: the path id tells them apart
     assert {"dfa/loss_ts", "dfa/loss_st", *(f"dfa/entropy:{label}" for label in labels)} == search_keys
     arrays = {key: rec for phase, _, _, key, rec in reporter.arrays if phase == "search"}

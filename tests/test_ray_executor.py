@@ -18,7 +18,7 @@ from engine.executors.ray_tune import SweepLedger, alive_nodes, check_node_stora
 from engine.runtime import LostClaim
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import FINAL_STATUSES, SCHEMA_VERSION, Store, init_workspace
-from engine.vocabulary import MAIN_PHASE
+from engine.vocabulary import MAIN_PHASE, SYSTEM_PREFIX
 from engine.worker import Heartbeat, execute_claimed
 from tests.conftest import tiny_spec_dict
 
@@ -39,8 +39,9 @@ def _run_locally(store: Store, spec) -> str:
 
 def _series(store: Store, run_id: str, phase: str = MAIN_PHASE) -> dict[tuple[int, int, str], float]:
     """Every metric row of the phase by (step, epoch, key); timings, which no two runs share, count by presence
-    (as 0). Values match to float32 rounding: a Ray worker runs BLAS on its one CPU, the test process on two."""
-    rows = store.metrics(run_id, phase=phase)
+    (as 0); system metrics, sampled by the clock, not at all. Values match to float32 rounding: a Ray worker runs
+    BLAS on its one CPU, the test process on two."""
+    rows = [r for r in store.metrics(run_id, phase=phase) if not r["key"].startswith(SYSTEM_PREFIX)]
     keyed = {(r["step"], r["epoch"], r["key"]): 0.0 if r["key"].startswith(TIMINGS) else r["value"] for r in rows}
     assert len(keyed) == len(rows), "a metric was written twice (a resumed attempt's rows were not truncated)"
     return keyed
