@@ -136,6 +136,16 @@ def config_labels(values: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, index=values.index, name="config")
 
 
+def short_configs(configs: pd.Series, max_fields: int = 3) -> pd.Series:
+    """Chart labels of the configurations: their own when none has more than ``max_fields`` fields, else
+    "config 1", "config 2", ... in first-seen order (two runs of different setups vary in dozens of fields, which
+    no axis can show; the seed table maps each number to its full configuration)."""
+    if all(label.count(" · ") < max_fields for label in configs):
+        return configs
+    numbers = {label: f"config {i}" for i, label in enumerate(dict.fromkeys(configs), 1)}
+    return configs.map(numbers)
+
+
 def sweep_frame(sweep: VariedFields, final: Mapping[str, float | None],
                 best: Mapping[str, float | None]) -> pd.DataFrame:
     """One row per run: the varied fields, seed, config, ``FINAL`` and ``BEST`` (NaN where a run has none)."""

@@ -75,10 +75,16 @@ def _chart(figure_of, *args: Any, title: str, key: str, drawn: list[tuple[str, F
     drawn.append((title, figure))
 
 
-def seed_table(frame: pd.DataFrame) -> None:
+def seed_table(frame: pd.DataFrame, chart_labels: pd.Series) -> None:
+    """Mean ± std per configuration; with its chart label where the charts number the configurations."""
+    summary = sa.seed_summary(frame)
+    labels = dict(zip(frame["config"], chart_labels.reindex(frame.index)))
+    if any(labels[c] != c for c in summary["config"]):
+        summary.insert(0, "label", summary["config"].map(labels))
     st.dataframe(
-        sa.seed_summary(frame), hide_index=True,
+        summary, hide_index=True,
         column_config={
+            "label": st.column_config.TextColumn("on the charts"),
             "config": st.column_config.TextColumn("configuration", help="runs identical but for the seed"),
             "n": st.column_config.NumberColumn("runs", help="runs with a final accuracy"),
             "final_mean_pct": st.column_config.NumberColumn("final acc, mean (%)", format="%.2f"),
@@ -94,44 +100,53 @@ def sweep_section(home: str, view: pd.DataFrame) -> list[tuple[str, Figure]]:
     """The sweep analysis of the runs in ``view`` (the run table's rows: id, final_acc, best_acc as fractions);
     returns the (title, figure) pairs it drew."""
     st.subheader("Sweep analysis")
-    drawn: list[tuple[str, Figure]] = []
     run_ids = list(view["id"])
     if len(run_ids) < 2:
         st.info("Put at least two runs in the view above (a group, or runs picked by hand) to see what their "
                 "settings change.")
-        return drawn
+        return []
     if len(run_ids) > MAX_RUNS:
         st.info(f"The sweep analysis covers at most {MAX_RUNS} runs and the view holds {len(run_ids)}: pick a "
                 "group above, or narrow the table with a filter or a search.")
-        return drawn
+        return []
     specs = specs_of(home, tuple(run_ids))
     sweep = sa.varied_fields(specs)
     frame = sa.sweep_frame(sweep, _fractions(view, "final_acc"), _fractions(view, "best_acc"))
+    chart_labels = sa.short_configs(sweep.configs)
     if not sweep.fields:
         st.caption("These runs share every setting but the seed: the spread below is the seeds' alone.")
     target = st.radio("Accuracy", [sa.FINAL, sa.BEST], horizontal=True, key="cmp_sweep_target",
                       format_func=lambda t: sa.TARGET_LABELS[t],
                       help="final: test accuracy at the end; best: the best epoch's validation accuracy")
-    seed_table(frame)
+    seed_table(frame, chart_labels)
+    drawn: list[tuple[str, Figure]] = []
     if sweep.fields:
-        _chart(sweep_charts.parcoords_figure, frame, sweep.fields, sweep.numeric, target,
-               title="Parallel coordinates", key="cmp_parcoords", drawn=drawn)
-        try:
-            table = importance(frame, tuple(sweep.fields), target)
-        except ValueError as err:
-            st.info(str(err))
-        else:
-            _chart(sweep_charts.importance_figure, table, title="Parameter importance", key="cmp_importance",
-                   drawn=drawn)
-    metrics = sweep_metrics(home, tuple(specs), tuple(sweep.path_ids))
+        field_charts(frame, sweep, target, drawn)
+    curve_charts(sweep_metrics(home, tuple(specs), tuple(sweep.path_ids)), chart_labels, sweep.path_ids, drawn)
+    return drawn
+
+
+def field_charts(frame: pd.DataFrame, sweep: sa.VariedFields, target: str, drawn: list[tuple[str, Figure]]) -> None:
+    """Parallel coordinates over the varied fields, and each field's importance for ``target``."""
+    _chart(sweep_charts.parcoords_figure, frame, sweep.fields, sweep.numeric, target,
+           title="Parallel coordinates", key="cmp_parcoords", drawn=drawn)
+    try:
+        table = importance(frame, tuple(sweep.fields), target)
+    except ValueError as err:
+        st.info(str(err))
+        return
+    _chart(sweep_charts.importance_figure, table, title="Parameter importance", key="cmp_importance", drawn=drawn)
+
+
+def curve_charts(metrics: pd.DataFrame, configs: pd.Series, path_ids: list[str],
+                 drawn: list[tuple[str, Figure]]) -> None:
+    """Mean ± std per epoch of the first accuracy logged, and each path's final weight, per configuration."""
     present = [k for k in BAND_KEYS if (metrics["key"] == k).any()]
     if present:
-        key = present[0]
-        _chart(sweep_charts.band_figure, sa.epoch_bands(metrics, sweep.configs, key), key,
+        _chart(sweep_charts.band_figure, sa.epoch_bands(metrics, configs, present[0]), present[0],
                title="Mean ± std per epoch", key="cmp_bands", drawn=drawn)
-    _chart(sweep_charts.path_weights_figure, sa.path_final_weights(metrics, sweep.configs, sweep.path_ids),
-           sweep.path_ids, title="Final weight of each path", key="cmp_path_weights", drawn=drawn)
-    return drawn
+    _chart(sweep_charts.path_weights_figure, sa.path_final_weights(metrics, configs, path_ids), path_ids,
+           title="Final weight of each path", key="cmp_path_weights", drawn=drawn)
 
 
 def _fractions(view: pd.DataFrame, column: str) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ import pytest
 from app.colors import path_color
 from app.sweep_analysis import (
     BEST, FINAL, UNSET, epoch_bands, parameter_importance, path_final_weights, run_final_weights, seed_summary,
-    sweep_frame, varied_fields,
+    short_configs, sweep_frame, varied_fields,
 )
 from app.sweep_charts import band_figure, importance_figure, parcoords_figure, path_weights_figure
 from engine.comparison import parse_grid, sweep_variants
@@ -107,6 +107,14 @@ def test_a_field_with_a_new_value_in_every_run_does_not_outrank_the_one_that_mat
     table = parameter_importance(frame, [*fields, "teachers[t].source.path"], FINAL).set_index("field")
     assert table.index[0] == LR
     assert "teachers[t].source.path" not in table.index
+
+
+def test_configurations_of_many_fields_are_numbered_on_the_charts() -> None:
+    few = pd.Series(["a=1 · b=2", "a=2 · b=2"], index=["r1", "r2"])
+    assert short_configs(few).equals(few)
+    many = pd.Series(["a=1 · b=2 · c=3 · d=4", "a=2 · b=2 · c=3 · d=4", "a=1 · b=2 · c=3 · d=4"],
+                     index=["r1", "r2", "r3"])
+    assert list(short_configs(many)) == ["config 1", "config 2", "config 1"]  # seeds of one setup share it
 
 
 def test_importance_sign_follows_a_numeric_field() -> None:
