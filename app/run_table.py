@@ -243,7 +243,10 @@ def selection(prefix: str, frame: pd.DataFrame, default: list[str]) -> list[str]
         linked = links.linked_choices(links.RUNS, listed, "run", "the newest finished runs")
         st.session_state[key] = linked or default
     else:
-        st.session_state[key] = [run_id for run_id in st.session_state[key] if run_id in listed]
+        kept = [run_id for run_id in st.session_state[key] if run_id in listed]
+        # Every picked run left the table (archived, filtered out, or the archive shown instead): start again from
+        # the default rather than an empty selection with no panel to act on.
+        st.session_state[key] = kept if kept or not st.session_state[key] else default
     labels = dict(zip(frame["id"], frame["label"]))
     chosen = st.multiselect("Runs to compare", list(frame["id"]), key=key, format_func=lambda r: labels.get(r, r),
                             help="Their curves are overlaid below; tag, annotate, archive or delete them here")
