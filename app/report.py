@@ -51,13 +51,8 @@ def check_target_id(target_id: str) -> str:
 
 def annotations(store: Store, kind: Literal["run", "group"], target_id: str) -> tuple[tuple[str, ...], str]:
     """The target's tags and Markdown note (``engine.catalog``)."""
-    note = catalog.note_of(store, kind, target_id)
-    if kind == "group":
-        return catalog.group_tags(store, target_id), note
-    # The run table is the catalog's read of a run's tags; an archived run is listed only when asked for.
-    entries = (entry for archived in (False, True)
-               for entry in catalog.run_table(store, catalog.RunFilter(text=target_id, archived=archived)))
-    return next((entry.tags for entry in entries if entry.run_id == target_id), ()), note
+    tags = catalog.group_tags if kind == "group" else catalog.run_tags
+    return tags(store, target_id), catalog.note_of(store, kind, target_id)
 
 
 def build_report(store: Store, target_id: str, extra_figures: Sequence[Figure] = ()) -> Report:

@@ -258,6 +258,10 @@ def _apply_tags(con: sqlite3.Connection, table: str, key: str, target: str, add:
                 ) -> tuple[str, ...]:
     con.executemany(f"INSERT OR IGNORE INTO {table} ({key}, tag) VALUES (?, ?)", [(target, t) for t in add])
     con.executemany(f"DELETE FROM {table} WHERE {key}=? AND tag=?", [(target, t) for t in remove])
+    return _tags(con, table, key, target)
+
+
+def _tags(con: sqlite3.Connection, table: str, key: str, target: str) -> tuple[str, ...]:
     return tuple(r[0] for r in con.execute(f"SELECT tag FROM {table} WHERE {key}=? ORDER BY tag", (target,)))
 
 
@@ -278,9 +282,14 @@ def set_group_tags(store: Store, group_id: str, add: Iterable[str] = (), remove:
         return _apply_tags(con, "group_tags", "group_id", group_id, add, remove)
 
 
+def run_tags(store: Store, run_id: str) -> tuple[str, ...]:
+    """A run's tags, sorted (archived or not)."""
+    return _tags(store.con, "run_tags", "run_id", run_id)
+
+
 def group_tags(store: Store, group_id: str) -> tuple[str, ...]:
-    rows = store.con.execute("SELECT tag FROM group_tags WHERE group_id=? ORDER BY tag", (group_id,))
-    return tuple(r[0] for r in rows)
+    """A group's tags, sorted."""
+    return _tags(store.con, "group_tags", "group_id", group_id)
 
 
 # ---------------------------------------------------------------- notes

@@ -174,6 +174,9 @@ def test_tags_are_added_removed_and_kept_per_case(home: Path) -> None:
     with closing(Store(home)) as store:
         assert catalog.set_tags(store, run_id, add=["b", "B", "a:1"]) == ("B", "a:1", "b")
         assert catalog.set_tags(store, run_id, add=["c"], remove=["B", "never-there"]) == ("a:1", "b", "c")
+        catalog.archive(store, run_id)
+        assert catalog.run_tags(store, run_id) == ("a:1", "b", "c")  # an archived run keeps and shows its tags
+        catalog.restore(store, run_id)
         with pytest.raises(CatalogError, match="tag 'c': both added and removed"):
             catalog.set_tags(store, run_id, add=["c"], remove=["c"])
         assert catalog.set_group_tags(store, "cmp-g", add=["sweep"]) == ("sweep",)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 from pathlib import Path
 
 from engine.catalog import (
@@ -130,18 +131,22 @@ def _existing_runs(store: Store, run_ids: list[str]) -> list[str]:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    store = Store(workspace_home())
-    for run_id in _existing_runs(store, args.runs):
-        archive(store, run_id)
-        print(f"archived {run_id}")
-    return 0
+    return _set_archived(args.runs, archive, "archived")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    return _set_archived(args.runs, restore, "restored")
+
+
+def _set_archived(run_ids: list[str], action: Callable[[Store, str], None], done: str) -> int:
+    """Archive or restore each run, every id checked before any is changed."""
     store = Store(workspace_home())
-    for run_id in _existing_runs(store, args.runs):
-        restore(store, run_id)
-        print(f"restored {run_id}")
+    try:
+        for run_id in _existing_runs(store, run_ids):
+            action(store, run_id)
+            print(f"{done} {run_id}")
+    finally:
+        store.close()
     return 0
 
 
