@@ -7,9 +7,10 @@ conv2 (feature paths), every path at weight 1 as in digits_planted.yaml: `equal`
 its configured weight, and lookahead gates the configured weights, so explicit 1s make the two start alike
 (at the conventional weights, AT 1000 and FitNet 100, lookahead ran 30-50 points below equal). AT at weight 1
 moves the student little; FitNet at 1 does (its features' MSE is of order 1). Clean-only scenarios put a second good
-teacher ("good2", clean, another seed) in the defective one's place. Diagnostics are on in every run.
+teacher ("good2", clean, another seed) in the defective one's place. The full and lookahead runs probe
+(diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and saves 2/3 of their time.
 
-Runs per scenario (weighting equal unless said, seeds 0, 1, 2 each):
+Runs per scenario (weighting equal unless said, seeds 0-4 each):
 - full: every path;
 - without:<path>: every path but one (a teacher left without paths is dropped), once per path;
 - lookahead: every path, weighting lookahead;
@@ -19,7 +20,7 @@ Ground truth, per path, from the ablation, paired by seed: a full run and a run 
 seed (the same initial student and batch order), so the gain of removing the path is measured per seed, and the
 path is harmful when the mean gain exceeds both the gains' sample standard deviation over the seeds (the loss must
 be beyond the seeds' spread) and MIN_HARM_POINTS (one point: 3.6 of digits' 359 test images; a smaller "loss"
-is below what three seeds of a test set that size can resolve, and in the last unpaired scoring a clean teacher's
+is below what a few seeds of a test set that size can resolve, and in the last unpaired scoring a clean teacher's
 KD path was called harmful at +0.8 points). Ground truth does not look at which teacher a path comes from: a
 good teacher's path can be harmful and a defective one's harmless.
 
@@ -27,8 +28,8 @@ Scoring, for two detectors on the same full runs:
 - new: `verdict_details[p]`'s "history" ([[step, verdict], ...]) or, without it, "first_flagged_step";
 - today's: "cosine_verdict"/"cosine_first_flagged_step" when the results carry them; otherwise the main
   fields are today's detector (the new one has not landed) and the two rows are the same (the output says so).
-A path is flagged in a run when it was ever judged "hurts"; over the three full-run seeds it counts as
-flagged by majority (at least two of three). Precision = flagged harmful / flagged, recall = flagged
+A path is flagged in a run when it was ever judged "hurts"; over the five full-run seeds it counts as
+flagged by majority (at least three of five). Precision = flagged harmful / flagged, recall = flagged
 harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
 not harmful by ground truth); median first flag = the median, over every (harmful path, seed) it was
 flagged in, of the first "hurts" step as a share of the run's steps. Clean-only flags count every
@@ -62,8 +63,9 @@ sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned wor
 from bench.planted import fashion_available, rounded  # noqa: E402
 
 HOME = ROOT / "bench" / ".workspace-detector"
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 HURTS = "hurts"
+PROBED_RUNS = ("full", "lookahead")  # the runs whose verdicts are scored or whose weighting needs the probe
 # (distiller, teacher spot, student spot) of every teacher's paths: two logit paths, two feature paths.
 PATHS = (("kd", "fc", "fc"), ("logits", "fc", "fc"), ("at", "conv2", "conv2"), ("fitnet", "conv2", "conv2"))
 QUICK_PATHS = tuple(p for p in PATHS if p[0] != "logits")  # a quarter fewer runs: kd stays the logit path
@@ -224,7 +226,9 @@ def spec_dict(sc: Scenario, setting: Setting, run: str, seed: int, keep: list[st
             "teachers": [t for t in teacher_dicts(sc, setting) if t["id"] in used],
             "student": {"arch": "small_cnn", "arch_params": {"width": 16}}, "paths": paths,
             "weighting": {"name": "lookahead" if run == "lookahead" else "equal"},
-            "diagnostics": {"enabled": True, "every": setting.every},
+            # Only the scored runs probe: the probe leaves every step as it was (tests/test_effect_probe.py), so an
+            # ablation run without it follows the same trajectory, three times faster.
+            "diagnostics": {"enabled": run in PROBED_RUNS, "every": setting.every},
             "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": setting.epochs, "seed": seed,
             "log_every": setting.log_every}
 
@@ -262,16 +266,29 @@ def run_one(sc: Scenario, setting: Setting, run: str, seed: int, keep: list[str]
     shutil.rmtree(folder, ignore_errors=True)  # a leftover checkpoint would make fit resume instead of train
     out: dict[str, Any] = {"scenario": sc.name, "run": run, "seed": seed}
     started = time.time()
+    reporter = NullReporter()
     try:
-        result = execute_run(parse_spec(spec_dict(sc, setting, run, seed, keep)), run_id, HOME, NullReporter())
+        result = execute_run(parse_spec(spec_dict(sc, setting, run, seed, keep)), run_id, HOME, reporter)
     except Exception as err:  # noqa: BLE001  (one failing run must not sink the bench)
         out["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
         return out
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     out.update(test_acc=100 * result["test_acc"], seconds=time.time() - started,
-               details=result.get("verdict_details", {}))
+               details=result.get("verdict_details", {}), probes=probe_series(reporter))
     return out
+
+
+def probe_series(reporter: Any) -> dict[str, list[list[float]]]:
+    """Every probe measurement of a run, {diag key: [[step, value], ...]}: kept in the saved results so a
+    verdict rule can be tried again on the same measurements without training (empty for unprobed runs)."""
+    from engine.vocabulary import DIAG_PREFIX
+
+    series: dict[str, list[list[float]]] = {}
+    for _phase, step, _epoch, key, value in reporter.rows:
+        if key.startswith(DIAG_PREFIX):
+            series.setdefault(key, []).append([step, value])
+    return series
 
 
 def total_steps(setting: Setting) -> int:
