@@ -11,7 +11,7 @@ teacher ("good2", clean, another seed) in the defective one's place. The full an
 (diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and saves 2/3 of their time.
 
 Runs per scenario (weighting equal unless said, seeds 0-4 each):
-- full: every path;
+- full: every path (and full:effects-only, the same run judged with geometry_confirms off);
 - without:<path>: every path but one (a teacher left without paths is dropped), once per path;
 - lookahead: every path, weighting lookahead;
 - oracle: every path except the ground-truth harmful ones, weighting equal (the full runs when none is harmful).
@@ -24,8 +24,10 @@ is below what a few seeds of a test set that size can resolve, and in the last u
 KD path was called harmful at +0.8 points). Ground truth does not look at which teacher a path comes from: a
 good teacher's path can be harmful and a defective one's harmless.
 
-Scoring, for two detectors on the same full runs:
+Scoring, for three detectors:
 - new: `verdict_details[p]`'s "history" ([[step, verdict], ...]) or, without it, "first_flagged_step";
+- new, effects only: the same fields of the full:effects-only runs, the full runs again with
+  diagnostics.geometry_confirms off (only the effects' own consistency confirms a verdict; same trajectory);
 - today's: "cosine_verdict"/"cosine_first_flagged_step" when the results carry them; otherwise the main
   fields are today's detector (the new one has not landed) and the two rows are the same (the output says so).
 A path is flagged in a run when it was ever judged "hurts"; over the five full-run seeds it counts as
@@ -38,9 +40,9 @@ defect kind and overall (pooled over the paths, not averaged over kinds).
 
 Teachers are trained once per recipe and cached in bench/.workspace-detector (inline teachers are keyed by
 their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
-scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); WORKERS (default 2)
-parallel runs; REPORT_ONLY=1 prints the last run's tables again from bench/.workspace-detector/last_results*.json
-without training. Output: tables per scenario, per path and per defect kind, then one JSON line.
+scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); DATASETS=digits (a
+comma list) only those datasets' scenarios; WORKERS (default 2) parallel runs; REPORT_ONLY=1 prints the last
+run's tables again from bench/.workspace-detector/last_results*.json without training. Output: tables per scenario, per path and per defect kind, then one JSON line.
 """
 from __future__ import annotations
 
@@ -65,7 +67,10 @@ from bench.planted import fashion_available, rounded  # noqa: E402
 HOME = ROOT / "bench" / ".workspace-detector"
 SEEDS = (0, 1, 2, 3, 4)
 HURTS = "hurts"
-PROBED_RUNS = ("full", "lookahead")  # the runs whose verdicts are scored or whose weighting needs the probe
+EFFECTS_ONLY = "full:effects-only"  # the full runs again, judged with diagnostics.geometry_confirms off
+PROBED_RUNS = ("full", EFFECTS_ONLY, "lookahead")  # the runs whose verdicts are scored or whose weighting probes
+# detector -> (the runs it is read from, whether it reads the cosine_* fields)
+DETECTORS = {"new": ("full", False), "effects": (EFFECTS_ONLY, False), "today": ("full", True)}
 # (distiller, teacher spot, student spot) of every teacher's paths: two logit paths, two feature paths.
 PATHS = (("kd", "fc", "fc"), ("logits", "fc", "fc"), ("at", "conv2", "conv2"), ("fitnet", "conv2", "conv2"))
 QUICK_PATHS = tuple(p for p in PATHS if p[0] != "logits")  # a quarter fewer runs: kd stays the logit path
@@ -98,9 +103,9 @@ def is_harmful(gains: list[float]) -> bool:
 def first_hurt(details: dict[str, Any], detector: str) -> int | None:
     """The first step a detector judged the path "hurts" in one run, None if never.
 
-    detector "new": the main fields (history when present, else first_flagged_step); "today": the cosine_*
-    fields when present, else the main fields (before the new detector lands they are today's)."""
-    if detector == "today" and "cosine_verdict" in details:
+    detector "new" and "effects": the main fields (history when present, else first_flagged_step); "today": the
+    cosine_* fields when present, else the main fields (before the new detector lands they are today's)."""
+    if DETECTORS[detector][1] and "cosine_verdict" in details:
         step = details.get("cosine_first_flagged_step")
         return step if step is not None or details["cosine_verdict"] != HURTS else -1
     history = details.get("history")
@@ -228,7 +233,8 @@ def spec_dict(sc: Scenario, setting: Setting, run: str, seed: int, keep: list[st
             "weighting": {"name": "lookahead" if run == "lookahead" else "equal"},
             # Only the scored runs probe: the probe leaves every step as it was (tests/test_effect_probe.py), so an
             # ablation run without it follows the same trajectory, three times faster.
-            "diagnostics": {"enabled": run in PROBED_RUNS, "every": setting.every},
+            "diagnostics": {"enabled": run in PROBED_RUNS, "every": setting.every,
+                            "geometry_confirms": run != EFFECTS_ONLY},
             "optimizer": {"name": "sgd", "lr": 0.05}, "epochs": setting.epochs, "seed": seed,
             "log_every": setting.log_every}
 
@@ -321,7 +327,7 @@ def run_all(plan: list[Scenario], sets: dict[str, Setting], workers: int) -> tup
 
 def phase_one(sc: Scenario) -> list[tuple[str, list[str]]]:
     paths = all_paths(sc)
-    return [("full", paths), ("lookahead", paths)] + [(f"without:{p}", [q for q in paths if q != p]) for p in paths]
+    return [("full", paths), (EFFECTS_ONLY, paths), ("lookahead", paths)] + [(f"without:{p}", [q for q in paths if q != p]) for p in paths]
 
 
 def _run_jobs(pool: ProcessPoolExecutor, jobs: list, sets: dict[str, Setting]) -> list[dict[str, Any]]:
@@ -365,7 +371,8 @@ def oracle_paths(sc: Scenario, results: list[dict]) -> list[str] | None:
 # ------------------------------------------------------------------ measures
 def flags(sc: Scenario, results: list[dict], detector: str) -> dict[str, list[int | None]]:
     """Per path, the first "hurts" step in each full run (None: never flagged in that run)."""
-    runs = [r for r in results if r["scenario"] == sc.name and r["run"] == "full" and "error" not in r]
+    run = DETECTORS[detector][0]
+    runs = [r for r in results if r["scenario"] == sc.name and r["run"] == run and "error" not in r]
     return {p: [first_hurt(r["details"].get(p, {}), detector) for r in runs] for p in all_paths(sc)}
 
 
@@ -414,31 +421,32 @@ def fmt(value: float | None, digits: int = 2, pct: bool = False) -> str:
 def scenario_table(plan: list[Scenario], results: list[dict], teacher_acc: dict, steps: dict[str, int],
                    today_label: str) -> list[str]:
     lines = ["| scenario | teachers (test acc %) | harmful by ablation (gain without, pts) | flagged, new | "
-             f"flagged, {today_label} | equal / lookahead / oracle acc % |", "|---|---|---|---|---|---|"]
+             f"flagged, new, effects only | flagged, {today_label} | equal / lookahead / oracle acc % |",
+             "|---|---|---|---|---|---|---|"]
     for sc in plan:
         truth = ground_truth(sc, results)
         harmful = [f"{p} (+{t['gain_without']:.1f})" for p, t in truth.items() if t["harmful"]]
         flagged = {det: [p for p, f in flags(sc, results, det).items() if majority([s is not None for s in f])]
-                   for det in ("new", "today")}
+                   for det in DETECTORS}
         acc = accuracy_summary(sc, results)
         teachers = ", ".join(f"{t} {a:.1f}" for t, a in teacher_acc[sc.name].items())
         failed = sum("error" in r for r in results if r["scenario"] == sc.name)
         lines.append(f"| {sc.name}{f' ({failed} runs failed)' if failed else ''} | {teachers} | "
-                     f"{', '.join(harmful) or 'none'} | {', '.join(flagged['new']) or 'none'} | "
-                     f"{', '.join(flagged['today']) or 'none'} | "
+                     f"{', '.join(harmful) or 'none'} | "
+                     + "".join(f"{', '.join(flagged[det]) or 'none'} | " for det in DETECTORS) +
                      f"{fmt(acc['equal'])} / {fmt(acc['lookahead'])} / {fmt(acc['oracle'])} |")
     return lines
 
 
 def kind_figures(plan: list[Scenario], results: list[dict], steps: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """Per defect kind and overall: both detectors' scores and lookahead's accuracy against the oracle."""
+    """Per defect kind and overall: each detector's scores and lookahead's accuracy against the oracle."""
     kinds = sorted({sc.kind for sc in plan}, key=lambda k: (k == CLEAN, k))
     groups = {kind: [sc for sc in plan if sc.kind == kind] for kind in kinds} | {"overall": plan}
     out = {}
     for kind, group in groups.items():
         diffs = [d for sc in group if (d := accuracy_summary(sc, results)["lookahead_minus_oracle"]) is not None]
         out[kind] = {det: summarise([scenario_rows(sc, results, det, steps[sc.dataset_name]) for sc in group])
-                     for det in ("new", "today")}
+                     for det in DETECTORS}
         out[kind]["scenarios"] = len(group)
         out[kind]["lookahead_minus_oracle"] = statistics.fmean(diffs) if diffs else None
     return out
@@ -449,7 +457,7 @@ def kind_table(figures: dict[str, dict[str, Any]], today_label: str) -> list[str
              "median first flag (% of run) | clean-only flags | lookahead − oracle (pts) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, fig in figures.items():
-        for det, label in (("new", "new"), ("today", today_label)):
+        for det, label in (("new", "new"), ("effects", "new, effects only"), ("today", today_label)):
             s = fig[det]
             lines.append(f"| {kind} | {fig['scenarios']} | {s['paths']} ({s['harmful']}) | {label} | "
                          f"{fmt(s['precision'], pct=True)} | {fmt(s['recall'], pct=True)} | "
@@ -466,6 +474,12 @@ def main() -> None:
     if not quick and (why := fashion_available()):
         plan = [s for s in plan if s.dataset_name != "fashion_mnist"]
         notes.append(f"Fashion-MNIST not run: {why}")
+    if wanted := [name for name in os.environ.get("DATASETS", "").split(",") if name]:
+        plan = [s for s in plan if s.dataset_name in wanted]
+        notes.append(f"datasets limited to {', '.join(wanted)} (DATASETS)")
+    if not plan:
+        sys.exit(f"no scenario left to run: DATASETS={os.environ.get('DATASETS')} names none of "
+                 f"{', '.join(sorted({s.dataset_name for s in scenarios(quick)}))}")
     saved = HOME / ("last_results_quick.json" if quick else "last_results.json")
     if os.environ.get("REPORT_ONLY", "") not in ("", "0"):  # re-render the last run's tables, train nothing
         data = json.loads(saved.read_text())
@@ -481,16 +495,21 @@ def main() -> None:
 def path_table(plan: list[Scenario], results: list[dict], today_label: str) -> list[str]:
     """Every judged path: the ablation's verdict and each detector's first "hurts" step per full-run seed."""
     lines = ["| scenario | path | acc gain without it (pts) | spread | harmful | first hurts, new | "
-             f"first hurts, {today_label} |", "|---|---|---|---|---|---|---|"]
+             f"first hurts, new, effects only | first hurts, {today_label} |", "|---|---|---|---|---|---|---|---|"]
     for sc in plan:
         truth = ground_truth(sc, results)
-        first = {det: flags(sc, results, det) for det in ("new", "today")}
+        first = {det: flags(sc, results, det) for det in DETECTORS}
         for p in all_paths(sc):
             t = truth[p]
             cells = [fmt(t["gain_without"]), fmt(t["spread"]), {True: "yes", False: "no", None: "–"}[t["harmful"]]]
-            cells += [" ".join("·" if s is None else str(s) for s in first[det][p]) for det in ("new", "today")]
+            cells += [" ".join("·" if s is None else str(s) for s in first[det][p]) for det in DETECTORS]
             lines.append(f"| {sc.name} | {p} | " + " | ".join(cells) + " |")
     return lines
+
+
+def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    return {k: figures[k] for k in ("precision", "recall", "false_flag_rate", "median_first_flag_share",
+                                    "clean_only_flags")}
 
 
 def report(plan: list[Scenario], sets: dict[str, Setting], results: list[dict], teacher_acc: dict,
@@ -516,8 +535,7 @@ def report(plan: list[Scenario], sets: dict[str, Setting], results: list[dict], 
         "recall": overall["new"]["recall"], "false_flag_rate": overall["new"]["false_flag_rate"],
         "median_first_flag_share": overall["new"]["median_first_flag_share"],
         "clean_only_flags": overall["new"]["clean_only_flags"],
-        "today": {k: overall["today"][k] for k in ("precision", "recall", "false_flag_rate",
-                                                    "median_first_flag_share", "clean_only_flags")},
+        "effects_only": headline(overall["effects"]), "today": headline(overall["today"]),
         "today_fields": "cosine_*" if has_cosine else "main fields (no cosine_* yet)",
         "lookahead_minus_oracle": overall["lookahead_minus_oracle"], "per_kind": figures})))
 

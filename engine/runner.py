@@ -23,7 +23,7 @@ from engine.data.stream import make_views
 from engine.data.teacher_cache import cache_folder, load_or_build
 from engine.diagnostics.planted import MODEL_DEFECTS, apply_model_defect, defective_train_split
 from engine.diagnostics.probe import GradientProbe, auto_every
-from engine.diagnostics.verdicts import VerdictRule
+from engine.diagnostics.verdicts import rule_from
 from engine.distributed.reducer import Reducer
 from engine.models import build_model
 from engine.models.weights import load_source
@@ -138,10 +138,8 @@ def make_probe(spec: RunSpec, bundle: DataBundle, reporter: Reporter) -> Gradien
         return None
     every = settings.every or auto_every(len(spec.active_paths))
     reporter.event("info", f"diagnostics: probing the {len(spec.active_paths)} paths every {every} steps")
-    rule = VerdictRule(window=settings.window, t_threshold=settings.t_threshold,
-                       effect_margin=settings.effect_margin, margin=settings.margin)
-    return GradientProbe([p.id for p in spec.active_paths], every, rule, bundle.val, settings.val_batch_size,
-                         spec.seed, settings.val_chunks)
+    return GradientProbe([p.id for p in spec.active_paths], every, rule_from(settings), bundle.val,
+                         settings.val_batch_size, spec.seed, settings.val_chunks)
 
 
 def attach_teacher_cache(spec: RunSpec, learner: Learner, bundle: DataBundle, home: Path, device: torch.device,

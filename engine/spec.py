@@ -137,6 +137,9 @@ class DiagnosticsSpec(_Strict):
                                                                  "own effect is neutral")
     t_threshold: Float = Field(4.0, gt=0, le=100, description="standard errors the mean effect must clear to "
                                                               "confirm its sign without the gradient geometry")
+    geometry_confirms: bool = Field(True, description="let the gradient geometry (the cosine detector) confirm a "
+                                                      "measured effect's sign: earlier flags; off, only the effects' "
+                                                      "own consistency does: fewer false flags, later flags")
     margin: Float = Field(0.15, ge=0, lt=1, description="the cosine detector's neutral band (kept as evidence)")
     val_batch_size: Int = Field(256, gt=0, le=MAX_BATCH, description="held-out samples per probe")
     val_chunks: Int = Field(4, ge=1, le=64, description="chunks of the held-out samples: the effect's standard "

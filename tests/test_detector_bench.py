@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.detector import Scenario, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread
+from bench.detector import (
+    EFFECTS_ONLY, Scenario, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread)
 
 
 def test_ground_truth_pairs_runs_by_seed_and_needs_a_gain_beyond_the_seeds_spread() -> None:
@@ -63,3 +64,15 @@ def test_scenario_rows_combine_ablation_and_majority_flags() -> None:
     renamed = [{**r, "scenario": clean.name, "run": r["run"].replace("bad", "good2"),
                 "details": {k.replace("bad", "good2"): v for k, v in r["details"].items()}} for r in results]
     assert scenario_rows(clean, renamed, "new", steps=100)["clean_only_flags"] == 3  # every (path, seed) flag
+
+
+def test_the_effects_only_detector_reads_its_own_runs() -> None:
+    sc = Scenario("digits", "permuted_labels", paths=(("kd", "fc", "fc"),))
+    flagged = {"bad-kd-fc": {"first_flagged_step": 10}, "good-kd-fc": {"first_flagged_step": None}}
+    quiet = {"bad-kd-fc": {"first_flagged_step": None}, "good-kd-fc": {"first_flagged_step": None}}
+    results = [_run(sc.name, "full", s, 70 + s, flagged) for s in range(3)]
+    results += [_run(sc.name, EFFECTS_ONLY, s, 70 + s, quiet) for s in range(3)]
+    results += [_run(sc.name, "without:bad-kd-fc", s, 90 + s) for s in range(3)]
+    results += [_run(sc.name, "without:good-kd-fc", s, 60 + s) for s in range(3)]
+    assert scenario_rows(sc, results, "new", steps=100)["rows"] == [(False, False), (True, True)]
+    assert scenario_rows(sc, results, "effects", steps=100)["rows"] == [(False, False), (True, False)]

@@ -10,17 +10,18 @@ RULE = VerdictRule()
 TASK_EFFECT = -0.01  # the task's own share lowers validation loss by 0.01 nats per step
 
 
-def _probe(evidence: PathEvidence, step: int, effect: float, score: float, weight: float = 1.0) -> None:
+def _probe(evidence: PathEvidence, step: int, effect: float, score: float, weight: float = 1.0,
+           rule: VerdictRule = RULE) -> None:
     update(evidence, step, {"effect": effect, "effect_se": 0.0, "task_effect": TASK_EFFECT, "weight": weight,
-                            "cos_val": score, "cos_task": score}, RULE)
+                            "cos_val": score, "cos_task": score}, rule)
 
 
-def _stream(effects: list[float], scores: list[float] | None = None) -> PathEvidence:
+def _stream(effects: list[float], scores: list[float] | None = None, rule: VerdictRule = RULE) -> PathEvidence:
     """Probes every 10 steps; the cosine score defaults to the effect's direction (harm = against the task)."""
     evidence = PathEvidence()
     scores = scores if scores is not None else [-40 * e for e in effects]
     for step, (effect, score) in enumerate(zip(effects, scores)):
-        _probe(evidence, step * 10, effect, score)
+        _probe(evidence, step * 10, effect, score, rule=rule)
     return evidence
 
 
@@ -60,6 +61,16 @@ def test_the_geometry_confirms_a_noisy_harmful_effect_but_never_flags_alone() ->
     assert _stream(swinging, scores=[-0.4] * 8).verdict == HURTS
     assert _stream(swinging, scores=[0.0] * 8).verdict == NEUTRAL
     assert _stream([-0.01] * 8, scores=[-0.4] * 8).verdict == HELPS  # lowers validation loss: not harmful
+
+
+def test_without_geometry_only_the_effects_own_consistency_confirms() -> None:
+    """geometry_confirms off: the swinging effect the cosines would confirm stays neutral (a weak teacher's KD path
+    that only makes the student less sure looks like this), a consistent one is still flagged, at the same probe."""
+    effects_only = VerdictRule(geometry_confirms=False)
+    swinging = [0.03, -0.02, 0.04, -0.01, 0.05, 0.02, -0.02, 0.03]
+    assert _stream(swinging, scores=[-0.4] * 8, rule=effects_only).verdict == NEUTRAL
+    consistent = _noisy(0.004, 0.0015, 20, seed=2)
+    assert _stream(consistent, rule=effects_only).first_flagged == _stream(consistent).first_flagged
 
 
 def test_an_over_strong_path_pointing_the_right_way_is_flagged() -> None:

@@ -39,6 +39,9 @@ class VerdictRule:
     # the task's effect) was flagged at some point in 21% of 40-probe runs, with 4 in 10% (tests/test_verdicts.py).
     t_threshold: float = 4.0
     effect_margin: float = 0.05  # |mean effect| below this share of the task's |effect| is neutral
+    # Whether the cosine detector's verdict may confirm the effect's sign (fast first flags) or only the effects'
+    # own consistency may (no flag from a pure confidence change that the geometry reads as opposition, later flags).
+    geometry_confirms: bool = True
     margin: float = 0.15  # the cosine score's neutral band (the cosine detector, kept as evidence)
     cosine_t_threshold: float = 3.0  # the cosine detector's t threshold
 
@@ -87,6 +90,13 @@ class PathEvidence:
         return out
 
 
+def rule_from(settings: Any) -> VerdictRule:
+    """The rule a spec's diagnostics settings (engine.spec.DiagnosticsSpec) ask for: the engine judges with it and
+    the pages replay logged probes with it."""
+    return VerdictRule(window=settings.window, t_threshold=settings.t_threshold, effect_margin=settings.effect_margin,
+                       margin=settings.margin, geometry_confirms=settings.geometry_confirms)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -118,7 +128,9 @@ def judge_effect(effects: list[float], task_effects: list[float], geometry: tupl
     confidence). Early in training single effects swing with the student (on digits, a label-permuted
     teacher's share lowered validation loss at 3 of its first 8 probes while raising it 6x as much at the
     others), so the effects alone confirm a flag late; the geometry confirms a direction quickly but
-    cannot see magnitude, labels-free feature paths or confidence, so it never flags on its own.
+    cannot see magnitude, labels-free feature paths or confidence, so it never flags on its own. With
+    ``rule.geometry_confirms`` off only the effects confirm: a path that only makes the student less sure (which
+    the geometry reads as opposing the task) is then left alone, and true flags come later.
     A verdict, once confirmed, holds while the mean effect stays beyond the band on its side: a
     silenced harmful path is no longer dragged along by the student, so its geometry fades and single
     effects swing, yet its mean effect keeps saying what it would do if it were given its weight back.
@@ -129,7 +141,7 @@ def judge_effect(effects: list[float], task_effects: list[float], geometry: tupl
     mean, t = _mean(recent), t_statistic(recent)
     band = rule.effect_margin * _mean([abs(e) for e in task_effects[-rule.window:]])
     confidence = _confidence(t)
-    geometry_verdict, geometry_confidence = geometry
+    geometry_verdict, geometry_confidence = geometry if rule.geometry_confirms else (NEUTRAL, 0.0)
     # Consistent on its own: a large t, and most probes on the mean's side (t alone trusts a few large values).
     raising = sum(e > 0 for e in recent) / len(recent)
     consistent_harm = t >= rule.t_threshold and raising >= MAJORITY
