@@ -8,7 +8,8 @@ its configured weight, and lookahead gates the configured weights, so explicit 1
 (at the conventional weights, AT 1000 and FitNet 100, lookahead ran 30-50 points below equal). AT at weight 1
 moves the student little; FitNet at 1 does (its features' MSE is of order 1). Clean-only scenarios put a second good
 teacher ("good2", clean, another seed) in the defective one's place. The full and lookahead runs probe
-(diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and saves 2/3 of their time.
+(diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and saves 2/3 of
+their time.
 
 Runs per scenario (weighting equal unless said, seeds 0-4 each):
 - full: every path (and full:effects-only, the same run judged with geometry_confirms off);
@@ -42,7 +43,8 @@ Teachers are trained once per recipe and cached in bench/.workspace-detector (in
 their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
 scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); DATASETS=digits (a
 comma list) only those datasets' scenarios; WORKERS (default 2) parallel runs; REPORT_ONLY=1 prints the last
-run's tables again from bench/.workspace-detector/last_results*.json without training. Output: tables per scenario, per path and per defect kind, then one JSON line.
+run's tables again from bench/.workspace-detector/last_results*.json without training. Output: tables per
+scenario, per path and per defect kind, then one JSON line.
 """
 from __future__ import annotations
 
@@ -327,7 +329,8 @@ def run_all(plan: list[Scenario], sets: dict[str, Setting], workers: int) -> tup
 
 def phase_one(sc: Scenario) -> list[tuple[str, list[str]]]:
     paths = all_paths(sc)
-    return [("full", paths), (EFFECTS_ONLY, paths), ("lookahead", paths)] + [(f"without:{p}", [q for q in paths if q != p]) for p in paths]
+    ablations = [(f"without:{p}", [q for q in paths if q != p]) for p in paths]
+    return [("full", paths), (EFFECTS_ONLY, paths), ("lookahead", paths), *ablations]
 
 
 def _run_jobs(pool: ProcessPoolExecutor, jobs: list, sets: dict[str, Setting]) -> list[dict[str, Any]]:
