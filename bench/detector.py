@@ -43,7 +43,8 @@ Teachers are trained once per recipe and cached in bench/.workspace-detector (in
 their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
 scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); DATASETS=digits (a
 comma list) only those datasets' scenarios; WORKERS (default 2) parallel runs; REPORT_ONLY=1 prints the last
-run's tables again from bench/.workspace-detector/last_results*.json without training. Output: tables per
+run's tables again from bench/.workspace-detector/last_results*.json (one file per QUICK and DATASETS) without
+training. Output: tables per
 scenario, per path and per defect kind, then one JSON line.
 """
 from __future__ import annotations
@@ -469,21 +470,29 @@ def kind_table(figures: dict[str, dict[str, Any]], today_label: str) -> list[str
     return lines
 
 
-def main() -> None:
-    quick = os.environ.get("QUICK", "") not in ("", "0")
-    workers = int(os.environ.get("WORKERS", "2"))
-    started = time.time()
+def selected_plan(quick: bool, datasets: list[str]) -> tuple[list[Scenario], list[str]]:
+    """The scenarios to run (those of `datasets` when given, Fashion-MNIST only where it is on disk) and notes
+    saying what was left out."""
     plan, notes = scenarios(quick), []
     if not quick and (why := fashion_available()):
         plan = [s for s in plan if s.dataset_name != "fashion_mnist"]
         notes.append(f"Fashion-MNIST not run: {why}")
-    if wanted := [name for name in os.environ.get("DATASETS", "").split(",") if name]:
-        plan = [s for s in plan if s.dataset_name in wanted]
-        notes.append(f"datasets limited to {', '.join(wanted)} (DATASETS)")
+    if datasets:
+        plan = [s for s in plan if s.dataset_name in datasets]
+        notes.append(f"datasets limited to {', '.join(datasets)} (DATASETS)")
     if not plan:
-        sys.exit(f"no scenario left to run: DATASETS={os.environ.get('DATASETS')} names none of "
+        sys.exit(f"no scenario left to run: DATASETS={','.join(datasets)} names none of "
                  f"{', '.join(sorted({s.dataset_name for s in scenarios(quick)}))}")
-    saved = HOME / ("last_results_quick.json" if quick else "last_results.json")
+    return plan, notes
+
+
+def main() -> None:
+    quick = os.environ.get("QUICK", "") not in ("", "0")
+    workers = int(os.environ.get("WORKERS", "2"))
+    started = time.time()
+    datasets = [name for name in os.environ.get("DATASETS", "").split(",") if name]
+    plan, notes = selected_plan(quick, datasets)
+    saved = HOME / f"last_results{'_quick' if quick else ''}{''.join('_' + name for name in datasets)}.json"
     if os.environ.get("REPORT_ONLY", "") not in ("", "0"):  # re-render the last run's tables, train nothing
         data = json.loads(saved.read_text())
         report(plan, settings(quick), data["results"], data["teacher_acc"], data["seconds"], quick, notes)
