@@ -105,6 +105,18 @@ def test_silencing_is_recorded_and_explained() -> None:
     assert "first flagged at step 30, silenced at step 60" in summary["explanation"]
 
 
+def test_the_explanation_says_what_confirms_the_verdict() -> None:
+    consistent = _stream([0.004] * 8).summary(RULE)
+    assert consistent["confirmed_by"] == "effects" and "consistent over the recent probes" in consistent["explanation"]
+    swinging = _stream([0.03, -0.02, 0.04, -0.01, 0.05, 0.02, -0.02, 0.03], scores=[-0.4] * 8).summary(RULE)
+    assert swinging["confirmed_by"] == "geometry"
+    assert "confirmed by the gradient geometry" in swinging["explanation"]
+    # Flagged on consistent effects, then they swing with the cosines neutral: the flag is held by its mean alone.
+    held = _stream([0.004] * 8 + [0.03, -0.02, 0.04, -0.01, 0.05, 0.02, -0.02, 0.03], scores=[0.0] * 16)
+    assert held.verdict == HURTS and held.confirmed_by(RULE) == "held"
+    assert _stream([0.0] * 8).summary(RULE)["confirmed_by"] is None
+
+
 def test_a_checkpoint_of_another_version_loads_its_known_fields() -> None:
     old = {"score": [0.1], "cos_val": [0.1], "cos_task": [0.1], "lookahead": [0.0], "steps": [0],
            "verdict": NEUTRAL, "confidence": 0.0, "first_flagged": None}

@@ -46,6 +46,13 @@ class VerdictRule:
     cosine_t_threshold: float = 3.0  # the cosine detector's t threshold
 
 
+def rule_from(settings: Any) -> VerdictRule:
+    """The rule a spec's diagnostics settings (engine.spec.DiagnosticsSpec) ask for: the engine judges with it and
+    the pages replay logged probes with it."""
+    return VerdictRule(window=settings.window, t_threshold=settings.t_threshold, effect_margin=settings.effect_margin,
+                       margin=settings.margin, geometry_confirms=settings.geometry_confirms)
+
+
 @dataclass
 class PathEvidence:
     """Everything measured for one path, its running verdict and the verdict's history."""
@@ -85,16 +92,32 @@ class PathEvidence:
                "task_step_size": _mean([abs(e) for e in self.task_effect[recent]]),
                "mean_score": _mean(self.score[recent]), "mean_cos_val": _mean(self.cos_val[recent]),
                "mean_cos_task": _mean(self.cos_task[recent]), "cosine_verdict": self.cosine_verdict,
-               "cosine_first_flagged_step": self.cosine_first_flagged, "history": [list(h) for h in self.history]}
+               "cosine_first_flagged_step": self.cosine_first_flagged, "history": [list(h) for h in self.history],
+               "confirmed_by": self.confirmed_by(rule)}
         out["explanation"] = explain(out, rule)
         return out
 
 
-def rule_from(settings: Any) -> VerdictRule:
-    """The rule a spec's diagnostics settings (engine.spec.DiagnosticsSpec) ask for: the engine judges with it and
-    the pages replay logged probes with it."""
-    return VerdictRule(window=settings.window, t_threshold=settings.t_threshold, effect_margin=settings.effect_margin,
-                       margin=settings.margin, geometry_confirms=settings.geometry_confirms)
+    def confirmed_by(self, rule: VerdictRule) -> str | None:
+        """What confirms a helps or hurts verdict now (None when neutral): "effects" (their own consistency over the
+        window), "geometry" (the cosine detector agreeing) or "held" (kept while its mean stays beyond the band)."""
+        if self.verdict == NEUTRAL:
+            return None
+        recent = self.effect[-rule.window:]
+        if _consistent(recent, rule.t_threshold, harm=self.verdict == HURTS):
+            return "effects"
+        return "geometry" if rule.geometry_confirms and self.cosine_verdict == self.verdict else "held"
+
+
+CONFIRMATION = {"effects": "consistent over the recent probes", "geometry": "confirmed by the gradient geometry",
+                "held": "held since it was confirmed, the mean still beyond the band"}
+
+
+def _consistent(effects: list[float], t_threshold: float, harm: bool) -> bool:
+    """A large t of the right sign and most probes on the mean's side (t alone trusts a few large values)."""
+    t = t_statistic(effects)
+    raising = sum(e > 0 for e in effects) / len(effects) if effects else 0.0
+    return t >= t_threshold and raising >= MAJORITY if harm else t <= -t_threshold and 1 - raising >= MAJORITY
 
 
 def _mean(values: list[float]) -> float:
@@ -142,10 +165,8 @@ def judge_effect(effects: list[float], task_effects: list[float], geometry: tupl
     band = rule.effect_margin * _mean([abs(e) for e in task_effects[-rule.window:]])
     confidence = _confidence(t)
     geometry_verdict, geometry_confidence = geometry if rule.geometry_confirms else (NEUTRAL, 0.0)
-    # Consistent on its own: a large t, and most probes on the mean's side (t alone trusts a few large values).
-    raising = sum(e > 0 for e in recent) / len(recent)
-    consistent_harm = t >= rule.t_threshold and raising >= MAJORITY
-    consistent_help = t <= -rule.t_threshold and 1 - raising >= MAJORITY
+    consistent_harm = _consistent(recent, rule.t_threshold, harm=True)
+    consistent_help = _consistent(recent, rule.t_threshold, harm=False)
     if mean > band and (consistent_harm or HURTS in (geometry_verdict, previous)):
         return HURTS, max(confidence, geometry_confidence if geometry_verdict == HURTS else 0.0)
     if mean < -band and (consistent_help or HELPS in (geometry_verdict, previous)):
@@ -210,6 +231,8 @@ def explain(summary: dict[str, Any], rule: VerdictRule) -> str:
                 f"raise it{scale})")
     if summary["verdict"] == NEUTRAL:
         sentence += f": within ±{rule.effect_margin:g}x the task's effect or not consistent enough, so neutral"
+    elif summary.get("confirmed_by"):
+        sentence += f"; {CONFIRMATION[summary['confirmed_by']]}"
     return sentence + _history_clause(summary)
 
 
