@@ -25,8 +25,7 @@ import plotly.graph_objects as go
 from app.charts import PATH_WEIGHT_PREFIX, base_figure, minmax_indices
 from app.colors import DIVERGING_SCALE, path_color, verdict_color
 from engine.ablation import AblationRow
-from engine.diagnostics.verdicts import PathEvidence, VerdictRule, rule_from, update
-from engine.spec import DiagnosticsSpec
+from engine.diagnostics.verdicts import PathEvidence, VerdictRule, update
 from engine.vocabulary import (
     DIAG_PREFIX, HELPS, HURTS, MAIN_PHASE, NEUTRAL, TASK, TIME_SECTIONS, VERDICT_CODE, VERDICT_OF_CODE, time_key,
 )
@@ -116,11 +115,6 @@ def probe_share(metrics: pd.DataFrame) -> float | None:
 
 
 # ---------------------------------------------------------------- verdicts
-def verdict_rule(settings: DiagnosticsSpec) -> VerdictRule:
-    """The rule the engine judges a run's paths with (engine/runner.py make_probe builds the same)."""
-    return rule_from(settings)
-
-
 def replay_evidence(diag: pd.DataFrame, pid: str, rule: VerdictRule) -> PathEvidence:
     """The path's evidence rebuilt by feeding its logged probes, in step order, through the engine's update."""
     own = diag[diag["path"] == pid].pivot_table(index="step", columns="measure", values="value", aggfunc="last")

@@ -19,6 +19,7 @@ import yaml
 from app import charts, queries
 from app import diagnostics_charts as dc
 from app.run_series import Series, display_series, long_frame
+from engine.diagnostics.verdicts import rule_from
 from engine.spec import DiagnosticsSpec, SpecError, migrate_spec_data, parse_spec, printable, spec_to_yaml
 from engine.store import RunRow, Store
 from engine.vocabulary import ACC_KEYS, ACC_PREFIX, DIAG_PREFIX, MAIN_PHASE, PATH_WEIGHT_PREFIX, TEST_ACC, VAL_ACC
@@ -158,7 +159,7 @@ def verdict_details(run: RunRow, metrics: pd.DataFrame, view: SpecView, path_ids
         return stored
     if not dc.has_diagnostics(metrics):
         return {}
-    return dc.details_from_metrics(dc.diag_frame(metrics), path_ids, dc.verdict_rule(view.diagnostics))
+    return dc.details_from_metrics(dc.diag_frame(metrics), path_ids, rule_from(view.diagnostics))
 
 
 def path_table(view: SpecView, last: dict[str, float], details: dict[str, dict]) -> Table:

@@ -6,10 +6,10 @@ small_cnn (width 16) student, each through four paths: kd and logits on fc (logi
 conv2 (feature paths), every path at weight 1 as in digits_planted.yaml: `equal` weighs every term 1 whatever
 its configured weight, and lookahead gates the configured weights, so explicit 1s make the two start alike
 (at the conventional weights, AT 1000 and FitNet 100, lookahead ran 30-50 points below equal). AT at weight 1
-moves the student little; FitNet at 1 does (its features' MSE is of order 1). Clean-only scenarios put a second good
-teacher ("good2", clean, another seed) in the defective one's place. The full and lookahead runs probe
-(diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and saves 2/3 of
-their time.
+moves the student little; FitNet at 1 does (its features' MSE is of order 1). Clean-only scenarios put a second
+good teacher ("good2", clean, another seed) in the defective one's place. The full, full:effects-only and lookahead
+runs probe (diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and
+saves 2/3 of their time.
 
 Runs per scenario (weighting equal unless said, seeds 0-4 each):
 - full: every path (and full:effects-only, the same run judged with geometry_confirms off);
@@ -28,10 +28,13 @@ good teacher's path can be harmful and a defective one's harmless.
 Scoring, for three detectors:
 - new: `verdict_details[p]`'s "history" ([[step, verdict], ...]) or, without it, "first_flagged_step";
 - new, effects only: the same fields of the full:effects-only runs, the full runs again with
-  diagnostics.geometry_confirms off (only the effects' own consistency confirms a verdict; same trajectory);
+  diagnostics.geometry_confirms off (only the effects' own consistency confirms a verdict). They follow the full
+  runs' trajectory (the report says if one does not), but the probe's base point leaves out the paths already
+  flagged, so the effects they measure differ from the full runs' once verdicts differ: run again rather than
+  re-judged from the full runs' saved probes, so the figures are exact;
 - today's: "cosine_verdict"/"cosine_first_flagged_step" when the results carry them; otherwise the main
   fields are today's detector (the new one has not landed) and the two rows are the same (the output says so).
-A path is flagged in a run when it was ever judged "hurts"; over the five full-run seeds it counts as
+A path is flagged in a run when it was ever judged "hurts"; over the five seeds' runs it counts as
 flagged by majority (at least three of five). Precision = flagged harmful / flagged, recall = flagged
 harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
 not harmful by ground truth); median first flag = the median, over every (harmful path, seed) it was
@@ -44,8 +47,7 @@ their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only,
 scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); DATASETS=digits (a
 comma list) only those datasets' scenarios; WORKERS (default 2) parallel runs; REPORT_ONLY=1 prints the last
 run's tables again from bench/.workspace-detector/last_results*.json (one file per QUICK and DATASETS) without
-training. Output: tables per
-scenario, per path and per defect kind, then one JSON line.
+training. Output: tables per scenario, per path and per defect kind, then one JSON line.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned workers): engine must import
@@ -72,8 +74,16 @@ SEEDS = (0, 1, 2, 3, 4)
 HURTS = "hurts"
 EFFECTS_ONLY = "full:effects-only"  # the full runs again, judged with diagnostics.geometry_confirms off
 PROBED_RUNS = ("full", EFFECTS_ONLY, "lookahead")  # the runs whose verdicts are scored or whose weighting probes
-# detector -> (the runs it is read from, whether it reads the cosine_* fields)
-DETECTORS = {"new": ("full", False), "effects": (EFFECTS_ONLY, False), "today": ("full", True)}
+
+
+class Detector(NamedTuple):
+    runs: str  # the runs whose verdicts it is scored on
+    cosine_fields: bool  # reads cosine_verdict / cosine_first_flagged_step where the results carry them
+    label: str
+
+
+DETECTORS = {"new": Detector("full", False, "new"), "effects": Detector(EFFECTS_ONLY, False, "new, effects only"),
+             "today": Detector("full", True, "today (cosine)")}
 # (distiller, teacher spot, student spot) of every teacher's paths: two logit paths, two feature paths.
 PATHS = (("kd", "fc", "fc"), ("logits", "fc", "fc"), ("at", "conv2", "conv2"), ("fitnet", "conv2", "conv2"))
 QUICK_PATHS = tuple(p for p in PATHS if p[0] != "logits")  # a quarter fewer runs: kd stays the logit path
@@ -108,7 +118,7 @@ def first_hurt(details: dict[str, Any], detector: str) -> int | None:
 
     detector "new" and "effects": the main fields (history when present, else first_flagged_step); "today": the
     cosine_* fields when present, else the main fields (before the new detector lands they are today's)."""
-    if DETECTORS[detector][1] and "cosine_verdict" in details:
+    if DETECTORS[detector].cosine_fields and "cosine_verdict" in details:
         step = details.get("cosine_first_flagged_step")
         return step if step is not None or details["cosine_verdict"] != HURTS else -1
     history = details.get("history")
@@ -374,9 +384,9 @@ def oracle_paths(sc: Scenario, results: list[dict]) -> list[str] | None:
 
 # ------------------------------------------------------------------ measures
 def flags(sc: Scenario, results: list[dict], detector: str) -> dict[str, list[int | None]]:
-    """Per path, the first "hurts" step in each full run (None: never flagged in that run)."""
-    run = DETECTORS[detector][0]
-    runs = [r for r in results if r["scenario"] == sc.name and r["run"] == run and "error" not in r]
+    """Per path, the first "hurts" step in each of the detector's runs (None: never flagged in that run)."""
+    runs = [r for r in results
+            if r["scenario"] == sc.name and r["run"] == DETECTORS[detector].runs and "error" not in r]
     return {p: [first_hurt(r["details"].get(p, {}), detector) for r in runs] for p in all_paths(sc)}
 
 
@@ -422,27 +432,28 @@ def fmt(value: float | None, digits: int = 2, pct: bool = False) -> str:
     return f"{100 * value:.0f}%" if pct else f"{value:.{digits}f}"
 
 
-def scenario_table(plan: list[Scenario], results: list[dict], teacher_acc: dict, steps: dict[str, int],
-                   today_label: str) -> list[str]:
-    lines = ["| scenario | teachers (test acc %) | harmful by ablation (gain without, pts) | flagged, new | "
-             f"flagged, new, effects only | flagged, {today_label} | equal / lookahead / oracle acc % |",
-             "|---|---|---|---|---|---|---|"]
+def scenario_table(plan: list[Scenario], results: list[dict], teacher_acc: dict, labels: dict[str, str]
+                   ) -> list[str]:
+    lines = ["| scenario | teachers (test acc %) | harmful by ablation (gain without, pts) | "
+             + "".join(f"flagged, {label} | " for label in labels.values()) + "equal / lookahead / oracle acc % |",
+             "|---|---|---|" + "---|" * len(labels) + "---|"]
     for sc in plan:
         truth = ground_truth(sc, results)
         harmful = [f"{p} (+{t['gain_without']:.1f})" for p, t in truth.items() if t["harmful"]]
         flagged = {det: [p for p, f in flags(sc, results, det).items() if majority([s is not None for s in f])]
-                   for det in DETECTORS}
+                   for det in labels}
         acc = accuracy_summary(sc, results)
         teachers = ", ".join(f"{t} {a:.1f}" for t, a in teacher_acc[sc.name].items())
         failed = sum("error" in r for r in results if r["scenario"] == sc.name)
         lines.append(f"| {sc.name}{f' ({failed} runs failed)' if failed else ''} | {teachers} | "
                      f"{', '.join(harmful) or 'none'} | "
-                     + "".join(f"{', '.join(flagged[det]) or 'none'} | " for det in DETECTORS) +
+                     + "".join(f"{', '.join(flagged[det]) or 'none'} | " for det in labels) +
                      f"{fmt(acc['equal'])} / {fmt(acc['lookahead'])} / {fmt(acc['oracle'])} |")
     return lines
 
 
-def kind_figures(plan: list[Scenario], results: list[dict], steps: dict[str, int]) -> dict[str, dict[str, Any]]:
+def kind_figures(plan: list[Scenario], results: list[dict], steps: dict[str, int], detectors: Iterable[str]
+                 ) -> dict[str, dict[str, Any]]:
     """Per defect kind and overall: each detector's scores and lookahead's accuracy against the oracle."""
     kinds = sorted({sc.kind for sc in plan}, key=lambda k: (k == CLEAN, k))
     groups = {kind: [sc for sc in plan if sc.kind == kind] for kind in kinds} | {"overall": plan}
@@ -450,18 +461,18 @@ def kind_figures(plan: list[Scenario], results: list[dict], steps: dict[str, int
     for kind, group in groups.items():
         diffs = [d for sc in group if (d := accuracy_summary(sc, results)["lookahead_minus_oracle"]) is not None]
         out[kind] = {det: summarise([scenario_rows(sc, results, det, steps[sc.dataset_name]) for sc in group])
-                     for det in DETECTORS}
+                     for det in detectors}
         out[kind]["scenarios"] = len(group)
         out[kind]["lookahead_minus_oracle"] = statistics.fmean(diffs) if diffs else None
     return out
 
 
-def kind_table(figures: dict[str, dict[str, Any]], today_label: str) -> list[str]:
+def kind_table(figures: dict[str, dict[str, Any]], labels: dict[str, str]) -> list[str]:
     lines = ["| defect kind | scenarios | paths (harmful) | detector | precision | recall | false-flag rate | "
              "median first flag (% of run) | clean-only flags | lookahead − oracle (pts) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, fig in figures.items():
-        for det, label in (("new", "new"), ("effects", "new, effects only"), ("today", today_label)):
+        for det, label in labels.items():
             s = fig[det]
             lines.append(f"| {kind} | {fig['scenarios']} | {s['paths']} ({s['harmful']}) | {label} | "
                          f"{fmt(s['precision'], pct=True)} | {fmt(s['recall'], pct=True)} | "
@@ -471,29 +482,43 @@ def kind_table(figures: dict[str, dict[str, Any]], today_label: str) -> list[str
 
 
 def selected_plan(quick: bool, datasets: list[str]) -> tuple[list[Scenario], list[str]]:
-    """The scenarios to run (those of `datasets` when given, Fashion-MNIST only where it is on disk) and notes
-    saying what was left out."""
+    """The scenarios to run (those of `datasets` when given; Fashion-MNIST only where it is on disk) and notes
+    saying what was left out. Exits with a message naming an unknown dataset, or why nothing is left."""
     plan, notes = scenarios(quick), []
-    if not quick and (why := fashion_available()):
-        plan = [s for s in plan if s.dataset_name != "fashion_mnist"]
-        notes.append(f"Fashion-MNIST not run: {why}")
+    known = sorted({s.dataset_name for s in plan})
+    if unknown := [name for name in datasets if name not in known]:
+        sys.exit(f"DATASETS: {', '.join(unknown)} is not a dataset of this bench ({', '.join(known)})")
     if datasets:
         plan = [s for s in plan if s.dataset_name in datasets]
         notes.append(f"datasets limited to {', '.join(datasets)} (DATASETS)")
+    if not quick and any(s.dataset_name == "fashion_mnist" for s in plan) and (why := fashion_available()):
+        plan = [s for s in plan if s.dataset_name != "fashion_mnist"]
+        notes.append(f"Fashion-MNIST not run: {why}")
     if not plan:
-        sys.exit(f"no scenario left to run: DATASETS={','.join(datasets)} names none of "
-                 f"{', '.join(sorted({s.dataset_name for s in scenarios(quick)}))}")
+        sys.exit("no scenario left to run: " + "; ".join(notes))
     return plan, notes
+
+
+def parse_datasets(text: str) -> list[str]:
+    """DATASETS=a,b as a sorted list without blanks or repeats (the results file is named after it)."""
+    return sorted({name.strip() for name in text.split(",") if name.strip()})
+
+
+def results_file(quick: bool, datasets: list[str]) -> Path:
+    """Where a run of this selection keeps its results (REPORT_ONLY=1 reads them back)."""
+    return HOME / f"last_results{'_quick' if quick else ''}{''.join('_' + name for name in datasets)}.json"
 
 
 def main() -> None:
     quick = os.environ.get("QUICK", "") not in ("", "0")
     workers = int(os.environ.get("WORKERS", "2"))
     started = time.time()
-    datasets = [name for name in os.environ.get("DATASETS", "").split(",") if name]
+    datasets = parse_datasets(os.environ.get("DATASETS", ""))
     plan, notes = selected_plan(quick, datasets)
-    saved = HOME / f"last_results{'_quick' if quick else ''}{''.join('_' + name for name in datasets)}.json"
+    saved = results_file(quick, datasets)
     if os.environ.get("REPORT_ONLY", "") not in ("", "0"):  # re-render the last run's tables, train nothing
+        if not saved.exists():
+            sys.exit(f"REPORT_ONLY: no results of this selection yet ({saved}); run the bench without it first")
         data = json.loads(saved.read_text())
         report(plan, settings(quick), data["results"], data["teacher_acc"], data["seconds"], quick, notes)
         return
@@ -504,51 +529,77 @@ def main() -> None:
     report(plan, settings(quick), results, teacher_acc, seconds, quick, notes)
 
 
-def path_table(plan: list[Scenario], results: list[dict], today_label: str) -> list[str]:
-    """Every judged path: the ablation's verdict and each detector's first "hurts" step per full-run seed."""
-    lines = ["| scenario | path | acc gain without it (pts) | spread | harmful | first hurts, new | "
-             f"first hurts, new, effects only | first hurts, {today_label} |", "|---|---|---|---|---|---|---|---|"]
+def path_table(plan: list[Scenario], results: list[dict], labels: dict[str, str]) -> list[str]:
+    """Every judged path: the ablation's verdict and each detector's first "hurts" step per seed."""
+    lines = ["| scenario | path | acc gain without it (pts) | spread | harmful | "
+             + " | ".join(f"first hurts, {label}" for label in labels.values()) + " |",
+             "|---|---|---|---|---|" + "---|" * len(labels)]
     for sc in plan:
         truth = ground_truth(sc, results)
-        first = {det: flags(sc, results, det) for det in DETECTORS}
+        first = {det: flags(sc, results, det) for det in labels}
         for p in all_paths(sc):
             t = truth[p]
             cells = [fmt(t["gain_without"]), fmt(t["spread"]), {True: "yes", False: "no", None: "–"}[t["harmful"]]]
-            cells += [" ".join("·" if s is None else str(s) for s in first[det][p]) for det in DETECTORS]
+            cells += [" ".join("·" if s is None else str(s) for s in first[det][p]) for det in labels]
             lines.append(f"| {sc.name} | {p} | " + " | ".join(cells) + " |")
     return lines
 
 
 def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """A detector's overall figures that the JSON line carries at its top level."""
     return {k: figures[k] for k in ("precision", "recall", "false_flag_rate", "median_first_flag_share",
                                     "clean_only_flags")}
+
+
+def detector_labels(results: list[dict]) -> tuple[dict[str, str], list[str]]:
+    """The detectors the results can score (an older results file has no effects-only runs), their labels, and
+    notes on what is missing or falls back."""
+    present = {r["run"] for r in results}
+    has_cosine = any("cosine_verdict" in d for r in results if "error" not in r for d in r["details"].values())
+    labels, notes = {}, []
+    for key, det in DETECTORS.items():
+        if det.runs not in present:
+            notes.append(f"'{det.label}' not scored: these results hold no {det.runs} runs")
+        elif det.cosine_fields and not has_cosine:
+            labels[key] = "today (= main fields)"
+            notes.append("The results carry no cosine_* fields: the main fields are today's detector, so 'new' "
+                         "and 'today' are the same detector.")
+        else:
+            labels[key] = det.label
+    return labels, notes
+
+
+def trajectory_mismatches(results: list[dict]) -> list[str]:
+    """Effects-only runs whose test accuracy differs from their full run's: they should follow the same
+    trajectory (only the verdict rule differs, and verdicts do not steer an equal-weighted run)."""
+    full = {(r["scenario"], r["seed"]): r["test_acc"] for r in results if r["run"] == "full" and "error" not in r}
+    return [f"{r['scenario']} seed {r['seed']}" for r in results
+            if r["run"] == EFFECTS_ONLY and "error" not in r
+            and abs(r["test_acc"] - full.get((r["scenario"], r["seed"]), r["test_acc"])) > 1e-9]
 
 
 def report(plan: list[Scenario], sets: dict[str, Setting], results: list[dict], teacher_acc: dict,
            seconds: float, quick: bool, notes: list[str]) -> None:
     """Print the tables and the JSON line."""
     steps = {name: total_steps(sets[name]) for name in {s.dataset_name for s in plan}}
-    has_cosine = any("cosine_verdict" in d for r in results if "error" not in r for d in r["details"].values())
-    today_label = "today (cosine)" if has_cosine else "today (= main fields)"
-    if not has_cosine:
-        notes = notes + ["The results carry no cosine_* fields: the main fields are today's detector, so 'new' "
-                         "and 'today' are the same detector."]
-    figures = kind_figures(plan, results, steps)
+    labels, label_notes = detector_labels(results)
+    notes = notes + label_notes
+    if mismatched := trajectory_mismatches(results):
+        notes.append(f"effects-only runs off their full run's trajectory: {', '.join(mismatched)}")
+    figures = kind_figures(plan, results, steps, labels)
     print(f"## Detector bench ({'QUICK' if quick else 'full'}, {seconds:.0f} s, {len(results)} runs)\n")
     print("\n".join(f"- {n}" for n in notes + [f"{name}: {n} steps a run" for name, n in steps.items()]) + "\n")
-    print("\n".join(scenario_table(plan, results, teacher_acc, steps, today_label)) + "\n")
-    print("Per path (first hurts: the step in each full-run seed; · never, -1 flagged at an unknown step):\n")
-    print("\n".join(path_table(plan, results, today_label)) + "\n")
-    print("\n".join(kind_table(figures, today_label)) + "\n")
+    print("\n".join(scenario_table(plan, results, teacher_acc, labels)) + "\n")
+    print("Per path (first hurts: the step in each seed's run; · never, -1 flagged at an unknown step):\n")
+    print("\n".join(path_table(plan, results, labels)) + "\n")
+    print("\n".join(kind_table(figures, labels)) + "\n")
     overall = figures["overall"]
     print(json.dumps(rounded({
         "bench": "detector", "quick": quick, "seconds": round(seconds), "runs": len(results),
-        "failed_runs": sum("error" in r for r in results), "precision": overall["new"]["precision"],
-        "recall": overall["new"]["recall"], "false_flag_rate": overall["new"]["false_flag_rate"],
-        "median_first_flag_share": overall["new"]["median_first_flag_share"],
-        "clean_only_flags": overall["new"]["clean_only_flags"],
-        "effects_only": headline(overall["effects"]), "today": headline(overall["today"]),
-        "today_fields": "cosine_*" if has_cosine else "main fields (no cosine_* yet)",
+        "failed_runs": sum("error" in r for r in results), **headline(overall["new"]),
+        **{name: headline(overall[det]) if det in labels else None
+           for name, det in (("effects_only", "effects"), ("today", "today"))},
+        "today_fields": "cosine_*" if labels.get("today") == DETECTORS["today"].label else "main fields",
         "lookahead_minus_oracle": overall["lookahead_minus_oracle"], "per_kind": figures})))
 
 

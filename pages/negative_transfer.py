@@ -17,7 +17,7 @@ from app.queries import spec_summary
 from app.widgets import pick_run, user_errors
 from app.writes import submit_ablation, submit_run
 from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError
-from engine.diagnostics.verdicts import SILENCED_SHARE
+from engine.diagnostics.verdicts import SILENCED_SHARE, rule_from
 from engine.spec import DiagnosticsSpec, SpecError, load_spec, spec_from_yaml
 from engine.store import ACTIVE_STATUSES, RunRow
 from engine.validate import check_spec
@@ -254,7 +254,7 @@ def run_view(home: str, run: RunRow) -> None:
     summary = spec_summary(run.spec_yaml)
     path_ids = summary["path_ids"]
     diag = dc.diag_frame(metrics)
-    rule = dc.verdict_rule(settings or DiagnosticsSpec())
+    rule = rule_from(settings or DiagnosticsSpec())
     details = run.result.get("verdict_details") or dc.details_from_metrics(diag, path_ids, rule)
     verdict_section(details, path_ids, run.status in ACTIVE_STATUSES)
     cost_caption(metrics, diag)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from bench.detector import (
-    EFFECTS_ONLY, Scenario, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread)
+    EFFECTS_ONLY, HOME, Scenario, detector_labels, first_hurt, is_harmful, majority, paired_gains, parse_datasets,
+    results_file, score, scenario_rows, selected_plan, spread, trajectory_mismatches)
 
 
 def test_ground_truth_pairs_runs_by_seed_and_needs_a_gain_beyond_the_seeds_spread() -> None:
@@ -76,3 +77,27 @@ def test_the_effects_only_detector_reads_its_own_runs() -> None:
     results += [_run(sc.name, "without:good-kd-fc", s, 60 + s) for s in range(3)]
     assert scenario_rows(sc, results, "new", steps=100)["rows"] == [(False, False), (True, True)]
     assert scenario_rows(sc, results, "effects", steps=100)["rows"] == [(False, False), (True, False)]
+
+
+def test_an_older_results_file_scores_only_the_detectors_it_has_runs_for() -> None:
+    old = [_run("s", "full", 0, 90, {"p": {"verdict": "neutral", "cosine_verdict": "neutral"}})]
+    labels, notes = detector_labels(old)
+    assert list(labels) == ["new", "today"] and any("no full:effects-only runs" in n for n in notes)
+    both = old + [_run("s", EFFECTS_ONLY, 0, 90, {"p": {"verdict": "neutral"}})]
+    assert list(detector_labels(both)[0]) == ["new", "effects", "today"]
+
+
+def test_effects_only_runs_off_their_full_runs_trajectory_are_named() -> None:
+    results = [_run("s", "full", 0, 90.0), _run("s", EFFECTS_ONLY, 0, 90.0),
+               _run("s", "full", 1, 91.0), _run("s", EFFECTS_ONLY, 1, 88.0)]
+    assert trajectory_mismatches(results) == ["s seed 1"]
+
+
+def test_datasets_selection_is_normalised_checked_and_names_its_results_file() -> None:
+    assert parse_datasets(" fashion_mnist, digits,digits,") == ["digits", "fashion_mnist"]
+    assert results_file(True, []) == HOME / "last_results_quick.json"
+    assert results_file(False, ["digits"]) == HOME / "last_results_digits.json"
+    plan, notes = selected_plan(False, ["digits"])
+    assert plan and {s.dataset_name for s in plan} == {"digits"} and "DATASETS" in notes[0]
+    with pytest.raises(SystemExit, match="cifar10 is not a dataset of this bench"):
+        selected_plan(True, ["cifar10"])

@@ -14,7 +14,7 @@ import pytest
 from app import diagnostics_charts as dc
 from app.colors import VERDICT_COLORS, path_color
 from engine.ablation import AblationRow
-from engine.diagnostics.verdicts import PathEvidence, VerdictRule, update
+from engine.diagnostics.verdicts import PathEvidence, VerdictRule, rule_from, update
 from engine.spec import DiagnosticsSpec
 from engine.vocabulary import TASK, VERDICT_CODE, diag_key
 
@@ -135,7 +135,8 @@ def test_replay_uses_the_runs_rule_and_skips_a_probe_logged_in_part() -> None:
     diag = dc.diag_frame(long_frame([("main", step, key, value) for step, key, value in rows]
                                     + [("main", 96, "diag/effect:a-second", 1.0)]))  # its other series not yet
     assert dc.details_from_metrics(diag, PATHS, rule) == {pid: evidence[pid].summary(rule) for pid in PATHS}
-    assert dc.verdict_rule(DiagnosticsSpec(window=4, effect_margin=0.5)) == rule
+    assert rule_from(DiagnosticsSpec(window=4, effect_margin=0.5)) == rule
+    assert rule_from(DiagnosticsSpec(geometry_confirms=False)) == VerdictRule(geometry_confirms=False)
 
 
 def test_an_older_runs_details_are_its_logged_verdicts() -> None:

@@ -115,6 +115,11 @@ def test_the_explanation_says_what_confirms_the_verdict() -> None:
     held = _stream([0.004] * 8 + [0.03, -0.02, 0.04, -0.01, 0.05, 0.02, -0.02, 0.03], scores=[0.0] * 16)
     assert held.verdict == HURTS and held.confirmed_by(RULE) == "held"
     assert _stream([0.0] * 8).summary(RULE)["confirmed_by"] is None
+    # The cosines agree, but this rule does not let them confirm: a flag they would carry is "held".
+    effects_only = VerdictRule(geometry_confirms=False)
+    held_alone = _stream([0.004] * 8 + [0.03, -0.02, 0.04, -0.01, 0.05, 0.02, -0.02, 0.03], scores=[-0.4] * 16,
+                         rule=effects_only)
+    assert held_alone.cosine_verdict == HURTS and held_alone.confirmed_by(effects_only) == "held"
 
 
 def test_a_checkpoint_of_another_version_loads_its_known_fields() -> None:

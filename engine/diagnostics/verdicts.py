@@ -4,8 +4,8 @@ The verdict rests on the measured effect (engine/diagnostics/effect.py): the cha
 caused by the path's own share of a real update, in nats per step. Over a window of recent probes a
 path hurts when its mean effect raises validation loss by more than ``effect_margin`` times the task's
 own effect (the reference: what one step of plain training does), and the effect's sign is confirmed,
-by its consistency across the probes or by the gradient geometry (``judge_effect``). Helps is the
-mirror image. Effects are measured on held-out data, so less confidence that
+by its consistency across the probes or (unless ``geometry_confirms`` is off) by the gradient geometry
+(``judge_effect``). Helps is the mirror image. Effects are measured on held-out data, so less confidence that
 costs nothing on held-out samples, or a feature path that carries no label, is judged by what it does
 to the student rather than by the direction it points.
 
@@ -97,10 +97,11 @@ class PathEvidence:
         out["explanation"] = explain(out, rule)
         return out
 
-
     def confirmed_by(self, rule: VerdictRule) -> str | None:
         """What confirms a helps or hurts verdict now (None when neutral): "effects" (their own consistency over the
-        window), "geometry" (the cosine detector agreeing) or "held" (kept while its mean stays beyond the band)."""
+        window), "geometry" (the cosine detector agreeing) or "held" (kept while its mean stays beyond the band).
+        It mirrors ``judge_effect`` under the rule that gave the verdict; asked under another rule (or of evidence
+        restored from another version) it can call "held" what that rule confirmed otherwise."""
         if self.verdict == NEUTRAL:
             return None
         recent = self.effect[-rule.window:]
@@ -117,7 +118,9 @@ def _consistent(effects: list[float], t_threshold: float, harm: bool) -> bool:
     """A large t of the right sign and most probes on the mean's side (t alone trusts a few large values)."""
     t = t_statistic(effects)
     raising = sum(e > 0 for e in effects) / len(effects) if effects else 0.0
-    return t >= t_threshold and raising >= MAJORITY if harm else t <= -t_threshold and 1 - raising >= MAJORITY
+    if harm:
+        return t >= t_threshold and raising >= MAJORITY
+    return t <= -t_threshold and 1 - raising >= MAJORITY
 
 
 def _mean(values: list[float]) -> float:
