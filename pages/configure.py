@@ -580,6 +580,12 @@ def diagnostics_section(d: dict[str, Any]) -> None:
     every = c2.number_input("probe every N steps (empty = auto)", min_value=1, value=diag["every"], step=1,
                             placeholder="auto", key=key("diagnostics.every"), disabled=not diag["enabled"])
     diag["every"] = None if every is None else int(every)
+    diag["geometry_confirms"] = c1.checkbox(
+        "Let the gradient geometry confirm a flag", bool(diag.get("geometry_confirms", True)),
+        key=key("diagnostics.geometry_confirms"), disabled=not diag["enabled"],
+        help="On: a path is flagged once its measured effect and its gradient's direction agree (earlier flags). "
+             "Off: only the effects' own consistency over the recent probes flags it: later flags, and none for a "
+             "path that only makes the student less sure")
     active = sum(1 for p in d["paths"] if p.get("enabled", True))
     # The cost is what decides the interval, so it is stated next to it.
     st.caption(f"A probe costs about {active + 2} extra backward passes ({active} path(s) + task + validation) "

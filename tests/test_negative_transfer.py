@@ -220,12 +220,13 @@ def test_configure_turns_diagnostics_on(workspace: Path) -> None:
     at = open_page("configure")
     at.checkbox(key="cfg0.diagnostics.enabled").check().run()
     at.number_input(key="cfg0.diagnostics.every").set_value(7).run()
+    at.checkbox(key="cfg0.diagnostics.geometry_confirms").uncheck().run()
     assert not at.exception
     settings = at.session_state["cfg_spec"]["diagnostics"]
-    assert settings["enabled"] is True and settings["every"] == 7
+    assert settings["enabled"] is True and settings["every"] == 7 and settings["geometry_confirms"] is False
     assert "extra backward passes" in texts(at.caption)
     button(at, "Launch run").click().run()
     with closing(Store(workspace, readonly=True)) as store:
         (run,) = store.list_runs()
     diagnostics = spec_from_yaml(run.spec_yaml).diagnostics
-    assert diagnostics.enabled and diagnostics.every == 7
+    assert diagnostics.enabled and diagnostics.every == 7 and not diagnostics.geometry_confirms
