@@ -11,7 +11,7 @@ good teacher ("good2", clean, another seed) in the defective one's place. The fu
 runs probe (diagnostics on); the ablation and oracle runs do not, which leaves their trajectory unchanged and
 saves 2/3 of their time.
 
-Runs per scenario (weighting equal unless said, seeds 0-4 each):
+Runs per scenario (weighting equal unless said, seeds 0-4 each, or 0 to SEEDS-1):
 - full: every path (and full:effects-only, the same run judged with geometry_confirms off);
 - without:<path>: every path but one (a teacher left without paths is dropped), once per path;
 - lookahead: every path, weighting lookahead;
@@ -34,8 +34,8 @@ Scoring, for three detectors:
   re-judged from the full runs' saved probes, so the figures are exact;
 - today's: "cosine_verdict"/"cosine_first_flagged_step" when the results carry them; otherwise the main
   fields are today's detector (the new one has not landed) and the two rows are the same (the output says so).
-A path is flagged in a run when it was ever judged "hurts"; over the five seeds' runs it counts as
-flagged by majority (at least three of five). Precision = flagged harmful / flagged, recall = flagged
+A path is flagged in a run when it was ever judged "hurts"; over the seeds' runs it counts as
+flagged by majority (three of five, two of three). Precision = flagged harmful / flagged, recall = flagged
 harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
 not harmful by ground truth); median first flag = the median, over every (harmful path, seed) it was
 flagged in, of the first "hurts" step as a share of the run's steps. Clean-only flags count every
@@ -45,9 +45,10 @@ defect kind and overall (pooled over the paths, not averaged over kinds).
 Teachers are trained once per recipe and cached in bench/.workspace-detector (inline teachers are keyed by
 their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
 scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); DATASETS=digits (a
-comma list) only those datasets' scenarios; WORKERS (default 2) parallel runs; REPORT_ONLY=1 prints the last
-run's tables again from bench/.workspace-detector/last_results*.json (one file per QUICK and DATASETS) without
-training. Output: tables per scenario, per path and per defect kind, then one JSON line.
+comma list) only those datasets' scenarios; SEEDS=3 three seeds instead of five; WORKERS (default 2) parallel
+runs; REPORT_ONLY=1 prints the last run's tables again from bench/.workspace-detector/last_results*.json (one file
+per QUICK, DATASETS and SEEDS) without training. Output: tables per scenario, per path and per defect kind, then
+one JSON line.
 """
 from __future__ import annotations
 
@@ -70,7 +71,17 @@ sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned wor
 from bench.planted import fashion_available, rounded  # noqa: E402
 
 HOME = ROOT / "bench" / ".workspace-detector"
-SEEDS = (0, 1, 2, 3, 4)
+# Five by default: with three, chance agreement of the seeds decided one "harm" (a scaled-logits teacher's AT path,
+# +0.6/+1.4/+2.0 points, +0.4 ± 1.3 with five). SEEDS=3 takes 3/5 of the time, the issue's original setting.
+def seeds_from_env() -> tuple[int, ...]:
+    """SEEDS=n (default 5): seeds 0..n-1; a harm needs a spread, so at least two."""
+    text = os.environ.get("SEEDS") or "5"
+    if not text.isdigit() or int(text) < 2:
+        sys.exit(f"SEEDS={text}: give a whole number of seeds, at least 2 (the ground truth needs their spread)")
+    return tuple(range(int(text)))
+
+
+SEEDS = seeds_from_env()  # read again by the spawned workers, from the same environment
 HURTS = "hurts"
 EFFECTS_ONLY = "full:effects-only"  # the full runs again, judged with diagnostics.geometry_confirms off
 PROBED_RUNS = ("full", EFFECTS_ONLY, "lookahead")  # the runs whose verdicts are scored or whose weighting probes
@@ -504,9 +515,10 @@ def parse_datasets(text: str) -> list[str]:
     return sorted({name.strip() for name in text.split(",") if name.strip()})
 
 
-def results_file(quick: bool, datasets: list[str]) -> Path:
+def results_file(quick: bool, datasets: list[str], seeds: int = 5) -> Path:
     """Where a run of this selection keeps its results (REPORT_ONLY=1 reads them back)."""
-    return HOME / f"last_results{'_quick' if quick else ''}{''.join('_' + name for name in datasets)}.json"
+    parts = ["last_results", *(["quick"] if quick else []), *datasets, *([f"{seeds}seeds"] if seeds != 5 else [])]
+    return HOME / f"{'_'.join(parts)}.json"
 
 
 def main() -> None:
@@ -515,7 +527,7 @@ def main() -> None:
     started = time.time()
     datasets = parse_datasets(os.environ.get("DATASETS", ""))
     plan, notes = selected_plan(quick, datasets)
-    saved = results_file(quick, datasets)
+    saved = results_file(quick, datasets, len(SEEDS))
     if os.environ.get("REPORT_ONLY", "") not in ("", "0"):  # re-render the last run's tables, train nothing
         if not saved.exists():
             sys.exit(f"REPORT_ONLY: no results of this selection yet ({saved}); run the bench without it first")

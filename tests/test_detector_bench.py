@@ -97,6 +97,7 @@ def test_datasets_selection_is_normalised_checked_and_names_its_results_file() -
     assert parse_datasets(" fashion_mnist, digits,digits,") == ["digits", "fashion_mnist"]
     assert results_file(True, []) == HOME / "last_results_quick.json"
     assert results_file(False, ["digits"]) == HOME / "last_results_digits.json"
+    assert results_file(False, ["fashion_mnist"], seeds=3) == HOME / "last_results_fashion_mnist_3seeds.json"
     plan, notes = selected_plan(False, ["digits"])
     assert plan and {s.dataset_name for s in plan} == {"digits"} and "DATASETS" in notes[0]
     with pytest.raises(SystemExit, match="cifar10 is not a dataset of this bench"):
