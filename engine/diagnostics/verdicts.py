@@ -5,9 +5,11 @@ caused by the path's own share of a real update, in nats per step. Over a window
 path hurts when its mean effect raises validation loss by more than ``effect_margin`` times the task's
 own effect (the reference: what one step of plain training does), and the effect's sign is confirmed,
 by its consistency across the probes or (unless ``geometry_confirms`` is off) by the gradient geometry
-(``judge_effect``). Helps is the mirror image. Effects are measured on held-out data, so less confidence that
-costs nothing on held-out samples, or a feature path that carries no label, is judged by what it does
-to the student rather than by the direction it points.
+(``judge_effect``). Helps is the mirror image. Effects are measured on held-out data, so an over-strong
+push, or a feature path that carries no label, is judged by what it does to the student rather than by
+the direction it points. A path that only lowers the student's confidence does raise held-out
+cross-entropy (the detector bench's weak and label-noise teachers: 0.3-3x a task step's effect, at no
+measurable cost in accuracy); the geometry confirms those quickly, the effects alone less often.
 
 The cosine score of earlier PathScope versions (the mean of the path gradient's cosines with the task
 gradient on the batch and on a validation batch) is still measured and judged with its own rule; it is
