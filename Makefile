@@ -43,9 +43,10 @@ planted: $(STAMP)
 # ablation (5 seeds; the ablation runs do not probe); precision, recall, false flags and first-flag time of the
 # detector (with and without the geometry confirming) and of the cosine one, and lookahead against the oracle.
 # QUICK=1: digits only, one scenario per kind (331 s measured beside another job, teachers cached).
-# DATASETS=digits: the full bench without Fashion-MNIST; SEEDS=3: three seeds instead of five.
+# DATASETS=digits: the full bench without Fashion-MNIST; SCENARIOS=clean,permuted: scenarios named so;
+# SEEDS=3: three seeds instead of five.
 detector: $(STAMP)
-	QUICK=$(QUICK) DATASETS=$(DATASETS) SEEDS=$(SEEDS) $(PY) bench/detector.py
+	QUICK=$(QUICK) DATASETS=$(DATASETS) SCENARIOS=$(SCENARIOS) SEEDS=$(SEEDS) $(PY) bench/detector.py
 
 # Speed bench: epoch times against a plain PyTorch loop and torchdistill, and the Live page's render time.
 # QUICK=1: fewer images and repeats, under three minutes (the first call also installs torchdistill into

@@ -45,10 +45,10 @@ defect kind and overall (pooled over the paths, not averaged over kinds).
 Teachers are trained once per recipe and cached in bench/.workspace-detector (inline teachers are keyed by
 their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
 scenario per defect kind (and one clean-only), no logits paths (kd, at, fitnet per teacher); DATASETS=digits (a
-comma list) only those datasets' scenarios; SEEDS=3 three seeds instead of five; WORKERS (default 2) parallel
-runs; REPORT_ONLY=1 prints the last run's tables again from bench/.workspace-detector/last_results*.json (one file
-per QUICK, DATASETS and SEEDS) without training. Output: tables per scenario, per path and per defect kind, then
-one JSON line.
+comma list) only those datasets' scenarios; SCENARIOS=clean,permuted only scenarios whose name holds one of
+them; SEEDS=3 three seeds instead of five; WORKERS (default 2) parallel runs; REPORT_ONLY=1 prints the last
+run's tables again from bench/.workspace-detector/last_results*.json (one file per QUICK, DATASETS, SCENARIOS and
+SEEDS) without training. Output: tables per scenario, per path and per defect kind, then one JSON line.
 """
 from __future__ import annotations
 
@@ -492,9 +492,11 @@ def kind_table(figures: dict[str, dict[str, Any]], labels: dict[str, str]) -> li
     return lines
 
 
-def selected_plan(quick: bool, datasets: list[str]) -> tuple[list[Scenario], list[str]]:
-    """The scenarios to run (those of `datasets` when given; Fashion-MNIST only where it is on disk) and notes
-    saying what was left out. Exits with a message naming an unknown dataset, or why nothing is left."""
+def selected_plan(quick: bool, datasets: list[str], only: list[str] | None = None
+                  ) -> tuple[list[Scenario], list[str]]:
+    """The scenarios to run (those of `datasets` when given, those whose name holds one of `only` when given;
+    Fashion-MNIST only where it is on disk) and notes saying what was left out. Exits with a message naming an
+    unknown dataset, or why nothing is left."""
     plan, notes = scenarios(quick), []
     known = sorted({s.dataset_name for s in plan})
     if unknown := [name for name in datasets if name not in known]:
@@ -502,6 +504,9 @@ def selected_plan(quick: bool, datasets: list[str]) -> tuple[list[Scenario], lis
     if datasets:
         plan = [s for s in plan if s.dataset_name in datasets]
         notes.append(f"datasets limited to {', '.join(datasets)} (DATASETS)")
+    if only:
+        plan = [s for s in plan if any(part in s.name for part in only)]
+        notes.append(f"scenarios limited to those named with {', '.join(only)} (SCENARIOS)")
     if not quick and any(s.dataset_name == "fashion_mnist" for s in plan) and (why := fashion_available()):
         plan = [s for s in plan if s.dataset_name != "fashion_mnist"]
         notes.append(f"Fashion-MNIST not run: {why}")
@@ -526,8 +531,9 @@ def main() -> None:
     workers = int(os.environ.get("WORKERS", "2"))
     started = time.time()
     datasets = parse_datasets(os.environ.get("DATASETS", ""))
-    plan, notes = selected_plan(quick, datasets)
-    saved = results_file(quick, datasets, len(SEEDS))
+    only = parse_datasets(os.environ.get("SCENARIOS", ""))  # the same comma list
+    plan, notes = selected_plan(quick, datasets, only)
+    saved = results_file(quick, datasets + only, len(SEEDS))
     if os.environ.get("REPORT_ONLY", "") not in ("", "0"):  # re-render the last run's tables, train nothing
         if not saved.exists():
             sys.exit(f"REPORT_ONLY: no results of this selection yet ({saved}); run the bench without it first")

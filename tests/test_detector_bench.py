@@ -100,5 +100,7 @@ def test_datasets_selection_is_normalised_checked_and_names_its_results_file() -
     assert results_file(False, ["fashion_mnist"], seeds=3) == HOME / "last_results_fashion_mnist_3seeds.json"
     plan, notes = selected_plan(False, ["digits"])
     assert plan and {s.dataset_name for s in plan} == {"digits"} and "DATASETS" in notes[0]
+    picked, _ = selected_plan(True, [], ["clean", "permuted"])
+    assert [s.name for s in picked] == ["digits-clean-s1", "digits-permuted_labels-s0"]
     with pytest.raises(SystemExit, match="cifar10 is not a dataset of this bench"):
         selected_plan(True, ["cifar10"])
