@@ -1,11 +1,13 @@
-"""bench/detector.py's pure core: ground truth from accuracies, flags from verdict details, scores from tables."""
+"""The detector bench's pure core (bench/detector_scoring.py, and bench/detector.py's selection): ground truth from
+accuracies, flags from verdict details, scores from tables."""
 from __future__ import annotations
 
 import pytest
 
-from bench.detector import (
-    EFFECTS_ONLY, HOME, Scenario, detector_labels, first_hurt, is_harmful, majority, paired_gains, parse_datasets,
-    results_file, score, scenario_rows, selected_plan, spread, trajectory_mismatches)
+from bench.detector import HOME, Scenario, parse_datasets, results_file, selected_plan
+from bench.detector_scoring import (
+    EFFECTS_ONLY, detector_labels, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread,
+    trajectory_mismatches)
 
 
 def test_ground_truth_pairs_runs_by_seed_and_needs_a_gain_beyond_the_seeds_spread() -> None:
