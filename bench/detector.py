@@ -299,8 +299,9 @@ def selected_plan(quick: bool, datasets: list[str], only: list[str] | None = Non
     return plan, notes
 
 
-def parse_datasets(text: str) -> list[str]:
-    """DATASETS=a,b as a sorted list without blanks or repeats (the results file is named after it)."""
+def comma_list(text: str) -> list[str]:
+    """DATASETS=a,b or SCENARIOS=a,b as a sorted list without blanks or repeats (the results file is named after
+    it)."""
     return sorted({name.strip() for name in text.split(",") if name.strip()})
 
 
@@ -314,8 +315,8 @@ def main() -> None:
     quick = os.environ.get("QUICK", "") not in ("", "0")
     workers = int(os.environ.get("WORKERS", "2"))
     started = time.time()
-    datasets = parse_datasets(os.environ.get("DATASETS", ""))
-    only = parse_datasets(os.environ.get("SCENARIOS", ""))  # the same comma list
+    datasets = comma_list(os.environ.get("DATASETS", ""))
+    only = comma_list(os.environ.get("SCENARIOS", ""))
     plan, notes = selected_plan(quick, datasets, only)
     saved = results_file(quick, datasets + only, len(SEEDS))
     sets = settings(quick)

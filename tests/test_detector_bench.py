@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.detector import HOME, Scenario, parse_datasets, results_file, selected_plan
+from bench.detector import HOME, Scenario, comma_list, results_file, selected_plan
 from bench.detector_scoring import (
     EFFECTS_ONLY, detector_labels, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread,
     trajectory_mismatches)
@@ -96,7 +96,7 @@ def test_effects_only_runs_off_their_full_runs_trajectory_are_named() -> None:
 
 
 def test_datasets_selection_is_normalised_checked_and_names_its_results_file() -> None:
-    assert parse_datasets(" fashion_mnist, digits,digits,") == ["digits", "fashion_mnist"]
+    assert comma_list(" fashion_mnist, digits,digits,") == ["digits", "fashion_mnist"]
     assert results_file(True, []) == HOME / "last_results_quick.json"
     assert results_file(False, ["digits"]) == HOME / "last_results_digits.json"
     assert results_file(False, ["fashion_mnist"], seeds=3) == HOME / "last_results_fashion_mnist_3seeds.json"
