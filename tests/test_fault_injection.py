@@ -145,13 +145,28 @@ def _latest_step(store: Store, run_id: str) -> int:
     return found[0] or 0
 
 
+def _run_until_step(worker: subprocess.Popen, store: Store, run_id: str, attempt: int, step: int,
+                    slice_s: float = 0.05) -> None:
+    """Let ``worker`` run in slices of ``slice_s`` and leave it paused once ``attempt`` has reached ``step``. A worker
+    left running while this process polls can train past the step, or finish the run, whenever this process is kept
+    off the CPU for a few seconds (as on a loaded CI machine); a paused worker cannot, so the kill lands within one
+    slice of the step however slow this process is."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        os.killpg(worker.pid, signal.SIGCONT)
+        time.sleep(slice_s)
+        os.killpg(worker.pid, signal.SIGSTOP)
+        if store.get_run(run_id).attempts == attempt and _latest_step(store, run_id) >= step:
+            return
+    raise AssertionError(f"timed out after {DEADLINE:.0f} s waiting for attempt {attempt} to reach step {step}")
+
+
 def test_workers_killed_at_random_points_lose_and_repeat_nothing(home: Path, reference) -> None:
     store = Store(home)
     run_id = _submit(store, _spec())
     # Two kills (the third attempt is the last MAX_ATTEMPTS allows) at seeded steps of the 252 the main phase has,
-    # far enough apart that the second attempt trains past its checkpoint before it dies too, and the second far
-    # enough from the end (four epochs) that this process, slowed by a loaded machine, still sees it before the
-    # attempt finishes the run: a kill after that would cut nothing, and the run would end after two attempts.
+    # far enough apart that the second attempt trains past its checkpoint before it dies too, and the second at
+    # least four epochs from the end, so that the run is still running when it is cut short.
     rng = random.Random(1205)
     first_kill = rng.randint(30, 100)
     kills = [first_kill, rng.randint(first_kill + 50, 168)]
@@ -159,17 +174,13 @@ def test_workers_killed_at_random_points_lose_and_repeat_nothing(home: Path, ref
     try:
         for attempt, kill_at in enumerate(kills, start=1):
             workers.append(_worker(home, home / f"worker{attempt}.log"))
-            _wait_for(lambda: store.get_run(run_id).attempts == attempt and _latest_step(store, run_id) >= kill_at,
-                      f"attempt {attempt} to reach step {kill_at}")
-            # Freeze the worker first, so that what the kill cuts short is what is read here: on a loaded machine
-            # this process can see the step late, and an attempt that already finished the run has nothing to lose.
-            os.killpg(workers[-1].pid, signal.SIGSTOP)
+            _run_until_step(workers[-1], store, run_id, attempt, kill_at)
             run, step = store.get_run(run_id), _latest_step(store, run_id)
             os.killpg(workers[-1].pid, signal.SIGKILL)
             workers[-1].wait()
             assert (run.status, run.attempts) == ("running", attempt), (
                 f"attempt {attempt} was {run.status} (attempts {run.attempts}, step {step}) when killed at step "
-                f"{kill_at}: the test saw the step too late")
+                f"{kill_at}")
         workers.append(_worker(home, home / "last.log"))
         _wait_for(lambda: store.get_run(run_id).status in ("done", "failed"), "the run to finish")
     finally:
