@@ -148,9 +148,9 @@ def run_record(run: RunRow) -> dict[str, Any]:
     }
 
 
-def runs_frame(store: Store) -> pd.DataFrame:
-    """One row per run, newest first."""
-    records = [run_record(run) for run in store.list_runs()]
+def runs_frame(store: Store, include_archived: bool = True) -> pd.DataFrame:
+    """One row per run, newest first (without the archived ones when ``include_archived`` is false)."""
+    records = [run_record(run) for run in store.list_runs(include_archived=include_archived)]
     return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
 
 

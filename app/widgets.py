@@ -19,6 +19,8 @@ from engine.store import ACTIVE_STATUSES, RunRow, WorkspaceError
 DEMO_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "digits_kd.yaml"
 SELECTED_RUN = "selected_run"
 EMPTY_RUNS_MESSAGE = "No runs yet — press **Run the demo** on Home or launch one from Configure."
+ALL_ARCHIVED_MESSAGE = ("Every run in this workspace is archived — turn on **Archived runs** on Compare to restore "
+                        "one, or launch a new one from Configure.")
 # Smoothing windows in steps (0: off); windows, not point counts, so runs logged at any rate smooth alike.
 SMOOTHING_WINDOWS = (0, 10, 50, 100, 500, 1000, 5000)
 STATUS_COLORS = {"queued": "gray", "running": "blue", "interrupted": "violet", "done": "green", "failed": "red",
@@ -36,8 +38,13 @@ def user_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {err}")
 
 
-def empty_state() -> None:
-    st.info(EMPTY_RUNS_MESSAGE, icon=":material/science:")
+def empty_state(home: str | None = None) -> None:
+    """What to do when no run is listed: launch one or, when ``home`` holds only archived runs, restore one."""
+    if home is not None and not cached.runs(home, include_archived=True).empty:
+        st.info(ALL_ARCHIVED_MESSAGE, icon=":material/archive:")
+        st.page_link(page_file("compare"), label="Compare and restore runs", icon=":material/compare_arrows:")
+    else:
+        st.info(EMPTY_RUNS_MESSAGE, icon=":material/science:")
 
 
 def status_badge(status: str) -> None:
@@ -73,7 +80,7 @@ def pick_run(home: str, runs: pd.DataFrame, refresh_what: str | None = None) -> 
     button): pages that redraw on request rather than poll keep their sliders where they are.
     """
     if runs.empty:
-        empty_state()
+        empty_state(home)
         return None
     run_id = run_picker(runs)
     run = cached.run(home, run_id)

@@ -287,7 +287,7 @@ def _parse_numbers(text: str) -> list[float]:
 
 
 def finished_runs(home: str) -> dict[str, str]:
-    runs = cached.runs(home)
+    runs = cached.runs(home, include_archived=True)  # an archived run's student is still a teacher to pick
     done = runs[runs["status"] == "done"]
     return dict(zip(done["id"], done["label"]))
 

@@ -45,7 +45,7 @@ if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
 st.subheader("Recent runs")
 with user_errors("Recent runs"):
     if run_table.recent(cached.home(), RECENT).empty:
-        empty_state()
+        empty_state(cached.home())
     else:
         st.page_link(page_file("compare"), label="Search, tag and compare all runs", icon=":material/compare_arrows:")
 

@@ -226,7 +226,7 @@ def main() -> None:
     home = cached.home()
     runs = cached.runs(home)
     if runs.empty:
-        empty_state()
+        empty_state(home)
         return
     run_id = run_picker(runs)
     left, right = st.columns([1, 2], vertical_alignment="bottom")

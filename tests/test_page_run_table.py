@@ -13,6 +13,7 @@ from engine import catalog
 from engine.store import Store
 from engine.workspace import run_dir
 from synthetic_runs import add_finished_run, spec_yaml
+from app.widgets import ALL_ARCHIVED_MESSAGE, EMPTY_RUNS_MESSAGE
 from tests.test_pages import button, open_page, texts
 
 
@@ -221,3 +222,21 @@ def test_home_lists_the_newest_runs_but_not_archived_ones(workspace: Path, three
     at = open_page("home")
     assert table_ids(at) == [three_runs["gamma"], three_runs["alpha"]]
     assert {"final_acc_pct", "tags"} <= set(at.dataframe[0].value.columns)
+
+
+@pytest.mark.parametrize("name", ["live", "negative_transfer", "teacher_importance", "attribution"])
+def test_run_pickers_leave_archived_runs_out(workspace: Path, three_runs: dict[str, str], name: str) -> None:
+    with closing(Store(workspace)) as store:
+        catalog.archive(store, three_runs["gamma"])
+    at = open_page(name)
+    assert at.selectbox[0].options and all(three_runs["gamma"] not in option for option in at.selectbox[0].options)
+    assert any(three_runs["beta"] in option for option in at.selectbox[0].options)
+
+
+def test_a_workspace_of_archived_runs_says_how_to_restore_one(workspace: Path, three_runs: dict[str, str]) -> None:
+    with closing(Store(workspace)) as store:
+        for run_id in three_runs.values():
+            catalog.archive(store, run_id)
+    for name in ("home", "live", "negative_transfer"):
+        at = open_page(name)
+        assert ALL_ARCHIVED_MESSAGE in texts(at.info) and EMPTY_RUNS_MESSAGE not in texts(at.info), name
