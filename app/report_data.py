@@ -234,13 +234,29 @@ def best_accuracy(metrics: pd.DataFrame, run_id: str) -> str:
     return MISSING
 
 
-def runs_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> Table:
+def flagged_paths(run: RunRow) -> str:
+    """The paths the run's negative-transfer detector flagged as hurting at some step, whatever their final verdict
+    (lookahead silences a path it caught); "none", or MISSING when the run stored no verdicts (unfinished, or run
+    without diagnostics)."""
+    details = run.result.get("verdict_details") if isinstance(run.result, dict) else None
+    if not isinstance(details, dict) or not details:
+        return MISSING
+    flagged = [printable(str(pid)) for pid, summary in details.items()
+               if isinstance(summary, dict) and summary.get("first_flagged_step") is not None]
+    return ", ".join(flagged) or "none"
+
+
+def runs_table(runs: pd.DataFrame, metrics: pd.DataFrame, flagged: dict[str, str]) -> Table:
+    """One row per run; ``flagged``: each run's ``flagged_paths``."""
     rows = tuple((
         str(r.name), str(r.id), str(r.status), printable(str(r.combination)), printable(str(r.dataset)),
         printable(str(r.student)), _pct_cell(r.test_acc_pct), best_accuracy(metrics, r.id), duration(r.duration_s),
+        flagged.get(r.id, MISSING),
     ) for r in runs.itertuples(index=False))
     return Table("Runs", ("name", "id", "status", "weighting / method", "dataset", "student", "final test acc (%)",
-                          "best val acc (%)", "duration"), rows)
+                          "best val acc (%)", "duration", "flagged as hurting"), rows,
+                 "flagged as hurting: the paths the negative-transfer detector flagged at some step of the run "
+                 f"({MISSING}: the run stored no verdicts).")
 
 
 def _pct_cell(value: Any) -> str:
@@ -293,5 +309,6 @@ def group_report(store: Store, group_id: str | None, rows: list[RunRow], tags: S
              ("first created", timestamp(min(r.created_at for r in rows))),
              ("last created", timestamp(max(r.created_at for r in rows))))
     title = f"Group {printable(group_id)}" if group_id else f"Comparison of {len(rows)} runs"
-    return Report("group", group_id or "", title, facts, (runs_table(runs, metrics), summary_table(summary)),
+    flagged = {run.id: flagged_paths(run) for run in rows}
+    return Report("group", group_id or "", title, facts, (runs_table(runs, metrics, flagged), summary_table(summary)),
                   (*group_figures(runs, metrics, summary), *extra_figures), None, tuple(tags), note)

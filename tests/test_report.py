@@ -277,6 +277,20 @@ def test_a_selection_of_runs_is_reported_like_a_group(home: Path, group: list[st
     assert group[1] not in text
 
 
+def test_a_comparison_names_the_paths_each_run_flagged(home: Path, diagnosed: str) -> None:
+    plain = add_finished_run(home, "no diagnostics")
+    silent = add_diagnosed_run(home, name="nothing flagged")
+    with closing(Store(home)) as store:  # a run whose detector flagged no path
+        details = {pid: {**d, "first_flagged_step": None} for pid, d in diag_details().items()}
+        store.finish_run(silent, "done", result={**store.get_run(silent).result, "verdict_details": details})
+    text = selection_text(home, [diagnosed, plain, silent], "markdown")
+    assert "flagged as hurting" in text
+    row = {run_id: next(line for line in text.splitlines() if f"| {run_id} |" in line)
+           for run_id in (diagnosed, plain, silent)}
+    assert row[diagnosed].endswith("| p-hint |")  # hurts since step 20 (DIAG_FIRST_FLAG)
+    assert row[plain].endswith("| — |") and row[silent].endswith("| none |")
+
+
 @pytest.mark.parametrize("run_ids, message", [([], "no runs selected"),
                                               (["20990101-000000-ffff"], "no run '20990101-000000-ffff' in"),
                                               (["../x"], "'../x' is not a run or group id")])
