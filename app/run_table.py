@@ -298,8 +298,17 @@ def tag_editor(home: str, kind: Literal["run", "group"], targets: list[str], pre
 
 
 def _save_note(home: str, kind: Literal["run", "group"], target: str, key: str, prefix: str) -> None:
+    read_key = f"{key}_read"
     try:
-        writes.save_note(home, kind, target, st.session_state[key])
+        writes.save_note(home, kind, target, st.session_state[key], read_as=st.session_state[read_key])
+        st.session_state[read_key] = st.session_state[key]
+    except catalog.NoteConflict:
+        # The next save is deliberate: it replaces the note now shown above, which the person has seen.
+        st.session_state[read_key] = writes.note_of(home, kind, target)
+        _feedback(prefix, "error", f"Note of {kind} {target}: someone saved it since you opened it; theirs is shown "
+                                   "above and yours is still in the editor. Merge them, or press **Save note** again "
+                                   "to replace theirs with yours.")
+        return
     except WorkspaceError as err:
         _feedback(prefix, "error", f"Note of {kind} {target}: {err}")
         return
@@ -319,7 +328,7 @@ def note_editor(home: str, kind: Literal["run", "group"], target: str, note: str
     """An editor of the note that saves it (``note``: the stored text it starts from)."""
     key = _key(prefix, f"note_{kind}_{target}")
     if key not in st.session_state:
-        st.session_state[key] = note
+        st.session_state[key] = st.session_state[f"{key}_read"] = note
     st.text_area(f"Note of {kind} {target} (Markdown)", key=key, height=120,
                  help=f"At most {catalog.NOTE_MAX_BYTES // 1024} KiB")
     st.button("Save note", key=_key(prefix, f"note_save_{kind}_{target}"), icon=":material/save:",

@@ -215,9 +215,16 @@ def set_tags(home: str | Path, kind: str, targets: list[str], add: list[str], re
             setter(store, target, add=add, remove=remove)
 
 
-def save_note(home: str | Path, kind: str, target: str, text: str) -> None:
+def save_note(home: str | Path, kind: str, target: str, text: str, read_as: str | None = None) -> None:
+    """Save a note unless it changed since it was ``read_as`` (catalog.NoteConflict then)."""
     with _writer(home) as store:
-        catalog.set_note(store, kind, target, text)
+        catalog.set_note(store, kind, target, text, read_as)
+
+
+def note_of(home: str | Path, kind: str, target: str) -> str:
+    """The stored note, read fresh (not through the page's caches): what a conflicting save is compared with."""
+    with closing(Store(Path(home), readonly=True)) as store:
+        return catalog.note_of(store, kind, target)
 
 
 def set_archived(home: str | Path, run_ids: list[str], archived: bool) -> None:

@@ -28,6 +28,10 @@ class CatalogError(WorkspaceError):
     """A catalog operation that cannot be done; the one-line message names the run, group or tag at fault."""
 
 
+class NoteConflict(CatalogError):
+    """A note changed by someone else since the editor that saves it read it."""
+
+
 TAG_MAX = 40
 NOTE_MAX_BYTES = 64 * 1024
 _TAG_CHARS = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -293,8 +297,12 @@ def group_tags(store: Store, group_id: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- notes
-def set_note(store: Store, kind: Kind, target_id: str, text: str) -> None:
-    """The Markdown note of a run or a group (stored as text, never rendered here); blank text removes it."""
+def set_note(store: Store, kind: Kind, target_id: str, text: str, read_as: str | None = None) -> None:
+    """The Markdown note of a run or a group (stored as text, never rendered here); blank text removes it.
+
+    ``read_as``: the note as the editor saving it last read it; when the stored note differs (another tab or
+    person saved since), nothing is written and NoteConflict says so, rather than the later save silently
+    erasing the earlier one. None writes unconditionally (the CLI's ``note --text``)."""
     _check_kind(kind)
     if not isinstance(text, str):
         raise CatalogError(f"note of {kind} {target_id}: expected text")
@@ -307,6 +315,9 @@ def set_note(store: Store, kind: Kind, target_id: str, text: str) -> None:
             _existing_run(con, target_id)
         else:
             _existing_group(con, target_id)
+        if read_as is not None and (stored := _note_text(con, kind, target_id)) != read_as:
+            raise NoteConflict(f"note of {kind} {target_id}: changed elsewhere since this editor read it (it now "
+                               f"holds {len(stored):,} characters); nothing was saved")
         if text.strip():
             con.execute("INSERT OR REPLACE INTO notes (kind, target_id, text, updated_at) VALUES (?,?,?,?)",
                         (kind, target_id, text, time.time()))
@@ -317,7 +328,11 @@ def set_note(store: Store, kind: Kind, target_id: str, text: str) -> None:
 def note_of(store: Store, kind: Kind, target_id: str) -> str:
     """The note of a run or a group; "" when it has none."""
     _check_kind(kind)
-    row = store.con.execute("SELECT text FROM notes WHERE kind=? AND target_id=?", (kind, target_id)).fetchone()
+    return _note_text(store.con, kind, target_id)
+
+
+def _note_text(con: sqlite3.Connection, kind: Kind, target_id: str) -> str:
+    row = con.execute("SELECT text FROM notes WHERE kind=? AND target_id=?", (kind, target_id)).fetchone()
     return row[0] if row else ""
 
 

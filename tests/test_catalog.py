@@ -251,6 +251,19 @@ def test_delete_removes_every_row_and_the_folder_and_nothing_else(home: Path) ->
         catalog.delete_run(home, doomed)
 
 
+def test_a_note_saved_over_a_newer_one_is_refused_and_leaves_it(home: Path) -> None:
+    run_id = add_finished_run(home)
+    with closing(Store(home)) as store:
+        catalog.set_note(store, "run", run_id, "first", read_as="")
+        catalog.set_note(store, "run", run_id, "second tab", read_as="first")
+        with pytest.raises(catalog.NoteConflict, match=f"^note of run {run_id}: changed elsewhere since this editor "
+                                                       r"read it \(it now holds 10 characters\); nothing was saved$"):
+            catalog.set_note(store, "run", run_id, "first tab", read_as="first")
+        assert catalog.note_of(store, "run", run_id) == "second tab"
+        catalog.set_note(store, "run", run_id, "", read_as="second tab")  # removing follows the same rule
+        assert catalog.note_of(store, "run", run_id) == ""
+
+
 def test_a_groups_tags_and_note_go_with_its_last_run(home: Path) -> None:
     first, last = add_finished_run(home, "first", group_id="cmp-g"), add_finished_run(home, "last", group_id="cmp-g")
     with closing(Store(home)) as store:

@@ -114,6 +114,23 @@ def test_a_note_written_from_the_page_is_stored_and_rendered(workspace: Path, th
     assert table_ids(at) == [run_id]
 
 
+def test_a_note_saved_elsewhere_meanwhile_is_not_overwritten_without_a_second_save(
+        workspace: Path, three_runs: dict[str, str]) -> None:
+    run_id = three_runs["beta"]
+    at = select(open_page("compare"), run_id)
+    at.text_area(key=f"cmp_note_run_{run_id}").input("mine").run()
+    with closing(Store(workspace)) as store:  # another tab saves first
+        catalog.set_note(store, "run", run_id, "theirs")
+    button(at, "Save note").click().run()
+    assert "someone saved it since you opened it" in texts(at.error)
+    assert "theirs" in texts(at.markdown) and at.text_area(key=f"cmp_note_run_{run_id}").value == "mine"
+    with closing(Store(workspace, readonly=True)) as store:
+        assert catalog.note_of(store, "run", run_id) == "theirs"
+    button(at, "Save note").click().run()  # seen, and replaced on purpose
+    with closing(Store(workspace, readonly=True)) as store:
+        assert catalog.note_of(store, "run", run_id) == "mine"
+
+
 def test_a_note_of_a_megabyte_is_refused(workspace: Path, three_runs: dict[str, str]) -> None:
     run_id = three_runs["alpha"]
     at = select(open_page("compare"), run_id)
