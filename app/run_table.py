@@ -41,11 +41,13 @@ SEARCH_URL, ARCHIVED_URL, SORT_URL, ORDER_URL = "q", "archived", "sort", "order"
 SORT_LABELS = {"created_at": "created", "name": "name", "status": "status", "final_acc": "final acc",
                "best_acc": "best acc", "best_epoch": "best epoch", "duration_s": "duration"}
 DEFAULT_SORT = "created_at"
-FULL_COLUMNS = ["name", "id", "status", "tags", "combination", "final_acc_pct", "best_acc_pct", "best_epoch",
+FULL_COLUMNS = ["name", "id", "status", "tags", "group_tags", "combination", "final_acc_pct", "best_acc_pct", "best_epoch",
                 "duration_s", "runs_on", "group_id"]
 RECENT_COLUMNS = ["name", "id", "status", "tags", "combination", "final_acc_pct", "best_acc_pct", "created"]
 COLUMN_CONFIG = {
     "tags": st.column_config.TextColumn("tags"),
+    "group_tags": st.column_config.TextColumn("group tags", help="its group's tags: tag filters and the search "
+                                                                  "match a run by them too"),
     "combination": st.column_config.TextColumn("combination", help="path method · weighting"),
     "final_acc_pct": st.column_config.NumberColumn("final acc (%)", format="%.2f",
                                                    help="test accuracy at the end of training"),
@@ -110,6 +112,7 @@ def entries_frame(rows: list[RunEntry]) -> pd.DataFrame:
     frame = frame.rename(columns={"run_id": "id", "executor": "runs_on"})
     frame["name"] = [printable(name) for name in frame["name"]]
     frame["tags"] = [", ".join(tags) for tags in frame["tags"]]
+    frame["group_tags"] = [", ".join(tags) for tags in frame["group_tags"]]
     frame["final_acc_pct"] = (100 * pd.to_numeric(frame["final_acc"], errors="coerce")).round(2)
     frame["best_acc_pct"] = (100 * pd.to_numeric(frame["best_acc"], errors="coerce")).round(2)
     frame["best_epoch"] = pd.to_numeric(frame["best_epoch"], errors="coerce").astype("Int64")

@@ -68,7 +68,7 @@ def validate_tag(tag: str) -> str:
 class RunFilter:
     """Which runs the table shows; an empty tuple does not filter on that field."""
 
-    text: str = ""                       # case-insensitive substring of name, id, tags or note
+    text: str = ""                       # case-insensitive substring of name, id, tags (its group's too) or note
     statuses: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
     teachers: tuple[str, ...] = ()       # teacher architectures: a run matches if any of its teachers does
@@ -77,7 +77,7 @@ class RunFilter:
     methods: tuple[str, ...] = ()        # path method name ("plain" when none)
     distillers: tuple[str, ...] = ()     # a run matches if any enabled path uses one
     groups: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()           # a run matches if it has all of them
+    tags: tuple[str, ...] = ()           # a run matches if it or its group has each of them
     archived: bool = False               # False: archived runs hidden; True: only archived runs
 
 
@@ -99,6 +99,7 @@ class RunEntry:
     n_paths: int
     seed: int | None
     tags: tuple[str, ...]
+    group_tags: tuple[str, ...]          # its group's: tag filters and searches match them as the run's own
     note: str
     archived: bool
     final_acc: float | None              # test accuracy at the end (the run's result)
@@ -118,6 +119,8 @@ SELECT r.id, r.name, r.status, r.group_id, r.created_at, r.dataset, r.teacher_ar
        r.method, r.distillers, r.n_paths, r.seed, r.archived_at, r.final_acc, r.best_acc, r.best_epoch,
        {_DURATION} AS duration, {_EXECUTOR} AS executor,
        (SELECT group_concat(tag, char(10)) FROM (SELECT tag FROM run_tags WHERE run_id = r.id ORDER BY tag)) AS tags,
+       (SELECT group_concat(tag, char(10)) FROM (SELECT tag FROM group_tags WHERE group_id = r.group_id ORDER BY tag))
+           AS group_tags,
        COALESCE((SELECT text FROM notes WHERE kind = 'run' AND target_id = r.id), '') AS note
 FROM runs r"""
 _SORT_SQL = {"created_at": "r.created_at", "name": "r.name COLLATE NOCASE", "status": "r.status",
@@ -136,6 +139,7 @@ _VALUE_FILTERS = {
 }
 _TEXT_FILTER = ("(ps_contains(r.name, :text) OR ps_contains(r.id, :text)"
                 " OR EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND ps_contains(t.tag, :text))"
+                " OR EXISTS (SELECT 1 FROM group_tags g WHERE g.group_id = r.group_id AND ps_contains(g.tag, :text))"
                 " OR EXISTS (SELECT 1 FROM notes n WHERE n.kind = 'run' AND n.target_id = r.id"
                 " AND ps_contains(n.text, :text)))")
 
@@ -155,7 +159,8 @@ def _where(flt: RunFilter) -> tuple[str, dict[str, Any]]:
             clauses.append(sql.format(", ".join(f":{n}" for n in names)))
             args.update(zip(names, values))
     for i, tag in enumerate(dict.fromkeys(flt.tags)):
-        clauses.append(f"EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = :tag{i})")
+        clauses.append(f"(EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = :tag{i})"
+                       f" OR EXISTS (SELECT 1 FROM group_tags g WHERE g.group_id = r.group_id AND g.tag = :tag{i}))")
         args[f"tag{i}"] = tag
     if flt.text.strip():
         clauses.append(_TEXT_FILTER)
@@ -169,13 +174,17 @@ def _names(json_list: str) -> tuple[str, ...]:
     return tuple(json.loads(json_list))
 
 
+def _lines(joined: str | None) -> tuple[str, ...]:
+    return tuple(joined.split("\n")) if joined else ()
+
+
 def _entry(row: sqlite3.Row) -> RunEntry:
     return RunEntry(
         run_id=row["id"], name=row["name"], status=row["status"], group_id=row["group_id"],
         created_at=row["created_at"], dataset=row["dataset"], teachers=_names(row["teacher_archs"]),
         student=row["student_arch"], weighting=row["weighting"], method=row["method"],
         distillers=_names(row["distillers"]), n_paths=row["n_paths"], seed=row["seed"],
-        tags=tuple(row["tags"].split("\n")) if row["tags"] else (), note=row["note"],
+        tags=_lines(row["tags"]), group_tags=_lines(row["group_tags"]), note=row["note"],
         archived=row["archived_at"] is not None, final_acc=row["final_acc"], best_acc=row["best_acc"],
         best_epoch=row["best_epoch"], duration_s=row["duration"], executor=row["executor"])
 
@@ -212,7 +221,7 @@ def facets(store: Store) -> dict[str, list[str]]:
         "methods": distinct("SELECT DISTINCT method FROM runs WHERE method != '' ORDER BY 1"),
         "distillers": distinct("SELECT DISTINCT j.value FROM runs r, json_each(r.distillers) j ORDER BY 1"),
         "groups": distinct("SELECT DISTINCT group_id FROM runs WHERE group_id IS NOT NULL ORDER BY 1"),
-        "tags": distinct("SELECT DISTINCT tag FROM run_tags ORDER BY 1"),
+        "tags": distinct("SELECT tag FROM run_tags UNION SELECT tag FROM group_tags ORDER BY 1"),
     }
 
 

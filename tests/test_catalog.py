@@ -129,6 +129,17 @@ def test_search_matches_name_id_tags_and_note_in_any_case(home: Path, catalogued
         assert entries(store, text="%") == [] and entries(store, text="_") == []  # no LIKE wildcards
 
 
+def test_a_groups_tags_tag_its_runs_for_filters_and_search(home: Path, catalogued: dict[str, str]) -> None:
+    with closing(Store(home)) as store:
+        catalog.set_group_tags(store, "cmp-x", add=["ablation-study"])
+        assert entries(store, tags=("ablation-study",)) == ["alpha", "beta"]
+        assert entries(store, tags=("ablation-study", "paper")) == ["alpha"]  # one from the group, one its own
+        assert entries(store, text="ABLATION") == ["alpha", "beta"]
+        alpha = next(e for e in catalog.run_table(store) if e.name == "alpha")
+        assert (alpha.tags, alpha.group_tags) == (("baseline", "paper"), ("ablation-study",))  # kept apart
+        assert "ablation-study" in catalog.facets(store)["tags"]
+
+
 def test_sorting_puts_runs_without_a_value_last_either_way(home: Path, catalogued: dict[str, str]) -> None:
     with closing(Store(home, readonly=True)) as store:
         def order(sort: str, descending: bool) -> list[str]:

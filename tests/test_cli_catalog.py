@@ -53,6 +53,8 @@ def test_tag_refuses_bad_tags_and_ids_with_one_line(home: Path, capsys: pytest.C
     assert run_cli(capsys, "tag", run_id)[1] == f"{run_id}: (no tags)\n"
     assert run_cli(capsys, "tag", "cmp-g", "+sweep")[1] == "cmp-g: sweep\n"  # a group id works too
     assert run_cli(capsys, "tag", "cmp-g")[1] == "cmp-g: sweep\n"
+    listed = run_cli(capsys, "ls", "--tag", "sweep")[1]  # the group's tag lists its runs, marked as the group's
+    assert run_id in listed and "[sweep(group)]" in listed
 
 
 def test_note_from_text_and_file_printed_back(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

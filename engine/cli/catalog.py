@@ -53,7 +53,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print(f"{'run':<22} {'status':<11} {'test acc':>8} {'best acc':>8} {'epoch':>5}  name [tags]")
     for e in entries:
         epoch = str(e.best_epoch) if e.best_epoch is not None else ""
-        tags = f" [{' '.join(e.tags)}]" if e.tags else ""
+        shown = [*e.tags, *(f"{tag}(group)" for tag in e.group_tags)]
+        tags = f" [{' '.join(shown)}]" if shown else ""
         print(f"{e.run_id:<22} {e.status:<11} {_percent(e.final_acc)} {_percent(e.best_acc)} {epoch:>5}  "
               f"{printable(e.name)}{tags}")
     return 0
