@@ -11,7 +11,7 @@ is below what a few seeds of a test set that size can resolve, and in an unpaire
 KD path was called harmful at +0.8 points). Ground truth does not look at which teacher a path comes from: a
 good teacher's path can be harmful and a defective one's harmless.
 
-Scoring, for three detectors:
+Scoring, for three detectors and a ceiling:
 - new: `verdict_details[p]`'s "history" ([[step, verdict], ...]) or, without it, "first_flagged_step";
 - new, effects only: the same fields of the full:effects-only runs, the full runs again with
   diagnostics.geometry_confirms off (only the effects' own consistency confirms a verdict). They follow the full
@@ -19,7 +19,11 @@ Scoring, for three detectors:
   flagged, so the effects they measure differ from the full runs' once verdicts differ: run again rather than
   re-judged from the full runs' saved probes, so the figures are exact;
 - today's: "cosine_verdict"/"cosine_first_flagged_step" when the results carry them; otherwise the main
-  fields are today's detector (the new one has not landed) and the two rows are the same (the output says so).
+  fields are today's detector (the new one has not landed) and the two rows are the same (the output says so);
+- the ceiling, "each run's own ablation": no detector, but what one would score if it knew, in each run, the accuracy
+  that run's own student would reach without the path (the seed's without: run), and flagged the path when that
+  gain exceeds MIN_HARM_POINTS. No in-run measurement can know more about its run, so where the ceiling falls
+  short of a target, the shortfall is the seeds' disagreement, not the detector's; it has no first-flag time.
 A path is flagged in a run when it was ever judged "hurts"; over the seeds' runs it counts as
 flagged by majority (three of five, two of three). Precision = flagged harmful / flagged, recall = flagged
 harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
@@ -42,18 +46,20 @@ if TYPE_CHECKING:
 
 HURTS = "hurts"
 EFFECTS_ONLY = "full:effects-only"  # the full runs again, judged with diagnostics.geometry_confirms off
+WITHOUT = "without:"  # the ablation runs: "without:<path id>"
 CLEAN = "clean"  # the kind of the clean-only scenarios
 MIN_HARM_POINTS = 1.0
 
 
 class Detector(NamedTuple):
-    runs: str  # the runs whose verdicts it is scored on
+    runs: str  # the runs whose verdicts it is scored on (WITHOUT: the ablation runs' accuracies, for the ceiling)
     cosine_fields: bool  # reads cosine_verdict / cosine_first_flagged_step where the results carry them
     label: str
 
 
 DETECTORS = {"new": Detector("full", False, "new"), "effects": Detector(EFFECTS_ONLY, False, "new, effects only"),
-             "today": Detector("full", True, "today (cosine)")}
+             "today": Detector("full", True, "today (cosine)"),
+             "ceiling": Detector(WITHOUT, False, "ceiling: each run's own ablation")}
 
 
 # ------------------------------------------------------------------ ground truth
@@ -138,9 +144,20 @@ def oracle_paths(sc: Scenario, results: list[dict]) -> list[str] | None:
 # ------------------------------------------------------------------ flags and scores
 def flags(sc: Scenario, results: list[dict], detector: str) -> dict[str, list[int | None]]:
     """Per path, the first "hurts" step in each of the detector's runs (None: never flagged in that run)."""
+    if detector == "ceiling":
+        return ceiling_flags(sc, results)
     runs = [r for r in results
             if r["scenario"] == sc.name and r["run"] == DETECTORS[detector].runs and "error" not in r]
     return {p: [first_hurt(r["details"].get(p, {}), detector) for r in runs] for p in sc.path_ids()}
+
+
+def ceiling_flags(sc: Scenario, results: list[dict]) -> dict[str, list[int | None]]:
+    """Per path and seed: -1 (flagged, no step) when that seed's run loses more than MIN_HARM_POINTS to the same
+    seed's run without the path, else None."""
+    full = accuracies(results, sc.name, "full")
+    return {p: [-1 if gain > MIN_HARM_POINTS else None
+                for gain in paired_gains(full, accuracies(results, sc.name, f"{WITHOUT}{p}"))]
+            for p in sc.path_ids()}
 
 
 def scenario_rows(sc: Scenario, results: list[dict], detector: str, steps: int) -> dict[str, Any]:
@@ -235,7 +252,9 @@ def kind_table(figures: dict[str, dict[str, Any]], labels: dict[str, str]) -> li
 
 
 def path_table(plan: list[Scenario], results: list[dict], labels: dict[str, str]) -> list[str]:
-    """Every judged path: the ablation's verdict and each detector's first "hurts" step per seed."""
+    """Every judged path: the ablation's verdict and each detector's first "hurts" step per seed (the ceiling has
+    no steps, and its flags are the gain column's)."""
+    labels = {det: label for det, label in labels.items() if DETECTORS[det].runs != WITHOUT}
     lines = ["| scenario | path | acc gain without it (pts) | spread | harmful | "
              + " | ".join(f"first hurts, {label}" for label in labels.values()) + " |",
              "|---|---|---|---|---|" + "---|" * len(labels)]
@@ -259,7 +278,7 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
 def detector_labels(results: list[dict]) -> tuple[dict[str, str], list[str]]:
     """The detectors the results can score (an older results file has no effects-only runs), their labels, and
     notes on what is missing or falls back."""
-    present = {r["run"] for r in results}
+    present = {r["run"] for r in results} | {WITHOUT for r in results if r["run"].startswith(WITHOUT)}
     has_cosine = any("cosine_verdict" in d for r in results if "error" not in r for d in r["details"].values())
     labels, notes = {}, []
     for key, det in DETECTORS.items():
@@ -302,6 +321,6 @@ def report(plan: list[Scenario], steps: dict[str, int], results: list[dict], tea
         "bench": "detector", "quick": quick, "seconds": round(seconds), "runs": len(results),
         "failed_runs": sum("error" in r for r in results), **headline(overall["new"]),
         **{name: headline(overall[det]) if det in labels else None
-           for name, det in (("effects_only", "effects"), ("today", "today"))},
+           for name, det in (("effects_only", "effects"), ("today", "today"), ("ceiling", "ceiling"))},
         "today_fields": "cosine_*" if labels.get("today") == DETECTORS["today"].label else "main fields",
         "lookahead_minus_oracle": overall["lookahead_minus_oracle"], "per_kind": figures})))

@@ -6,7 +6,7 @@ import pytest
 
 from bench.detector import HOME, Scenario, comma_list, results_file, selected_plan
 from bench.detector_scoring import (
-    EFFECTS_ONLY, detector_labels, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread,
+    EFFECTS_ONLY, ceiling_flags, detector_labels, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread,
     trajectory_mismatches)
 
 
@@ -79,6 +79,18 @@ def test_the_effects_only_detector_reads_its_own_runs() -> None:
     results += [_run(sc.name, "without:good-kd-fc", s, 60 + s) for s in range(3)]
     assert scenario_rows(sc, results, "new", steps=100)["rows"] == [(False, False), (True, True)]
     assert scenario_rows(sc, results, "effects", steps=100)["rows"] == [(False, False), (True, False)]
+
+
+def test_the_ceiling_flags_a_path_in_each_seed_whose_own_ablation_gains_more_than_a_point() -> None:
+    sc = Scenario("digits", "permuted_labels", paths=(("kd", "fc", "fc"),))
+    results = [_run(sc.name, "full", s, 70.0) for s in range(3)]
+    results += [_run(sc.name, "without:bad-kd-fc", s, acc) for s, acc in enumerate((75.0, 71.5, 70.5))]
+    results += [_run(sc.name, "without:good-kd-fc", s, acc) for s, acc in enumerate((72.0, 60.0, 60.0))]
+    assert ceiling_flags(sc, results) == {"good-kd-fc": [-1, None, None], "bad-kd-fc": [-1, -1, None]}
+    rows = scenario_rows(sc, results, "ceiling", steps=100)
+    # bad: +2.3 ± 2.4 is within the seeds' spread (harmless by ground truth), yet 2 of 3 seeds lose > 1 point
+    assert rows["rows"] == [(False, False), (False, True)] and rows["shares"] == []
+    assert "ceiling" in detector_labels(results)[0]
 
 
 def test_an_older_results_file_scores_only_the_detectors_it_has_runs_for() -> None:
