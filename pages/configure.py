@@ -1,127 +1,51 @@
 """Configure: build a RunSpec with forms and tables, validate it as you type, launch it.
 
-The form's state is one RunSpec-shaped dict in st.session_state[CFG]. Widget keys carry a
-version number: replacing the whole spec (upload, reset) bumps it so every widget starts
-again from the new dict. Table edits are committed into the dict as soon as they happen
-and the table is redrawn from the dict under a new key, so an edit is never applied twice.
+The form's state and widget keys are app/configure_state.py's; the Dataset section is app/configure_data.py, the
+Teachers and Student sections app/configure_models.py; the paths, weighting, method, diagnostics, validation and
+launch are here.
 """
 import json
-import re
 from pathlib import Path
 from typing import Any, get_args
 
 import pandas as pd
 import streamlit as st
 import yaml
-from pydantic import ValidationError
 
 from app import cached
+from app.configure_data import dataset_section
+from app.configure_models import student_section, teachers_section
+from app.configure_state import (
+    CFG, choice, commit_tables, key, mapping_input, replace_spec, show_errors, spec_dict, table_edited,
+    table_key,
+)
 from app.jobs import ACTIVE, get_job, job_failed, job_progress
 from app.nav import page_file
-from app.param_inputs import params_inputs, yaml_or_problem
+from app.param_inputs import params_inputs
 from app.spec_form import (
-    SECTIONS, SOURCE_KINDS, STUDENT_SOURCE_KINDS, candidate_paths, errors_by_section,
-    merge_paths, parse_seeds, paths_frame, paths_from_frame, renamed_teachers, retarget_paths, student_source,
-    teacher_check_frame, teachers_frame, teachers_from_frame,
+    SECTIONS, candidate_paths, errors_by_section, merge_paths, parse_seeds, paths_frame, paths_from_frame,
+    teacher_check_frame,
 )
 from app.widgets import DEMO_SPEC, go_live, user_errors
-from app.writes import (
-    RayTarget, plan, save_checkpoint, submit_comparison, submit_run, submit_teacher_check, uploads_dir,
-)
+from app.writes import RayTarget, plan, submit_comparison, submit_run, submit_teacher_check
 from engine.executors.base import ExecutorError
 from engine.comparison import check_variant
-from engine.data import DATASETS, dataset_signature, load_dataset
-from engine.data.bundle import DatasetError
-from engine.data.image_folder import describe_image_folder
 from engine.diagnostics.probe import auto_every
-from engine.models import MODELS, model_params
-from engine.models.checkpoint import CHECKPOINT_EXTENSIONS, CheckpointError, CheckpointInfo, describe_checkpoint
-from engine.models.families import FAMILIES, family_models
+from engine.models import MODELS
 from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.methods import METHODS
-from engine.registry import Registry, UnknownName
+from engine.registry import Registry
 from engine.spec import (
-    DatasetSpec, OptimizerSpec, RunSpec, SpecError, load_spec, parse_spec, printable,
-    spec_data_from_bytes, spec_to_dict, spec_to_yaml,
+    OptimizerSpec, RunSpec, SpecError, load_spec, parse_spec, printable, spec_data_from_bytes,
+    spec_to_yaml,
 )
 from engine.weightings import WEIGHTINGS
 
-CFG = "cfg_spec"
 CHECK_JOB = "cfg_teacher_check_job"
-VER = "cfg_ver"
-TABLE_VERS = {"teachers": "cfg_teachers_ver", "paths": "cfg_paths_ver"}
 UPLOAD_SEEN = "cfg_upload_seen"
-SAVED_CHECKPOINTS = "cfg_saved_checkpoints"
 OPTIMIZERS = list(get_args(OptimizerSpec.model_fields["name"].annotation))
-AUGMENTS = list(get_args(DatasetSpec.model_fields["augment"].annotation))
-NORMALIZE_MODES = ["dataset", "imagenet", "none", "custom"]
-STREAM_MODES = list(get_args(DatasetSpec.model_fields["stream"].annotation))
-EDIT_FIELDS = ("edited_rows", "added_rows", "deleted_rows")
 NO_METHOD = "none — each path's distiller"
-
-
-# ---------------------------------------------------------------- state
-def spec_dict() -> dict[str, Any]:
-    return st.session_state[CFG]
-
-
-def key(name: str) -> str:
-    return f"cfg{st.session_state[VER]}.{name}"
-
-
-def table_key(table: str) -> str:
-    return f"{key(table)}.{st.session_state[TABLE_VERS[table]]}"
-
-
-def replace_spec(spec: RunSpec) -> None:
-    st.session_state[CFG] = spec_to_dict(spec)
-    st.session_state[VER] = st.session_state.get(VER, -1) + 1
-    for name in TABLE_VERS.values():
-        st.session_state[name] = 0
-
-
-def table_edited(table: str) -> bool:
-    state = st.session_state.get(table_key(table)) or {}
-    return any(state.get(field) for field in EDIT_FIELDS)
-
-
-def commit_tables(*tables: str) -> None:
-    """After folding a table edit into the dict: redraw the tables from it under fresh keys."""
-    for table in tables:
-        st.session_state[TABLE_VERS[table]] += 1
-    st.rerun()
-
-
-# ---------------------------------------------------------------- small inputs
-def choice(label: str, options: list[str], current: Any, name: str, **kwargs: Any) -> Any:
-    """A selectbox that keeps a value it does not know (from a YAML file) so validation can name it."""
-    options = list(options) + ([current] if current is not None and current not in options else [])
-    index = options.index(current) if current in options else None
-    return st.selectbox(label, options, index=index, key=key(name), **kwargs)
-
-
-def mapping_input(label: str, value: dict[str, Any], name: str, field: str, problems: list[str]) -> dict[str, Any]:
-    """A one-line YAML mapping (e.g. ``{hidden: [64]}``); a bad entry keeps the old value and is reported."""
-    shown = yaml.safe_dump(value, default_flow_style=True).strip() if value else "{}"
-    text = st.text_input(label, shown, key=key(name))
-    data, parsed = yaml_or_problem(text, field, problems, value)
-    if not parsed:
-        return value
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        problems.append(f"{field}: expected a mapping such as {{name: value}}, got {type(data).__name__}")
-        return value
-    return data
-
-
-def show_errors(errors: list[str]) -> None:
-    lines = []
-    for error in errors:
-        field, sep, message = error.partition(": ")
-        lines.append(f"- `{field}`: {message}" if sep else f"- {error}")
-    st.error("\n".join(lines))
 
 
 # ---------------------------------------------------------------- spec upload
@@ -159,278 +83,6 @@ def run_section(d: dict[str, Any]) -> None:
     # No min_value: a spec's tiny lr must still display; parse_spec rejects lr <= 0 by field.
     opt["lr"] = float(c5.number_input("Learning rate", value=float(opt["lr"]), step=0.01, format="%g",
                                       key=key("optimizer.lr")))
-
-
-def input_signature(ds: dict[str, Any]) -> tuple[tuple[int, ...], int] | None:
-    """(input shape, classes) of the dataset, read without loading or downloading it."""
-    try:
-        return dataset_signature(DatasetSpec.model_validate(ds))
-    except (ValidationError, DatasetError, UnknownName):
-        return None  # parse_spec / validate_spec name the problem under the Dataset section
-
-
-def check_data_files(ds: dict[str, Any]) -> None:
-    """Load the dataset once on request: shapes come from the registry, missing files only show here."""
-    try:
-        bundle = load_dataset(DatasetSpec.model_validate({**ds, "download": False}))
-    except (ValidationError, DatasetError, UnknownName) as err:
-        st.error(f"The data files cannot be read: {err}")
-        return
-    st.success(f"Found {len(bundle.train)} train, {len(bundle.val)} val and {len(bundle.test)} test samples.")
-
-
-def dataset_section(d: dict[str, Any]) -> tuple[tuple[int, ...], int] | None:
-    ds = d["dataset"]
-    descriptions = {e.name: e.description for e in DATASETS}
-    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
-    with c1:
-        ds["name"] = choice("Dataset", list(descriptions), ds["name"], "dataset.name",
-                            help="\n\n".join(f"**{n}**: {t}" for n, t in descriptions.items()))
-    ds["batch_size"] = int(c2.number_input("Batch size", min_value=1, value=int(ds["batch_size"]), step=16,
-                                           key=key("dataset.batch_size")))
-    train_size = c3.number_input("Train samples", min_value=1, value=ds["train_size"], step=100,
-                                 placeholder="all", key=key("dataset.train_size"),
-                                 help="Cap on training samples for quick runs; empty = all")
-    ds["train_size"] = None if train_size is None else int(train_size)
-    with c4:
-        ds["augment"] = choice("Augmentation", AUGMENTS, ds["augment"], "dataset.augment",
-                               help="crop: random crop of the padded image · flip_crop: the same plus a horizontal "
-                                    "flip · random_resized_crop: a random area and aspect ratio resized back, "
-                                    "plus a flip")
-    c1, c2 = st.columns([3, 1])
-    ds["root"] = c1.text_input(
-        "Data folder", ds["root"] or "", key=key("dataset.root"),
-        help="Where the dataset's files are; empty = the dataset's default place. For image_folder: a folder of "
-             "class subfolders, or one holding train/ (and optionally val/ and test/) folders of them",
-    ).strip() or None
-    ds["download"] = c2.checkbox("Allow download", ds["download"], key=key("dataset.download"),
-                                 help="Let the worker download the files (torchvision datasets)")
-    if ds["name"] == "image_folder":
-        layout_note(ds)
-    with st.expander("Image size, normalisation and splits"):
-        preprocessing_inputs(ds)
-    signature = input_signature(ds)
-    c1, c2 = st.columns([3, 1], vertical_alignment="center")
-    if signature is not None:
-        shape, classes = signature
-        c1.caption(f"Input {'×'.join(map(str, shape))} · {classes} classes")
-    if c2.button("Check the data files", icon=":material/folder_open:",
-                 help="Reads the dataset here (never downloads); the worker reads it again when a run starts"):
-        check_data_files(ds)
-    return signature
-
-
-def layout_note(ds: dict[str, Any]) -> None:
-    """What the worker will find under an image folder (train/test folders or one set of classes)."""
-    if not ds["root"]:
-        st.info("Give the folder of your images: class subfolders (`cat/`, `dog/`…), or `train/` and `test/` "
-                "folders of them as torchvision's ImageFolder expects.", icon=":material/folder:")
-        return
-    try:
-        st.caption(describe_image_folder(ds["root"], ds["val_fraction"], ds["test_fraction"]))
-    except DatasetError as err:
-        st.warning(str(err), icon=":material/folder_off:")
-
-
-def preprocessing_inputs(ds: dict[str, Any]) -> None:
-    c1, c2, c3 = st.columns(3)
-    size = c1.number_input("Image size (px)", min_value=1, value=ds["image_size"], step=32, placeholder="as stored",
-                           key=key("dataset.image_size"),
-                           help="Resize the shorter side to this and centre-crop a square (224 for ImageNet models); "
-                                "empty = the images' own size")
-    ds["image_size"] = None if size is None else int(size)
-    ds["val_fraction"] = c2.number_input("Validation share", min_value=0.0, max_value=0.95, step=0.05,
-                                         value=float(ds["val_fraction"]), key=key("dataset.val_fraction"),
-                                         help="Drawn from the training images (seeded) when there is no val/ folder")
-    ds["test_fraction"] = c3.number_input("Test share", min_value=0.01, max_value=0.95, step=0.05,
-                                          value=float(ds["test_fraction"]), key=key("dataset.test_fraction"),
-                                          help="Drawn from the training images when the data has no test split")
-    c1, c2, c3 = st.columns([1, 2, 1])
-    current = ds["normalize"] if isinstance(ds["normalize"], str) else "custom"
-    with c1:
-        mode = choice("Normalisation", NORMALIZE_MODES, current, "dataset.normalize",
-                      help="dataset: the train split's own mean and std · imagenet: the values ImageNet-pretrained "
-                           "models and the akamaster CIFAR checkpoints expect · none: pixels in [0, 1] · custom: "
-                           "your own per-channel mean and std. Stored with the run and the exported student")
-    if mode == "custom":
-        with c2:
-            ds["normalize"] = custom_normalisation(ds["normalize"])
-    else:
-        ds["normalize"] = mode
-    with c3:
-        ds["stream"] = choice("Read images", STREAM_MODES, ds["stream"], "dataset.stream",
-                              help="auto: from memory unless the decoded images exceed the memory limit, then "
-                                   "from disk batch by batch · on: always from disk · off: always in memory")
-    if ds["stream"] != "off":
-        ds["memory_limit_mb"] = int(c3.number_input("Memory limit (MB)", min_value=1, step=256,
-                                                    value=int(ds["memory_limit_mb"]), key=key("dataset.memory_limit_mb")))
-
-
-def custom_normalisation(current: Any) -> dict[str, Any]:
-    values = current if isinstance(current, dict) else {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-    text = st.text_input("Mean and std per channel", f"{_numbers(values['mean'])} / {_numbers(values['std'])}",
-                         key=key("dataset.normalize.values"), help="two comma-separated lists, e.g. "
-                         "0.49, 0.48, 0.45 / 0.25, 0.24, 0.26 (pixels in [0, 1])")
-    mean, _, std = text.partition("/")
-    try:
-        return {"mean": _parse_numbers(mean), "std": _parse_numbers(std)}
-    except ValueError:
-        return {"mean": mean.strip(), "std": std.strip()}  # left for parse_spec to name under dataset.normalize
-
-
-def _numbers(values: list[float]) -> str:
-    return ", ".join(f"{v:g}" for v in values)
-
-
-def _parse_numbers(text: str) -> list[float]:
-    return [float(part) for part in text.split(",") if part.strip()]
-
-
-def finished_runs(home: str) -> dict[str, str]:
-    runs = cached.runs(home, include_archived=True)  # an archived run's student is still a teacher to pick
-    done = runs[runs["status"] == "done"]
-    return dict(zip(done["id"], done["label"]))
-
-
-def checkpoint_files(home: str, current: list[str]) -> list[str]:
-    """Checkpoint files of the uploads folder (uploaded here or copied there by hand) and those in the spec."""
-    found = [str(f) for f in sorted(uploads_dir(home).glob("*")) if f.suffix.lower() in CHECKPOINT_EXTENSIONS]
-    return list(dict.fromkeys([*found, *current]))
-
-
-def checkpoint_upload(d: dict[str, Any], home: str) -> None:
-    extensions = " ".join(CHECKPOINT_EXTENSIONS)
-    file = st.file_uploader(f"Import a checkpoint ({extensions})", type=[e.lstrip(".") for e in CHECKPOINT_EXTENSIONS],
-                            key="cfg_ckpt",
-                            help="Saved in the workspace's uploads folder, where files copied by hand are offered "
-                                 "too; read as data only (weights_only, or safetensors) by the worker")
-    saved = st.session_state.setdefault(SAVED_CHECKPOINTS, {})
-    if file is not None and file.file_id not in saved:
-        saved[file.file_id] = save_checkpoint(home, file)
-    if file is None:
-        return
-    path = str(saved[file.file_id].path)
-    st.success(f"{saved[file.file_id].describe()}: pick it in a teacher's checkpoint column (source: checkpoint) "
-               "or as the student's starting point.")
-    try:
-        info = checkpoint_info(path, Path(path).stat().st_mtime)
-    except (CheckpointError, OSError) as err:
-        st.error(str(err))
-        return
-    st.caption(info.describe())
-    if info.fits:
-        use_as_teacher(d, path, info.fits[0].split(" (")[0])
-
-
-@st.cache_data(max_entries=32, show_spinner="Reading the checkpoint…")
-def checkpoint_info(path: str, mtime: float) -> CheckpointInfo:
-    return describe_checkpoint(path)
-
-
-def use_as_teacher(d: dict[str, Any], path: str, arch: str) -> None:
-    """One click from an uploaded file to a teacher: added beside the others, or replacing them (and their paths)."""
-    teacher = {"id": unique_teacher_id(arch, d["teachers"]), "arch": arch, "arch_params": {},
-               "source": {"kind": "checkpoint", "path": path}}
-    c1, c2 = st.columns(2)
-    if c1.button(f"Add it as a {arch} teacher", icon=":material/person_add:", key=key("ckpt.add")):
-        d["teachers"] = [*d["teachers"], teacher]
-        commit_tables("teachers", "paths")
-    if c2.button(f"Replace the teachers with it", icon=":material/swap_horiz:", key=key("ckpt.replace"),
-                 help="Removes the other teachers and their paths; add paths to the new teacher below"):
-        d["teachers"] = [teacher]
-        d["paths"] = []
-        commit_tables("teachers", "paths")
-
-
-def unique_teacher_id(arch: str, teachers: list[dict[str, Any]]) -> str:
-    """The architecture's name as a teacher id, numbered when another teacher has it already."""
-    base = re.sub(r"[^A-Za-z0-9_\-]", "_", arch)[:32]
-    taken = {t.get("id") for t in teachers}
-    return next(c for c in [base, *(f"{base}-{n}" for n in range(2, len(taken) + 3))] if c not in taken)
-
-
-@st.cache_resource(show_spinner=False)
-def family_model_names() -> list[str]:
-    """Every torchvision and timm model (about 1,400 names, listed once per server)."""
-    return [name for family in FAMILIES for name in family_models(family)]
-
-
-def arch_options(*current: str | None) -> list[str]:
-    """PathScope's own architectures, the torchvision and timm families, and any name the spec already holds."""
-    return list(dict.fromkeys([*MODELS.names(), *family_model_names(), *(c for c in current if c)]))
-
-
-def teacher_columns(d: dict[str, Any], home: str) -> dict[str, Any]:
-    runs = finished_runs(home)
-    current = [t["source"].get("path") for t in d["teachers"] if t["source"].get("path")]
-    files = checkpoint_files(home, current)
-    col = st.column_config
-    return {
-        "id": col.TextColumn("id", required=True, validate=r"^[A-Za-z0-9_\-]+$",
-                             help="letters, digits, _ and -; paths refer to teachers by it"),
-        "arch": col.SelectboxColumn("architecture", options=arch_options(*(t.get("arch") for t in d["teachers"])),
-                                    required=True, help="PathScope's models, torchvision:NAME or timm:NAME"),
-        "source": col.SelectboxColumn("source", options=SOURCE_KINDS, required=True, default="train",
-                                      help="train: inside this run · run: a finished run of this workspace · "
-                                           "checkpoint: an imported file · pretrained: the published weights of "
-                                           "a torchvision:/timm: model (a file in the checkpoint column stands in "
-                                           "for the download)"),
-        "epochs": col.NumberColumn("epochs (train)", min_value=1, step=1, default=10),
-        "run_id": col.SelectboxColumn("run (source: run)", options=list(runs), format_func=lambda r: runs.get(r, r)),
-        "checkpoint": col.SelectboxColumn("checkpoint (source: checkpoint)", options=files,
-                                          format_func=lambda p: Path(p).name),
-    }
-
-
-def teachers_section(d: dict[str, Any], home: str) -> None:
-    edited = st.data_editor(teachers_frame(d["teachers"]), key=table_key("teachers"), num_rows="dynamic",
-                            hide_index=True, column_config=teacher_columns(d, home))
-    if table_edited("teachers"):
-        teachers = teachers_from_frame(edited, d["teachers"])
-        d["paths"] = retarget_paths(d["paths"], renamed_teachers(d["teachers"], teachers))
-        d["teachers"] = teachers
-        commit_tables("teachers", "paths")
-    checkpoint_upload(d, home)
-
-
-def student_section(d: dict[str, Any], home: str, problems: list[str]) -> None:
-    student = d["student"]
-    c1, c2 = st.columns([1, 2])
-    with c1:
-        arch = choice("Student architecture", arch_options(student["arch"]), student["arch"], "student.arch",
-                      accept_new_options=True, help="PathScope's models, or any torchvision:NAME or timm:NAME")
-    if arch != student["arch"]:
-        student["arch_params"] = {}  # params of one architecture mean nothing to another
-    student["arch"] = arch
-    accepted = model_params(arch) if arch in MODELS else {}
-    with c2:
-        # The arch is part of the key, so switching architecture redraws the params from the dict.
-        student["arch_params"] = mapping_input(
-            "Architecture params (YAML)", student["arch_params"], f"student.arch_params.{arch}",
-            "student.arch_params", problems,
-        )
-        st.caption("Accepted: " + (", ".join(f"{k} (default {v})" for k, v in accepted.items()) or "none"))
-    student["source"] = student_source_inputs(student.get("source") or {"kind": "scratch"}, home)
-
-
-def student_source_inputs(source: dict[str, Any], home: str) -> dict[str, Any]:
-    c1, c2 = st.columns([1, 2])
-    with c1:
-        kind = choice("Start from", STUDENT_SOURCE_KINDS, source.get("kind", "scratch"), "student.source.kind",
-                      help="scratch: random weights (seeded) · pretrained: the published weights of a "
-                           "torchvision:/timm: model · checkpoint: an imported file · run: a finished run's model. "
-                           "A head of the wrong size is replaced by a fresh one")
-    path, run_id = source.get("path"), source.get("run_id")
-    with c2:
-        if kind in ("checkpoint", "pretrained"):
-            files = checkpoint_files(home, [path] if path else [])
-            label = "Checkpoint file" if kind == "checkpoint" else "Local copy of the weights (optional)"
-            path = choice(label, files, path, f"student.source.path.{kind}", format_func=lambda p: Path(p).name,
-                          placeholder="the library's download cache" if kind == "pretrained" else "upload one above")
-        elif kind == "run":
-            runs = finished_runs(home)
-            run_id = choice("Run", list(runs), run_id, "student.source.run_id", format_func=lambda r: runs.get(r, r))
-    return student_source(kind, path, run_id)
 
 
 def model_spots(arch: str, params: Any, signature: tuple[tuple[int, ...], int] | None) -> list[SpotInfo]:
