@@ -15,6 +15,7 @@ from engine.spec import printable
 RUN = "run"
 GROUP = "group"
 RUNS = "runs"
+ARCHIVED = "archived"  # "1": Compare's table lists the archived runs
 SEPARATOR = ","  # tags, run ids and group ids never contain one
 SHOWN_MAX = 80  # a forged value can be long: the warning shows its start
 _WRITTEN = "links_written"  # session_state: key -> the value this session last put in the URL

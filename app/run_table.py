@@ -37,7 +37,7 @@ FILTERS: tuple[tuple[str, str, str], ...] = (
     ("groups", "in_group", "Group"),
     ("tags", "tag", "Tags (runs with all of them)"),
 )
-SEARCH_URL, ARCHIVED_URL, SORT_URL, ORDER_URL = "q", "archived", "sort", "order"
+SEARCH_URL, ARCHIVED_URL, SORT_URL, ORDER_URL = "q", links.ARCHIVED, "sort", "order"
 SORT_LABELS = {"created_at": "created", "name": "name", "status": "status", "final_acc": "final acc",
                "best_acc": "best acc", "best_epoch": "best epoch", "duration_s": "duration"}
 DEFAULT_SORT = "created_at"

@@ -42,7 +42,8 @@ def empty_state(home: str | None = None) -> None:
     """What to do when no run is listed: launch one or, when ``home`` holds only archived runs, restore one."""
     if home is not None and not cached.runs(home, include_archived=True).empty:
         st.info(ALL_ARCHIVED_MESSAGE, icon=":material/archive:")
-        st.page_link(page_file("compare"), label="Compare and restore runs", icon=":material/compare_arrows:")
+        st.page_link(page_file("compare"), label="Restore archived runs", icon=":material/unarchive:",
+                     query_params={links.ARCHIVED: "1"})
     else:
         st.info(EMPTY_RUNS_MESSAGE, icon=":material/science:")
 

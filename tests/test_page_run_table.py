@@ -261,3 +261,5 @@ def test_a_workspace_of_archived_runs_says_how_to_restore_one(workspace: Path, t
     for name in ("home", "live", "negative_transfer"):
         at = open_page(name)
         assert ALL_ARCHIVED_MESSAGE in texts(at.info) and EMPTY_RUNS_MESSAGE not in texts(at.info), name
+        restore = [el.proto for el in at.get("page_link") if el.proto.label == "Restore archived runs"]
+        assert restore and restore[0].page.endswith("compare") and "archived=1" in restore[0].query_string, name
