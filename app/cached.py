@@ -40,16 +40,14 @@ def _reader(home_dir: str) -> closing[Store]:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def runs(home_dir: str, include_archived: bool = False) -> pd.DataFrame:
-    """The runs a picker offers, newest first: archived runs are left out (the Runs page's toggle lists them) unless
-    ``include_archived``."""
+def runs(home_dir: str) -> pd.DataFrame:
     if not workspace_exists(home_dir):
         return pd.DataFrame(columns=queries.RUN_COLUMNS)
     # The run list is where a run left `running` by a dead process would mislead: it is marked interrupted
     # first (the read side's only write, at most once a second, and none in a read-only workspace).
     mark_orphaned_runs(Path(home_dir))
     with _reader(home_dir) as store:
-        return queries.runs_frame(store, include_archived)
+        return queries.runs_frame(store)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

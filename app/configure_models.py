@@ -23,7 +23,7 @@ SAVED_CHECKPOINTS = "cfg_saved_checkpoints"
 
 
 def finished_runs(home: str) -> dict[str, str]:
-    runs = cached.runs(home, include_archived=True)  # an archived run's student is still a teacher to pick
+    runs = cached.runs(home)  # archived ones too: an archived run's student is still a teacher to pick
     done = runs[runs["status"] == "done"]
     return dict(zip(done["id"], done["label"]))
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from engine import catalog
 from engine.spec import SpecError, migrate_spec_data, parse_spec, printable
 from engine.store import ACTIVE_STATUSES, RunRow, Store
 from engine.vocabulary import LABELS_KEY, MAIN_PHASE  # noqa: F401  (pages read them from here too)
@@ -28,7 +29,7 @@ METRIC_COLUMNS = ["phase", "step", "epoch", "key", "value"]
 EVENT_COLUMNS = ["time", "level", "message"]
 RUN_COLUMNS = [
     "id", "name", "group_id", "status", "phase", "progress", "error", "label", "created", "duration_s",
-    "dataset", "student", "combination", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct", "runs_on",
+    "dataset", "student", "combination", "n_paths", "path_ids", "test_acc_pct", "val_acc_pct", "runs_on", "archived",
 ]
 # Index levels of an array frame: one row per recorded sample (sample -1: a row of no sample).
 ARRAY_LEVELS = ["step", "epoch", "sample"]
@@ -148,9 +149,10 @@ def run_record(run: RunRow) -> dict[str, Any]:
     }
 
 
-def runs_frame(store: Store, include_archived: bool = True) -> pd.DataFrame:
-    """One row per run, newest first (without the archived ones when ``include_archived`` is false)."""
-    records = [run_record(run) for run in store.list_runs(include_archived=include_archived)]
+def runs_frame(store: Store) -> pd.DataFrame:
+    """One row per run, newest first, archived ones too (their "archived" column is true)."""
+    archived = catalog.archived_ids(store)
+    records = [{**run_record(run), "archived": run.id in archived} for run in store.list_runs()]
     return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
 
 

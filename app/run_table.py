@@ -303,8 +303,9 @@ def tag_editor(home: str, kind: Literal["run", "group"], targets: list[str], pre
 def _save_note(home: str, kind: Literal["run", "group"], target: str, key: str, prefix: str) -> None:
     read_key = f"{key}_read"
     try:
-        writes.save_note(home, kind, target, st.session_state[key], read_as=st.session_state[read_key])
-        st.session_state[read_key] = st.session_state[key]
+        text = st.session_state[key]
+        writes.save_note(home, kind, target, text, read_as=st.session_state[read_key])
+        st.session_state[read_key] = text if text.strip() else ""  # a blank note is stored as none
     except catalog.NoteConflict:
         # The next save is deliberate: it replaces the note now shown above, which the person has seen.
         st.session_state[read_key] = writes.note_of(home, kind, target)

@@ -38,9 +38,21 @@ def user_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {err}")
 
 
+def picker_runs(home: str) -> pd.DataFrame:
+    """The runs a page's run picker offers, newest first: those not archived, and of the archived ones those still
+    queued or running (Live is where they are watched and cancelled) and the one the URL names (a link shared
+    before the run was archived still opens it)."""
+    runs = cached.runs(home)
+    if runs.empty:
+        return runs
+    keep = ~runs["archived"].astype(bool) | runs["status"].isin(ACTIVE_STATUSES) | (runs["id"] == links.read(links.RUN))
+    return runs[keep]
+
+
 def empty_state(home: str | None = None) -> None:
     """What to do when no run is listed: launch one or, when ``home`` holds only archived runs, restore one."""
-    if home is not None and not cached.runs(home, include_archived=True).empty:
+    every = cached.runs(home) if home is not None else None
+    if every is not None and not every.empty and every["archived"].astype(bool).all():
         st.info(ALL_ARCHIVED_MESSAGE, icon=":material/archive:")
         st.page_link(page_file("compare"), label="Restore archived runs", icon=":material/unarchive:",
                      query_params={links.ARCHIVED: "1"})

@@ -353,6 +353,11 @@ def archive(store: Store, run_id: str) -> None:
         con.execute("UPDATE runs SET archived_at=COALESCE(archived_at, ?) WHERE id=?", (time.time(), run_id))
 
 
+def archived_ids(store: Store) -> set[str]:
+    """The ids of the archived runs (a read: works on a read-only store)."""
+    return {row[0] for row in store.con.execute("SELECT id FROM runs WHERE archived_at IS NOT NULL")}
+
+
 def restore(store: Store, run_id: str) -> None:
     """Show an archived run in the run table again."""
     with store.write_transaction() as con:

@@ -21,7 +21,7 @@ from app import cached
 from app.jobs import ACTIVE, get_job, job_failed, job_progress, latest_job
 from app.writes import submit_job
 from app.samples import SampleImages
-from app.widgets import pick_run, user_errors
+from app.widgets import pick_run, picker_runs, user_errors
 from engine.data.bundle import DatasetError
 from engine.explain.cache import load_entry
 from engine.explain.job import PHASE, TARGETS
@@ -292,7 +292,7 @@ def run_view(home: str, run: RunRow) -> None:
 def main() -> None:
     st.title("Attribution")
     home = cached.home()
-    run = pick_run(home, cached.runs(home))
+    run = pick_run(home, picker_runs(home))
     if run is not None:
         run_view(home, run)
 

@@ -7,7 +7,9 @@ import streamlit as st
 from app import cached, charts
 from app.queries import placement_label, spec_summary
 from app.run_series import RunSeries
-from app.widgets import download_report, download_student, empty_state, run_picker, smoothing_picker, status_badge, user_errors
+from app.widgets import (
+    download_report, download_student, empty_state, picker_runs, run_picker, smoothing_picker, status_badge, user_errors,
+)
 from app.worker_control import autostart_disabled
 from app.writes import cancel_run, resume_run, start_worker
 from engine.spec import printable
@@ -224,7 +226,7 @@ def run_view(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bo
 def main() -> None:
     st.title("Live")
     home = cached.home()
-    runs = cached.runs(home)
+    runs = picker_runs(home)
     if runs.empty:
         empty_state(home)
         return

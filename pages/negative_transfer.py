@@ -14,7 +14,7 @@ from app import diagnostics_charts as dc
 from app.colors import VERDICT_COLORS, path_color
 from app.nav import page_file
 from app.queries import spec_summary
-from app.widgets import pick_run, user_errors
+from app.widgets import pick_run, picker_runs, user_errors
 from app.writes import submit_ablation, submit_run
 from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError
 from engine.diagnostics.verdicts import SILENCED_SHARE, rule_from
@@ -267,7 +267,7 @@ def run_view(home: str, run: RunRow) -> None:
 def main() -> None:
     st.title("Negative transfer")
     home = cached.home()
-    runs = cached.runs(home)
+    runs = picker_runs(home)
     # Ablation variants train without diagnostics: listing them would bury the runs they ablate.
     runs = runs[~runs["group_id"].fillna("").str.startswith(GROUP_PREFIX)]
     run = pick_run(home, runs, refresh_what="probes")

@@ -12,7 +12,7 @@ import streamlit as st
 from app import cached
 from app import telemetry_views as tv
 from app.queries import spec_summary
-from app.widgets import pick_run, user_errors
+from app.widgets import pick_run, picker_runs, user_errors
 from engine.spec import RunSpec, SpecError, spec_from_yaml
 from engine.store import RunRow
 from engine.vocabulary import TelemetryPanel
@@ -58,7 +58,7 @@ def main() -> None:
     st.title("Teacher importance")
     home = cached.home()
     # Telemetry arrives every few hundred steps: the page redraws on request, not by polling.
-    run = pick_run(home, cached.runs(home), refresh_what="telemetry")
+    run = pick_run(home, picker_runs(home), refresh_what="telemetry")
     if run is not None:
         run_view(home, run)
 

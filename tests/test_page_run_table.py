@@ -14,7 +14,7 @@ from engine.store import Store
 from engine.workspace import run_dir
 from synthetic_runs import add_finished_run, spec_yaml
 from app.widgets import ALL_ARCHIVED_MESSAGE, EMPTY_RUNS_MESSAGE
-from tests.test_pages import button, open_page, texts
+from tests.test_pages import ROOT, button, open_page, texts
 
 
 def table_ids(at: AppTest) -> list[str]:
@@ -129,6 +129,18 @@ def test_a_note_saved_elsewhere_meanwhile_is_not_overwritten_without_a_second_sa
     button(at, "Save note").click().run()  # seen, and replaced on purpose
     with closing(Store(workspace, readonly=True)) as store:
         assert catalog.note_of(store, "run", run_id) == "mine"
+
+
+def test_a_note_blanked_then_written_again_saves_without_a_conflict(workspace: Path,
+                                                                    three_runs: dict[str, str]) -> None:
+    run_id = three_runs["alpha"]
+    at = select(open_page("compare"), run_id)
+    for text in ("first", " \n", "again"):  # the blank save removes the note: what the editor read is "" then
+        at.text_area(key=f"cmp_note_run_{run_id}").input(text).run()
+        button(at, "Save note").click().run()
+        assert not at.error, text
+    with closing(Store(workspace, readonly=True)) as store:
+        assert catalog.note_of(store, "run", run_id) == "again"
 
 
 def test_a_note_of_a_megabyte_is_refused(workspace: Path, three_runs: dict[str, str]) -> None:
@@ -252,6 +264,22 @@ def test_run_pickers_leave_archived_runs_out(workspace: Path, three_runs: dict[s
     at = open_page(name)
     assert at.selectbox[0].options and all(three_runs["gamma"] not in option for option in at.selectbox[0].options)
     assert any(three_runs["beta"] in option for option in at.selectbox[0].options)
+
+
+def test_a_linked_archived_run_and_an_archived_active_run_stay_pickable(workspace: Path,
+                                                                          three_runs: dict[str, str]) -> None:
+    with closing(Store(workspace)) as store:
+        active = store.create_run(spec_yaml("still queued", "equal"), name="still queued")
+        for run_id in (three_runs["alpha"], active):
+            catalog.archive(store, run_id)
+    at = open_page("live")  # queued: Live is where it is watched and cancelled
+    assert any(active in option for option in at.selectbox[0].options)
+    assert all(three_runs["alpha"] not in option for option in at.selectbox[0].options)
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=180)
+    at.query_params["run"] = three_runs["alpha"]  # a link shared before the run was archived
+    at.run()
+    at.switch_page(str(ROOT / "pages" / "live.py")).run()
+    assert three_runs["alpha"] in at.selectbox[0].value and not at.warning
 
 
 def test_a_workspace_of_archived_runs_says_how_to_restore_one(workspace: Path, three_runs: dict[str, str]) -> None:

@@ -230,11 +230,9 @@ class Store:
         row = self.con.execute(f"SELECT {_RUN_ROW_SQL} FROM runs WHERE id=?", (run_id,)).fetchone()
         return RunRow(**dict(row)) if row else None
 
-    def list_runs(self, statuses: Iterable[str] | None = None, group_id: str | None = None,
-                  include_archived: bool = True) -> list[RunRow]:
-        """Runs newest first, optionally only those with one of ``statuses`` and/or in group ``group_id``, and
-        without the archived ones when ``include_archived`` is false."""
-        clauses, args = ([] if include_archived else ["archived_at IS NULL"]), []
+    def list_runs(self, statuses: Iterable[str] | None = None, group_id: str | None = None) -> list[RunRow]:
+        """Runs newest first, optionally only those with one of ``statuses`` and/or in group ``group_id``."""
+        clauses, args = [], []
         if statuses:
             statuses = tuple(statuses)
             clauses.append(f"status IN ({','.join('?' * len(statuses))})")
