@@ -22,8 +22,10 @@ Scoring, for three detectors and a ceiling:
   fields are today's detector (the new one has not landed) and the two rows are the same (the output says so);
 - the ceiling, "each run's own ablation": no detector, but what one would score if it knew, in each run, the accuracy
   that run's own student would reach without the path (the seed's without: run), and flagged the path when that
-  gain exceeds MIN_HARM_POINTS. No in-run measurement can know more about its run, so where the ceiling falls
+  gain exceeds CEILING_POINTS. No in-run measurement can know more about its run, so where the ceiling falls
   short of a target, the shortfall is the seeds' disagreement, not the detector's; it has no first-flag time.
+  CEILING_POINTS is twice MIN_HARM_POINTS: one run cannot see the seeds' spread, so it needs the wider margin
+  (on QUICK, 1 point gives the ceiling P 57%, 1.5 gives 80%, 2 gives 100%, all at recall 100%).
 A path is flagged in a run when it was ever judged "hurts"; over the seeds' runs it counts as
 flagged by majority (three of five, two of three). Precision = flagged harmful / flagged, recall = flagged
 harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
@@ -49,6 +51,7 @@ EFFECTS_ONLY = "full:effects-only"  # the full runs again, judged with diagnosti
 WITHOUT = "without:"  # the ablation runs: "without:<path id>"
 CLEAN = "clean"  # the kind of the clean-only scenarios
 MIN_HARM_POINTS = 1.0
+CEILING_POINTS = 2.0
 
 
 class Detector(NamedTuple):
@@ -59,7 +62,7 @@ class Detector(NamedTuple):
 
 DETECTORS = {"new": Detector("full", False, "new"), "effects": Detector(EFFECTS_ONLY, False, "new, effects only"),
              "today": Detector("full", True, "today (cosine)"),
-             "ceiling": Detector(WITHOUT, False, "ceiling: each run's own ablation")}
+             "ceiling": Detector(WITHOUT, False, "ceiling: each run's own ablation > 2 pts")}
 
 
 # ------------------------------------------------------------------ ground truth
@@ -152,10 +155,10 @@ def flags(sc: Scenario, results: list[dict], detector: str) -> dict[str, list[in
 
 
 def ceiling_flags(sc: Scenario, results: list[dict]) -> dict[str, list[int | None]]:
-    """Per path and seed: -1 (flagged, no step) when that seed's run loses more than MIN_HARM_POINTS to the same
+    """Per path and seed: -1 (flagged, no step) when that seed's run loses more than CEILING_POINTS to the same
     seed's run without the path, else None."""
     full = accuracies(results, sc.name, "full")
-    return {p: [-1 if gain > MIN_HARM_POINTS else None
+    return {p: [-1 if gain > CEILING_POINTS else None
                 for gain in paired_gains(full, accuracies(results, sc.name, f"{WITHOUT}{p}"))]
             for p in sc.path_ids()}
 

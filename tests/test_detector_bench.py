@@ -81,14 +81,14 @@ def test_the_effects_only_detector_reads_its_own_runs() -> None:
     assert scenario_rows(sc, results, "effects", steps=100)["rows"] == [(False, False), (True, False)]
 
 
-def test_the_ceiling_flags_a_path_in_each_seed_whose_own_ablation_gains_more_than_a_point() -> None:
+def test_the_ceiling_flags_a_path_in_each_seed_whose_own_ablation_gains_more_than_two_points() -> None:
     sc = Scenario("digits", "permuted_labels", paths=(("kd", "fc", "fc"),))
     results = [_run(sc.name, "full", s, 70.0) for s in range(3)]
-    results += [_run(sc.name, "without:bad-kd-fc", s, acc) for s, acc in enumerate((75.0, 71.5, 70.5))]
-    results += [_run(sc.name, "without:good-kd-fc", s, acc) for s, acc in enumerate((72.0, 60.0, 60.0))]
+    results += [_run(sc.name, "without:bad-kd-fc", s, acc) for s, acc in enumerate((76.0, 72.5, 69.5))]
+    results += [_run(sc.name, "without:good-kd-fc", s, acc) for s, acc in enumerate((72.5, 60.0, 71.5))]
     assert ceiling_flags(sc, results) == {"good-kd-fc": [-1, None, None], "bad-kd-fc": [-1, -1, None]}
     rows = scenario_rows(sc, results, "ceiling", steps=100)
-    # bad: +2.3 ± 2.4 is within the seeds' spread (harmless by ground truth), yet 2 of 3 seeds lose > 1 point
+    # bad: +2.7 ± 3.3 is within the seeds' spread (harmless by ground truth), yet 2 of 3 seeds lose > 2 points
     assert rows["rows"] == [(False, False), (False, True)] and rows["shares"] == []
     assert "ceiling" in detector_labels(results)[0]
 
