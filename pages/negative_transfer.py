@@ -228,7 +228,9 @@ def ablation_section(home: str, run: RunRow, n_paths: int) -> None:
                "when it is removed.")
     tolerance = st.number_input("Tolerance (accuracy points)", min_value=0.0, value=DEFAULT_TOLERANCE, step=0.25,
                                 key=f"nt-tolerance-{run.id}",
-                                help="An effect within ± this many points counts as neutral")
+                                help="An effect within ± this many points counts as neutral. One seed's effect "
+                                     "varies between seeds (1 to 3.5 points on digits): a tolerance below that "
+                                     "calls seed noise harm; lower it for a large test set")
     ablation_message()
     state = cached.ablation(home, run.id, float(tolerance))
     if state is None:
