@@ -135,7 +135,7 @@ def _percent(value: Any) -> float | None:
     return round(100.0 * float(value), 2) if isinstance(value, (int, float)) else None
 
 
-def run_record(run: RunRow) -> dict[str, Any]:
+def run_record(run: RunRow, archived: bool = False) -> dict[str, Any]:
     result = run.result
     return {
         "id": run.id, "name": printable(run.name), "group_id": run.group_id, "status": run.status, "phase": run.phase,
@@ -145,14 +145,14 @@ def run_record(run: RunRow) -> dict[str, Any]:
         **spec_summary(run.spec_yaml),
         "test_acc_pct": _percent(result.get("test_acc")),
         "val_acc_pct": _percent(result.get("val_acc")),
-        "runs_on": placement_label(run),
+        "runs_on": placement_label(run), "archived": archived,
     }
 
 
 def runs_frame(store: Store) -> pd.DataFrame:
     """One row per run, newest first, archived ones too (their "archived" column is true)."""
     archived = catalog.archived_ids(store)
-    records = [{**run_record(run), "archived": run.id in archived} for run in store.list_runs()]
+    records = [run_record(run, run.id in archived) for run in store.list_runs()]
     return pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
 
 

@@ -38,14 +38,16 @@ def user_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {err}")
 
 
-def picker_runs(home: str) -> pd.DataFrame:
-    """The runs a page's run picker offers, newest first: those not archived, and of the archived ones those still
-    queued or running (Live is where they are watched and cancelled) and the one the URL names (a link shared
-    before the run was archived still opens it)."""
+def picker_runs(home: str, keep_active: bool = False) -> pd.DataFrame:
+    """The runs a page's run picker offers, newest first: those not archived, the archived one the URL names (a link
+    shared before the run was archived still opens it) and, with ``keep_active``, the archived ones still queued or
+    running (Live: where they are watched and cancelled)."""
     runs = cached.runs(home)
     if runs.empty:
         return runs
-    keep = ~runs["archived"].astype(bool) | runs["status"].isin(ACTIVE_STATUSES) | (runs["id"] == links.read(links.RUN))
+    keep = ~runs["archived"].astype(bool) | (runs["id"] == links.read(links.RUN))
+    if keep_active:
+        keep |= runs["status"].isin(ACTIVE_STATUSES)
     return runs[keep]
 
 

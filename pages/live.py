@@ -226,7 +226,7 @@ def run_view(home: str, run_id: str, log_y: bool, smoothing: int, was_active: bo
 def main() -> None:
     st.title("Live")
     home = cached.home()
-    runs = picker_runs(home)
+    runs = picker_runs(home, keep_active=True)
     if runs.empty:
         empty_state(home)
         return

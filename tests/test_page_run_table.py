@@ -275,6 +275,8 @@ def test_a_linked_archived_run_and_an_archived_active_run_stay_pickable(workspac
     at = open_page("live")  # queued: Live is where it is watched and cancelled
     assert any(active in option for option in at.selectbox[0].options)
     assert all(three_runs["alpha"] not in option for option in at.selectbox[0].options)
+    at = open_page("attribution")  # elsewhere an archived run is out, queued or not
+    assert all(active not in option for option in at.selectbox[0].options)
     at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=180)
     at.query_params["run"] = three_runs["alpha"]  # a link shared before the run was archived
     at.run()
