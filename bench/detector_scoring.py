@@ -22,10 +22,13 @@ Scoring, for three detectors and a ceiling:
   fields are today's detector (the new one has not landed) and the two rows are the same (the output says so);
 - the ceiling, "each run's own ablation": no detector, but what one would score if it knew, in each run, the accuracy
   that run's own student would reach without the path (the seed's without: run), and flagged the path when that
-  gain exceeds CEILING_POINTS. No in-run measurement can know more about its run, so where the ceiling falls
-  short of a target, the shortfall is the seeds' disagreement, not the detector's; it has no first-flag time.
+  gain exceeds CEILING_POINTS. It has no first-flag time. It is a reference rather than a strict bound: the ground
+  truth is the seeds' average, and a run's own outcome is one draw of it, so a detector could beat the ceiling
+  only by predicting that average better than the run's own counterfactual does. Where the ceiling falls short of
+  a target, the seeds' disagreement alone takes that much away from a one-run judgement.
   CEILING_POINTS is twice MIN_HARM_POINTS: one run cannot see the seeds' spread, so it needs the wider margin
-  (on QUICK, 1 point gives the ceiling P 57%, 1.5 gives 80%, 2 gives 100%, all at recall 100%).
+  (on QUICK, 1 point gives the ceiling P 57%, 1.5 gives 80%, 2 gives 100%, all at recall 100%; on full digits
+  1 point gives P 76% / R 88%, 1.5 gives 89% / 68%, 2 gives 88% / 60%: no margin reaches 90% / 90%).
 A path is flagged in a run when it was ever judged "hurts"; over the seeds' runs it counts as
 flagged by majority (three of five, two of three). Precision = flagged harmful / flagged, recall = flagged
 harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless path being every path that is
