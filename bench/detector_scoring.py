@@ -35,7 +35,8 @@ harmful / harmful, false-flag rate = flagged harmless / harmless (a harmless pat
 not harmful by ground truth); median first flag = the median, over every (harmful path, seed) it was
 flagged in, of the first "hurts" step as a share of the run's steps. Clean-only flags count every
 (path, seed) flag in the clean-only scenarios: there, none may ever be raised. All figures are given per
-defect kind and overall (pooled over the paths, not averaged over kinds).
+defect kind and overall (pooled over the paths, not averaged over kinds). A last table judges each detector per
+run instead, over every (path, seed), against that run's own ablation beyond CEILING_POINTS.
 """
 from __future__ import annotations
 
@@ -182,6 +183,33 @@ def scenario_rows(sc: Scenario, results: list[dict], detector: str, steps: int) 
     return {"rows": rows, "shares": shares, "clean_only_flags": events if sc.defect == "none" else 0}
 
 
+def per_run_rows(sc: Scenario, results: list[dict], detector: str) -> list[tuple[bool, bool]]:
+    """(harmful, flagged) per (path, seed), harm judged per run: that seed's run loses more than CEILING_POINTS to
+    the same seed's run without the path. It asks whether a detector predicts its own run's counterfactual, which
+    the seeds' disagreement does not blur (the ceiling scores 100% here by construction)."""
+    full = accuracies(results, sc.name, "full")
+    runs = {r["seed"]: r for r in results
+            if r["scenario"] == sc.name and r["run"] == DETECTORS[detector].runs and "error" not in r}
+    rows = []
+    for p in sc.path_ids():
+        without = accuracies(results, sc.name, f"{WITHOUT}{p}")
+        rows += [(without[seed] - full[seed] > CEILING_POINTS, first_hurt(runs[seed]["details"].get(p, {}), detector)
+                  is not None) for seed in sorted(full.keys() & without.keys() & runs.keys())]
+    return rows
+
+
+def per_run_table(plan: list[Scenario], results: list[dict], labels: dict[str, str]) -> tuple[list[str], dict]:
+    """Each detector (not the ceiling) scored per run, over every (path, seed); the lines and the scores."""
+    scores = {det: score(row for sc in plan for row in per_run_rows(sc, results, det))
+              for det in labels if DETECTORS[det].runs != WITHOUT}
+    lines = [f"Judged per run (harm: that run loses more than {CEILING_POINTS:g} points to its own ablation):\n",
+             "| detector | (path, seed) pairs (harmful) | precision | recall | false-flag rate |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {labels[det]} | {s['paths']} ({s['harmful']}) | {fmt(s['precision'], pct=True)} | "
+              f"{fmt(s['recall'], pct=True)} | {fmt(s['false_flag_rate'], pct=True)} |" for det, s in scores.items()]
+    return lines, scores
+
+
 def summarise(parts: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [row for part in parts for row in part["rows"]]
     shares = [s for part in parts for s in part["shares"]]
@@ -322,6 +350,8 @@ def report(plan: list[Scenario], steps: dict[str, int], results: list[dict], tea
     print("Per path (first hurts: the step in each seed's run; · never, -1 flagged at an unknown step):\n")
     print("\n".join(path_table(plan, results, labels)) + "\n")
     print("\n".join(kind_table(figures, labels)) + "\n")
+    per_run_lines, per_run = per_run_table(plan, results, labels)
+    print("\n".join(per_run_lines) + "\n")
     overall = figures["overall"]
     print(json.dumps(rounded({
         "bench": "detector", "quick": quick, "seconds": round(seconds), "runs": len(results),
@@ -329,4 +359,4 @@ def report(plan: list[Scenario], steps: dict[str, int], results: list[dict], tea
         **{name: headline(overall[det]) if det in labels else None
            for name, det in (("effects_only", "effects"), ("today", "today"), ("ceiling", "ceiling"))},
         "today_fields": "cosine_*" if labels.get("today") == DETECTORS["today"].label else "main fields",
-        "lookahead_minus_oracle": overall["lookahead_minus_oracle"], "per_kind": figures})))
+        "lookahead_minus_oracle": overall["lookahead_minus_oracle"], "per_kind": figures, "per_run": per_run})))

@@ -6,8 +6,8 @@ import pytest
 
 from bench.detector import HOME, Scenario, comma_list, results_file, selected_plan
 from bench.detector_scoring import (
-    EFFECTS_ONLY, ceiling_flags, detector_labels, first_hurt, is_harmful, majority, paired_gains, score, scenario_rows, spread,
-    trajectory_mismatches)
+    EFFECTS_ONLY, ceiling_flags, detector_labels, first_hurt, is_harmful, majority, paired_gains, per_run_rows,
+    per_run_table, score, scenario_rows, spread, trajectory_mismatches)
 
 
 def test_ground_truth_pairs_runs_by_seed_and_needs_a_gain_beyond_the_seeds_spread() -> None:
@@ -91,6 +91,19 @@ def test_the_ceiling_flags_a_path_in_each_seed_whose_own_ablation_gains_more_tha
     # bad: +2.7 ± 3.3 is within the seeds' spread (harmless by ground truth), yet 2 of 3 seeds lose > 2 points
     assert rows["rows"] == [(False, False), (False, True)] and rows["shares"] == []
     assert "ceiling" in detector_labels(results)[0]
+
+
+def test_judged_per_run_each_seed_is_scored_against_its_own_ablation() -> None:
+    sc = Scenario("digits", "permuted_labels", paths=(("kd", "fc", "fc"),))
+    hit = {"bad-kd-fc": {"first_flagged_step": 10}, "good-kd-fc": {"first_flagged_step": None}}
+    miss = {"bad-kd-fc": {"first_flagged_step": None}, "good-kd-fc": {"first_flagged_step": 30}}
+    results = [_run(sc.name, "full", 0, 70.0, hit), _run(sc.name, "full", 1, 70.0, miss)]
+    results += [_run(sc.name, "without:bad-kd-fc", s, acc) for s, acc in enumerate((75.0, 73.0))]  # +5, +3
+    results += [_run(sc.name, "without:good-kd-fc", s, acc) for s, acc in enumerate((70.5, 69.0))]  # +0.5, -1
+    assert per_run_rows(sc, results, "new") == [(False, False), (False, True), (True, True), (True, False)]
+    lines, scores = per_run_table([sc], results, {"new": "new", "ceiling": "ceiling"})
+    assert list(scores) == ["new"] and scores["new"]["precision"] == 0.5 and scores["new"]["recall"] == 0.5
+    assert "| new | 4 (2) | 50% | 50% | 50% |" in lines
 
 
 def test_an_older_results_file_scores_only_the_detectors_it_has_runs_for() -> None:
