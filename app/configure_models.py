@@ -58,7 +58,6 @@ def checkpoint_upload(d: dict[str, Any], home: str) -> None:
         use_as_teacher(d, path, info.fits[0].split(" (")[0])
 
 
-
 @st.cache_data(max_entries=32, show_spinner="Reading the checkpoint…")
 def checkpoint_info(path: str, mtime: float) -> CheckpointInfo:
     return describe_checkpoint(path)
@@ -84,7 +83,6 @@ def unique_teacher_id(arch: str, teachers: list[dict[str, Any]]) -> str:
     base = re.sub(r"[^A-Za-z0-9_\-]", "_", arch)[:32]
     taken = {t.get("id") for t in teachers}
     return next(c for c in [base, *(f"{base}-{n}" for n in range(2, len(taken) + 3))] if c not in taken)
-
 
 
 @st.cache_resource(show_spinner=False)

@@ -238,7 +238,7 @@ def flagged_paths(run: RunRow) -> str:
     """The paths the run's negative-transfer detector flagged as hurting at some step, whatever their final verdict
     (lookahead silences a path it caught); "none", or MISSING when the run stored no verdicts (unfinished, or run
     without diagnostics)."""
-    details = run.result.get("verdict_details") if isinstance(run.result, dict) else None
+    details = run.result.get("verdict_details")
     if not isinstance(details, dict) or not details:
         return MISSING
     flagged = [printable(str(pid)) for pid, summary in details.items()

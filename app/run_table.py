@@ -41,8 +41,8 @@ SEARCH_URL, ARCHIVED_URL, SORT_URL, ORDER_URL = "q", links.ARCHIVED, "sort", "or
 SORT_LABELS = {"created_at": "created", "name": "name", "status": "status", "final_acc": "final acc",
                "best_acc": "best acc", "best_epoch": "best epoch", "duration_s": "duration"}
 DEFAULT_SORT = "created_at"
-FULL_COLUMNS = ["name", "id", "status", "tags", "group_tags", "combination", "final_acc_pct", "best_acc_pct", "best_epoch",
-                "duration_s", "runs_on", "group_id"]
+FULL_COLUMNS = ["name", "id", "status", "tags", "group_tags", "combination", "final_acc_pct", "best_acc_pct",
+                "best_epoch", "duration_s", "runs_on", "group_id"]
 RECENT_COLUMNS = ["name", "id", "status", "tags", "combination", "final_acc_pct", "best_acc_pct", "created"]
 COLUMN_CONFIG = {
     "tags": st.column_config.TextColumn("tags"),

@@ -8,7 +8,8 @@ from app import cached, charts
 from app.queries import placement_label, spec_summary
 from app.run_series import RunSeries
 from app.widgets import (
-    download_report, download_student, empty_state, picker_runs, run_picker, smoothing_picker, status_badge, user_errors,
+    download_report, download_student, empty_state, picker_runs, run_picker, smoothing_picker, status_badge,
+    user_errors,
 )
 from app.worker_control import autostart_disabled
 from app.writes import cancel_run, resume_run, start_worker

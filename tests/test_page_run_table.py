@@ -169,7 +169,8 @@ def test_a_group_note_and_tags_are_saved_from_the_group_view(workspace: Path, th
     assert "Fixed beats uncertainty here." in texts(at.markdown)
     assert "Tags of group cmp-1: `sweep-1`" in texts(at.caption)
     table = at.dataframe[0].value.set_index("id")
-    assert table.loc[three_runs["beta"], "group_tags"] == "sweep-1" and table.loc[three_runs["alpha"], "group_tags"] == ""
+    assert table.loc[three_runs["beta"], "group_tags"] == "sweep-1"
+    assert table.loc[three_runs["alpha"], "group_tags"] == ""
     at.multiselect(key="cmp_tags").set_value(["sweep-1"]).run()  # the tag filter finds the group's runs
     assert sorted(table_ids(at)) == sorted([three_runs["beta"], three_runs["gamma"]])
 
