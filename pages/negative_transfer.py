@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import cached
+from app import cached, links
 from app import diagnostics_charts as dc
 from app.colors import VERDICT_COLORS, path_color
 from app.nav import page_file
@@ -26,6 +26,9 @@ PLANTED_SPEC = Path(__file__).resolve().parents[1] / "assets" / "configs" / "dig
 PLOT_CONFIG = {"displaylogo": False}
 ABLATION_MESSAGE = "nt_ablation_message"  # (kind, text) left by the ablation button's callback
 RETRY_STATES = ("failed", "cancelled", MISSING)
+ONLY_VARIANTS_MESSAGE = ("Only ablation runs are listed, and they train without probes, so there are no verdicts to "
+                         "show. If the runs they ablate are archived, restore them on Compare; or launch a run with "
+                         "diagnostics from Configure.")
 VERDICT_BADGES = st.column_config.MultiselectColumn(
     "verdict", options=list(VERDICT_COLORS), color=list(VERDICT_COLORS.values()))
 
@@ -266,13 +269,23 @@ def run_view(home: str, run: RunRow) -> None:
     ablation_section(home, run, len(details))
 
 
+def only_variants_state() -> None:
+    """Every run left in the pickers is an ablation variant: say where the runs they ablate went."""
+    st.info(ONLY_VARIANTS_MESSAGE, icon=":material/science:")
+    st.page_link(page_file("compare"), label="Restore archived runs", icon=":material/unarchive:",
+                 query_params={links.ARCHIVED: "1"})
+
+
 def main() -> None:
     st.title("Negative transfer")
     home = cached.home()
     runs = picker_runs(home)
     # Ablation variants train without diagnostics: listing them would bury the runs they ablate.
-    runs = runs[~runs["group_id"].fillna("").str.startswith(GROUP_PREFIX)]
-    run = pick_run(home, runs, refresh_what="probes")
+    variants = runs["group_id"].fillna("").str.startswith(GROUP_PREFIX)
+    if not runs.empty and variants.all():
+        only_variants_state()
+        return
+    run = pick_run(home, runs[~variants], refresh_what="probes")
     if run is not None:
         run_view(home, run)
 

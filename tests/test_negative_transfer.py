@@ -14,6 +14,8 @@ import pytest
 
 from app.colors import VERDICT_COLORS
 from app.diagnostics_charts import HEATMAPS
+from app.widgets import EMPTY_RUNS_MESSAGE
+from engine import catalog
 from engine.ablation import group_id_of, submit_ablation
 from engine.spec import spec_from_yaml
 from engine.store import Store, init_workspace
@@ -213,6 +215,18 @@ def test_a_finished_ablation_shows_each_paths_effect(workspace: Path) -> None:
     bars = {t["name"]: t for t in figure_titled(at, "Measured effect of each path")["data"]}
     assert list(bars["hurts"]["x"]) == [HINT] and decode(bars["hurts"]["y"]) == pytest.approx([-4.0])
     assert list(bars["helps"]["x"]) == [LOGITS] and bars["helps"]["marker"]["color"] == "#2CA02C"
+
+
+def test_a_workspace_left_with_only_ablation_runs_says_where_the_ablated_run_went(workspace: Path) -> None:
+    run_id = add_diagnosed_run(workspace)
+    with closing(Store(workspace)) as store:
+        submit_ablation(store, run_id)
+        catalog.archive(store, run_id)
+    at = open_page("negative_transfer")
+    assert not at.exception and not at.selectbox
+    assert "Only ablation runs are listed" in texts(at.info) and EMPTY_RUNS_MESSAGE not in texts(at.info)
+    restore = [el.proto for el in at.get("page_link") if el.proto.label == "Restore archived runs"]
+    assert restore and "archived=1" in restore[0].query_string
 
 
 # ---------------------------------------------------------------- Configure's toggle
