@@ -17,7 +17,8 @@ Runs per scenario (weighting equal unless said, seeds 0-4 each, or 0 to SEEDS-1)
 - lookahead: every path, weighting lookahead;
 - oracle: every path except the ground-truth harmful ones, weighting equal (the full runs when none is harmful).
 
-Ground truth (harm by ablation, paired by seed), the three detectors scored and the tables: bench/detector_scoring.py.
+Ground truth (harm by ablation, paired by seed), the three detectors scored and the tables: bench/detector_scoring.py;
+how far any rule on the probe's measures could go: bench/detector_separability.py.
 
 Teachers are trained once per recipe and cached in bench/.workspace-detector (inline teachers are keyed by
 their spec), so re-runs skip teacher training. Environment: QUICK=1 digits only, 5 student epochs, one
@@ -44,7 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script (and re-imported by spawned workers): engine must import
 
-from bench.detector_scoring import CLEAN, EFFECTS_ONLY, oracle_paths, report  # noqa: E402
+from bench.detector_report import report  # noqa: E402
+from bench.detector_scoring import CLEAN, EFFECTS_ONLY, oracle_paths  # noqa: E402
 from bench.planted import fashion_available  # noqa: E402
 
 HOME = ROOT / "bench" / ".workspace-detector"
