@@ -8,7 +8,7 @@ import yaml
 
 from app.plugin_params import AUTO, ParamInput, current_value, fits, fold_params, number_step, param_inputs, unknown_params
 from engine.params import Params
-from engine.spec import SpecError, load_yaml_value
+from engine.spec_yaml import SpecError, load_yaml_value
 
 
 def _yaml_text(value: Any) -> str:

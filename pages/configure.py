@@ -36,10 +36,8 @@ from engine.models.spots import SpotInfo, list_spots
 from engine.paths import DISTILLERS
 from engine.methods import METHODS
 from engine.registry import Registry
-from engine.spec import (
-    OptimizerSpec, RunSpec, SpecError, load_spec, parse_spec, printable, spec_data_from_bytes,
-    spec_to_yaml,
-)
+from engine.spec import OptimizerSpec, RunSpec, SpecError, load_spec, parse_spec, printable, spec_to_yaml
+from engine.spec_yaml import spec_data_from_bytes
 from engine.weightings import WEIGHTINGS
 
 CHECK_JOB = "cfg_teacher_check_job"

@@ -11,7 +11,8 @@ import yaml
 
 from engine.methods import METHODS
 from engine.params import describe_params, format_default
-from engine.spec import apply_overrides, load_spec_data, parse_spec
+from engine.spec import apply_overrides, parse_spec
+from engine.spec_yaml import load_spec_data
 from engine.weightings import WEIGHTINGS
 from tests.conftest import ROOT, engine_cli, tiny_spec_dict
 

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bad_inputs.corpus import BASE
-from engine.spec import SpecError, apply_overrides, parse_spec, spec_data_from_bytes, spec_from_yaml
+from engine.spec import SpecError, apply_overrides, parse_spec, spec_from_yaml
+from engine.spec_yaml import spec_data_from_bytes
 
 FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,7 +7,8 @@ import os
 import sys
 from typing import Any, Callable
 
-from engine.spec import RunSpec, SpecError, apply_overrides, load_spec_data, parse_spec
+from engine.spec import RunSpec, SpecError, apply_overrides, parse_spec
+from engine.spec_yaml import load_spec_data
 from engine.store import RunRow, Store, WorkspaceError, workspace_home
 
 EXIT_INVALID = 2
