@@ -80,7 +80,7 @@ def cluster_summary(store: Store) -> ClusterSummary:
 
 
 def ask_cluster(address: str, home: Path) -> dict[str, Any]:
-    """engine.executors.ray_tune.cluster_state of the cluster at ``address``, asked by a child process; its "error"
+    """engine.executors.ray_cluster.cluster_state of the cluster at ``address``, asked by a child process; its "error"
     is one line when nothing answers, the child fails or it takes longer than ASK_TIMEOUT_S."""
     command = [sys.executable, "-m", "engine", "cluster", "--address", address]
     try:

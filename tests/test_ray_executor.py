@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine.executors import ExecutorError, launch
-from engine.executors.ray_tune import SweepLedger, alive_nodes, check_node_storage, cluster_state, drive
+from engine.executors.ray_cluster import alive_nodes, check_node_storage, cluster_state
+from engine.executors.ray_tune import SweepLedger, drive
 from engine.runtime import LostClaim
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import FINAL_STATUSES, SCHEMA_VERSION, Store, init_workspace

@@ -189,7 +189,7 @@ def cmd_drive(args: argparse.Namespace) -> int:
 def cmd_cluster(args: argparse.Namespace) -> int:
     """Joins the cluster from this process, so the dashboard, which must never listen on Ray's ports, asks
     through this command."""
-    from engine.executors.ray_tune import cluster_state
+    from engine.executors.ray_cluster import cluster_state
 
     store = Store(workspace_home(), readonly=True) if db_path(workspace_home()).exists() else None
     state = cluster_state(args.address, store)

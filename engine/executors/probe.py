@@ -1,5 +1,5 @@
 """Can this process write the storage folder? Imports nothing of PathScope beyond this package, so the probe task
-Ray runs on every node starts fast (the storage check of engine/executors/ray_tune.py)."""
+Ray runs on every node starts fast (the storage check of engine/executors/ray_cluster.py)."""
 from __future__ import annotations
 
 import os
