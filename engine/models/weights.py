@@ -18,7 +18,7 @@ from typing import Callable, Literal
 from torch import nn
 
 from engine.models.checkpoint import HeadChange, load_state, read_state_dict
-from engine.models.families import filter_pretrained, pretrained_file
+from engine.models.published_weights import filter_pretrained, pretrained_file
 
 Role = Literal["teacher", "student"]
 
