@@ -39,6 +39,14 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return ws
 
 
+@pytest.fixture
+def finished_run(workspace: Path) -> str:
+    """One finished synthetic run (tests/synthetic_runs.py) in ``workspace``: what most page tests open."""
+    from synthetic_runs import add_finished_run
+
+    return add_finished_run(workspace)
+
+
 def engine_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     """Run `python -m engine ...` in a subprocess with the test's environment."""
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,

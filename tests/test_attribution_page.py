@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_pages import button, decode, open_page
+from page_helpers import button, decode, open_page
 
 from app import attribution_charts as ac
 from engine.jobs import execute_job

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from engine import catalog
 from engine.store import Store
 from synthetic_runs import add_finished_run
-from tests.test_pages import MAIN, TIMEOUT_S, page, texts
+from tests.page_helpers import MAIN, TIMEOUT_S, page, texts
 
 FORGED = ["../../etc", "20990101-000000-dead", "`x`](javascript:alert(1))"]
 

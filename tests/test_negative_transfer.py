@@ -23,7 +23,7 @@ from synthetic_runs import (
     DIAG_STEPS, PATH_IDS, RESULT, add_diagnosed_run, add_finished_run, diag_metrics, diag_value, path_weight,
     spec_yaml,
 )
-from test_pages import button, decode, figure_titled, open_page, texts
+from page_helpers import button, decode, figure_titled, open_page, texts
 from tests.test_diagnostics_charts import PROBE_STEPS, RULE, engine_probes, measured
 
 LOGITS, HINT = PATH_IDS

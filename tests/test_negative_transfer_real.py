@@ -16,7 +16,7 @@ from engine.reporting import StoreReporter
 from engine.runner import execute_run
 from engine.spec import load_spec, spec_to_yaml
 from engine.store import Store, init_workspace
-from test_pages import decode, figure_titled, open_page
+from page_helpers import decode, figure_titled, open_page
 from tests.conftest import ROOT
 
 PLANTED = ROOT / "assets" / "configs" / "digits_planted.yaml"

@@ -14,7 +14,7 @@ from engine.store import Store
 from engine.workspace import run_dir
 from synthetic_runs import add_finished_run, spec_yaml
 from app.widgets import ALL_ARCHIVED_MESSAGE, EMPTY_RUNS_MESSAGE
-from tests.test_pages import ROOT, button, open_page, texts
+from tests.page_helpers import ROOT, button, open_page, texts
 
 
 def table_ids(at: AppTest) -> list[str]:

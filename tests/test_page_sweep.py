@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from synthetic_runs import add_finished_run
-from tests.test_pages import open_page, texts
+from tests.page_helpers import open_page, texts
 
 GROUP = "sweep-1"
 ACCURACY = {"equal": (0.70, 0.72), "uncertainty": (0.90, 0.88)}  # two runs each: means 71 % and 89 %

@@ -8,7 +8,7 @@ from pathlib import Path
 from app.cluster import cluster_summary
 from engine.store import Store
 from synthetic_runs import add_finished_run
-from tests.test_pages import button, open_page, texts
+from tests.page_helpers import button, open_page, texts
 
 RAY_PLACEMENT = {"executor": "ray", "node": "gpu-node-2", "ip": "10.0.0.2", "devices": "cuda:0", "pid": 4242,
                  "trial_id": "abc_00001", "address": "10.0.0.1:6379", "storage": "/shared/ws"}

@@ -19,7 +19,7 @@ from engine.export import student_path
 from engine.store import Store, init_workspace
 from engine.teacher_check import JOB_KIND
 from synthetic_runs import add_finished_run
-from test_pages import button, open_page, texts
+from page_helpers import button, open_page, texts
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT / ".." / "shared" / "data" / "cifar10-jpg"

@@ -16,7 +16,7 @@ from app.terms import term_label
 from engine.spec import parse_spec, spec_to_yaml
 from engine.store import Store, init_workspace
 from engine.worker import execute_claimed
-from test_pages import decode, figure_titled, open_page, traces_of
+from page_helpers import decode, figure_titled, open_page, traces_of
 from tests.conftest import tiny_spec_dict
 
 TEACHERS = [{"id": "cnn", "arch": "small_cnn", "source": {"kind": "train", "epochs": 3}},

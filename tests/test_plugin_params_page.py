@@ -4,7 +4,6 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
-import pytest
 import yaml
 
 from app.plugin_params import AUTO, ParamInput, fits, fold_params, param_inputs, unknown_params
@@ -12,7 +11,7 @@ from engine.methods import METHODS
 from engine.paths import DISTILLERS
 from engine.store import Store
 from engine.weightings import WEIGHTINGS
-from test_pages import button, open_page, texts
+from page_helpers import button, open_page, texts
 
 
 # ---------------------------------------------------------------- schema -> inputs (pure)

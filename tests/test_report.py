@@ -13,7 +13,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 import yaml
 

@@ -25,7 +25,7 @@ from engine.vocabulary import (
 from engine.worker import execute_claimed
 from tests.conftest import tiny_spec_dict
 from tests.synthetic_runs import STEPS, add_finished_run, epoch_of
-from tests.test_pages import decode, open_page, texts
+from tests.page_helpers import decode, open_page, texts
 
 CPU_KEYS = {SYS_CPU_PERCENT, SYS_RSS_MB, SYS_MEM_PERCENT}
 

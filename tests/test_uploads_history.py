@@ -18,7 +18,7 @@ from engine.models.weights import load_source
 from engine.spec import parse_spec, spec_from_yaml, spec_to_yaml
 from engine.store import Store
 from synthetic_runs import add_finished_run
-from test_pages import open_page, texts
+from page_helpers import open_page, texts
 
 NAME = "teacher.pt"
 HIDDEN = [16]
