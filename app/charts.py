@@ -125,10 +125,15 @@ def cell_means(steps: np.ndarray, values: np.ndarray, width: float) -> tuple[np.
 def smooth_on_grid(steps: np.ndarray, values: np.ndarray, window: float) -> tuple[np.ndarray, np.ndarray]:
     """A centred moving average over ``window`` steps, evaluated on a fixed grid of window/5-step cells."""
     centres, means = cell_means(steps, values, window / SMOOTHING_CELLS)
-    kernel = np.ones(SMOOTHING_CELLS)
     # Dividing by the number of cells actually summed keeps the ends unbiased (no zero padding).
-    counts = np.convolve(np.ones_like(means), kernel, mode="same")
-    return centres, np.convolve(means, kernel, mode="same") / counts
+    return centres, _centred_sums(means, SMOOTHING_CELLS) / _centred_sums(np.ones_like(means), SMOOTHING_CELLS)
+
+
+def _centred_sums(values: np.ndarray, width: int) -> np.ndarray:
+    """Sums over a centred window of ``width`` cells, one per cell, also when there are fewer cells than the
+    window (np.convolve's "same" mode then returns ``width`` values: a window longer than the run)."""
+    start = (width - 1) // 2
+    return np.convolve(values, np.ones(width))[start:start + len(values)]
 
 
 def weighted_loss(loss_steps: np.ndarray, losses: np.ndarray, weight_steps: np.ndarray, weights: np.ndarray

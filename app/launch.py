@@ -168,6 +168,9 @@ def streamlit_flags(address: str, port: int, exposed: bool) -> list[str]:
         "server.enableXsrfProtection": "true",
         "server.enableCORS": "true",
         "global.developmentMode": "false",
+        # An unexpected error shows its type and a generic message, never a traceback (that goes to the console,
+        # the worker's and the server's logs): pages catch the failures they expect and name the problem.
+        "client.showErrorDetails": "type",
     }
     if exposed:  # the names users reach it by are unknown: lift the config file's list of loopback names
         flags["server.allowedHosts"] = "*"

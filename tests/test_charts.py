@@ -209,6 +209,15 @@ def test_fixed_grid_smoothing_does_not_change_with_the_sampling() -> None:
                            .mean().to_numpy()[::100], atol=1e-3)
 
 
+def test_a_window_longer_than_the_run_averages_what_there_is() -> None:
+    steps = np.array([0, 10, 20, 30, 40])  # 40 steps, a 500-step window: 4 cells of 100 steps
+    x, y = charts.smooth_on_grid(steps, np.array([1.0, 2.0, 3.0, 4.0, 5.0]), window=500)
+    assert len(x) == len(y) == 1 and y[0] == pytest.approx(3.0)
+    x, y = charts.smooth_on_grid(np.arange(0, 301, 10), np.arange(31, dtype=float), window=500)
+    assert len(x) == len(y) == 3  # 3 cells of 100 steps, each averaged with every other one
+    assert y == pytest.approx([np.mean(y)] * 3, abs=1e-9)
+
+
 def test_cell_means_average_the_interpolated_series_over_each_cell() -> None:
     centres, means = charts.cell_means(np.array([0, 10, 20]), np.array([0.0, 10.0, 0.0]), width=10)
     assert list(centres) == [5.0, 15.0] and list(means) == pytest.approx([5.0, 5.0])

@@ -224,7 +224,7 @@ def test_launcher_sets_what_must_hold_as_flags(monkeypatch: pytest.MonkeyPatch, 
     args, checked = started_with(["--port", "8600"], monkeypatch)
     assert args[:2] == ["run", str(ROOT / "app" / "main.py")] and checked
     assert {"--server.address=127.0.0.1", "--server.port=8600", "--browser.gatherUsageStats=false",
-            "--server.enableXsrfProtection=true", "--server.headless=true"} <= set(args)
+            "--server.enableXsrfProtection=true", "--server.headless=true", "--client.showErrorDetails=type"} <= set(args)
     assert "WARNING" not in capsys.readouterr().err
 
 

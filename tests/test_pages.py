@@ -175,6 +175,14 @@ def test_live_smoothing_redraws_losses_on_a_fixed_grid(finished_run: str) -> Non
     assert decode(hint["x"]) == pytest.approx(list(x)) and decode(hint["y"]) == pytest.approx(list(y))
 
 
+def test_live_smoothing_over_more_steps_than_the_run_has_still_draws(finished_run: str) -> None:
+    at = open_page("live", selected_run=finished_run)
+    at.select_slider(key="live_smoothing").set_value(5_000).run()  # the synthetic run has 45 steps
+    assert not at.exception
+    loss = figure_titled(at, "Training loss")["data"]
+    assert all(len(decode(t["x"])) == len(decode(t["y"])) > 0 for t in loss)
+
+
 # ---------------------------------------------------------------- Compare
 def test_compare_lists_runs_and_overlays_a_metric(workspace: Path, finished_run: str) -> None:
     other = add_finished_run(workspace, "other", method="amtml", weighting="fixed")
