@@ -2,8 +2,10 @@
 
 No Streamlit here, so every builder is unit-tested and timed on its own. Metric frames
 are in the store's long format (columns step, epoch, key, value; plus run_id for
-overlays). Traces are WebGL (Scattergl) so long runs stay responsive, and series longer
-than ``MAX_POINTS`` are reduced with a min/max-per-bucket downsample that keeps the spikes it is given (Live's
+overlays). Traces are SVG (Scatter), not WebGL: a browser keeps about 16 WebGL contexts a page and plotly
+takes three per WebGL chart, so Live's charts with those of its inline teachers' phases went blank past the cap.
+Long runs stay responsive because series longer than ``MAX_POINTS`` are reduced with a min/max-per-bucket
+downsample that keeps the spikes it is given (Live's
 first read of a long run is strided in SQL, app/queries.metric_series_first, so a spike between the steps read of
 its history is not among them; every row logged since is).
 Smoothing averages over a fixed grid of steps (not over points), so a smoothed curve is
@@ -219,8 +221,10 @@ def _series_trace(xy: tuple[np.ndarray, np.ndarray], key: str, x: str, name: str
     if smoothing and x == "step" and len(xs) > 1:
         xs, ys = smooth_on_grid(xs, ys, smoothing)
     keep = minmax_indices(ys)
-    return dict(type="scattergl", x=xs[keep], y=display_values(key, ys[keep]), name=name,
-                mode="lines+markers" if x == "epoch" else "lines", line=dict(color=color, dash=dash, width=2))
+    # A line through one point draws nothing: a short run's single system sample would leave an empty chart.
+    markers = x == "epoch" or len(keep) == 1
+    return dict(type="scatter", x=xs[keep], y=display_values(key, ys[keep]), name=name,
+                mode="lines+markers" if markers else "lines", line=dict(color=color, dash=dash, width=2))
 
 
 def _whole_epochs(epochs: pd.Series) -> dict[str, object]:

@@ -255,8 +255,8 @@ def flagged_weight_figure(metrics: pd.DataFrame, flagged: dict[str, int], path_i
         series = main[main["key"] == PATH_WEIGHT_PREFIX + pid].dropna(subset=["value"]).sort_values("step")
         steps, weights = series["step"].to_numpy(), series["value"].to_numpy(dtype=float)
         keep = minmax_indices(weights)  # a long run logs thousands of weights; spikes are kept
-        fig.add_trace(go.Scattergl(x=steps[keep], y=weights[keep], name=pid, mode="lines",
-                                   line=dict(color=color, width=2)))
+        fig.add_trace(go.Scatter(x=steps[keep], y=weights[keep], name=pid, mode="lines",
+                                 line=dict(color=color, width=2)))
         fig.add_vline(x=step, line=dict(color=color, dash="dash", width=1.5))
         # Labels step down the plot so two paths flagged at nearby steps stay readable.
         fig.add_annotation(x=step, y=1 - 0.1 * i, xref="x", yref="paper", text=f"{pid} flagged at step {step}",

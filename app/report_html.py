@@ -51,17 +51,10 @@ def script_json(fig: go.Figure) -> str:
     return fig.to_json().translate(_SCRIPT_SAFE)
 
 
-def svg_traces(fig: go.Figure | dict) -> go.Figure:
-    """The figure (a plotly Figure or a plain-dict one, as the sweep charts are) with its WebGL line traces (Scattergl) drawn as SVG (Scatter): a report is opened anywhere,
-    also where WebGL is off, and browsers cap a page at about 16 WebGL contexts, which a group report with
-    many charts would pass. The chart builders already cut each series down to at most 2,000 points."""
-    if isinstance(fig, dict):
-        fig = go.Figure(fig)
-    if not any(trace.type == "scattergl" for trace in fig.data):
-        return fig
-    data = [go.Scatter({k: v for k, v in trace.to_plotly_json().items() if k != "type"})
-            if trace.type == "scattergl" else trace for trace in fig.data]
-    return go.Figure(data=data, layout=fig.layout)
+def as_figure(fig: go.Figure | dict) -> go.Figure:
+    """A plotly Figure, also from a plain-dict one (as the sweep charts are). Its traces are SVG, as every chart
+    builder draws them: a report opens also where WebGL is off."""
+    return go.Figure(fig) if isinstance(fig, dict) else fig
 
 
 def cell(column: str, value: str) -> str:
@@ -90,7 +83,7 @@ def figures_html(figures: tuple[Figure, ...], nonce: str) -> str:
     for index, (title, fig) in enumerate(figures):
         div = f"chart-{index}"
         parts.append(f'<h3>{esc(title)}</h3><div id="{div}" class="chart"></div>'
-                     f'<script nonce="{nonce}">(function () {{ const f = {script_json(svg_traces(fig))};'
+                     f'<script nonce="{nonce}">(function () {{ const f = {script_json(as_figure(fig))};'
                      f' Plotly.newPlot("{div}", f.data, f.layout, {PLOT_CONFIG}); }})();</script>')
     return ("<h2>Charts</h2>" + "".join(parts)) if parts else ""
 

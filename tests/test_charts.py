@@ -30,14 +30,14 @@ def main_metrics() -> pd.DataFrame:
     return metrics[metrics["phase"] == "main"]
 
 
-def by_name(fig: go.Figure) -> dict[str, go.Scattergl]:
+def by_name(fig: go.Figure) -> dict[str, go.Scatter]:
     return {trace.name: trace for trace in fig.data}
 
 
 def test_loss_figure_traces_colours_and_axes(main_metrics: pd.DataFrame) -> None:
     fig = charts.loss_figure(main_metrics, PATH_IDS)
     assert [t.name for t in fig.data] == ["total", "task (CE)", *PATH_IDS]  # spec order, not key order
-    assert all(isinstance(t, go.Scattergl) for t in fig.data)
+    assert all(isinstance(t, go.Scatter) for t in fig.data)  # SVG: WebGL contexts run out on a page of charts
     traces = by_name(fig)
     assert traces["total"].line.color == TOTAL_LOSS_COLOR
     assert traces["task (CE)"].line.color == TASK_LOSS_COLOR
@@ -282,9 +282,18 @@ def test_live_figures_are_plain_dicts_plotly_accepts_and_draws_as_they_are(main_
     assert [t.name for t in go.Figure(figures["system_use"]).data] == ["process CPU"]  # only what was logged
 
 
+def test_a_single_system_sample_is_drawn_as_a_point() -> None:
+    """A 2-second run samples the system once; a line through one point would leave the chart empty."""
+    one = frame([("main", 0, 0, charts.SYS_CPU_PERCENT, 150.0)])
+    (trace,) = charts.system_specs(one)["system_use"]["data"]
+    assert trace["mode"] == "lines+markers" and list(trace["y"]) == [150.0]
+    (trace,) = charts.system_specs(frame(system_rows((charts.SYS_CPU_PERCENT,))))["system_use"]["data"]
+    assert trace["mode"] == "lines"
+
+
 def test_unvalidated_skips_plotly_validation() -> None:
     """What keeps a Live poll fast: the figure handed to st.plotly_chart is not checked property by property."""
-    spec = {"data": [{"type": "scattergl", "x": [1, 2], "y": [3, 4], "madeupname": 1}], "layout": {}}
+    spec = {"data": [{"type": "scatter", "x": [1, 2], "y": [3, 4], "madeupname": 1}], "layout": {}}
     with pytest.raises(ValueError):
         go.Figure(spec)
     assert charts.unvalidated(spec).to_dict()["data"][0]["madeupname"] == 1
