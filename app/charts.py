@@ -292,19 +292,30 @@ def weight_figure(metrics: pd.DataFrame, path_ids: list[str]) -> go.Figure:
     return go.Figure(weight_spec(metrics, path_ids))
 
 
+def negative_terms(metrics: pd.DataFrame, prefix: str = WEIGHTED_TERM_PREFIX) -> list[str]:
+    """The terms logged under ``prefix`` with a value below zero (an uncertainty weighting's log-variance
+    regulariser): they take away from the total, and a log axis cannot draw them."""
+    rows = metrics[metrics["key"].str.startswith(prefix) & (metrics["value"] < 0)]
+    return sorted({key[len(prefix):] for key in rows["key"]} - {TOTAL_NAME, VAL_NAME})
+
+
 def weighted_loss_spec(metrics: pd.DataFrame, path_ids: list[str]) -> dict[str, object]:
     """What each term adds to the total: the "weighted/<name>" series (weight x raw loss, see ``weighted_loss``)
-    stacked, so the top of the stack is the total loss, drawn dashed over it as logged.
+    stacked, so the top of the stack is the total loss, drawn dashed over it as logged. Terms that go below
+    zero are stacked downwards from zero instead (stacked with the others, they would cover their bands): the
+    total is then the top of the upper stack less the depth of the lower one.
 
     Stacked areas need a linear axis (on a log axis their heights would not add up) and the same steps in
     every term, which ``run_series.display_series`` keeps.
     """
     names = _logged_terms(metrics["key"], WEIGHTED_TERM_PREFIX, path_ids)
     colors = term_color_map(names, path_ids)
+    below = set(negative_terms(metrics))
     data = []
     for name in names:
         xs, ys = key_xy(metrics, WEIGHTED_TERM_PREFIX + name, "step")
-        data.append(dict(type="scatter", x=xs, y=ys, name=term_label(name), mode="lines", stackgroup="terms",
+        data.append(dict(type="scatter", x=xs, y=ys, name=term_label(name), mode="lines",
+                         stackgroup="below" if name in below else "terms",
                          line=dict(width=0.5, color=colors[name]), hovertemplate="%{y:.4g}"))
     xs, ys = key_xy(metrics, TOTAL_LOSS, "step")
     if names and len(xs):

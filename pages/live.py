@@ -7,6 +7,7 @@ import streamlit as st
 from app import cached, charts
 from app.queries import placement_label, spec_summary
 from app.run_series import RunSeries
+from app.terms import term_label
 from app.widgets import (
     download_report, download_student, empty_state, picker_runs, run_picker, smoothing_picker, status_badge,
     user_errors,
@@ -132,6 +133,9 @@ def phase_charts(series: RunSeries, phase: str, path_ids: list[str], log_y: bool
     left, right = st.columns(2)
     with left:
         show_chart(figures["loss"], key=f"loss-{run_id}-{phase}")
+        if log_y and (hidden := charts.negative_terms(frame, charts.LOSS_PREFIX)):
+            st.caption(f"{', '.join(map(term_label, hidden))}: below zero, not drawn on the log axis; turn "
+                       f"the log scale off to see it.")
     with right:
         show_chart(figures["accuracy"], key=f"acc-{run_id}-{phase}")
     if "weights" in figures:
@@ -176,6 +180,11 @@ def system_panel(frame: pd.DataFrame, figures: dict[str, dict], device: str, key
 def stack_note(frame: pd.DataFrame) -> str:
     """What the stacked chart adds up to: the total loss, unless the run predates named terms."""
     if (frame["key"] == charts.WEIGHTED_TERM_PREFIX + charts.TASK).any():
+        below = ", ".join(term_label(name) for name in charts.negative_terms(frame))
+        if below:
+            return (f"Each band is one term's weight × its raw loss. {below} goes below zero, so it is stacked "
+                    f"downwards from zero: the total loss the student is trained on (the dashed line, as logged) is "
+                    f"the top of the upper bands less the depth of the lower ones.")
         return ("Each band is one term's weight × its raw loss; stacked, the bands add up to the total loss "
                 "the student is trained on (the dashed line, as logged).")
     return ("This run logged only its paths' weights (PathScope before named terms): the task term and any "

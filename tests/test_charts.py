@@ -91,9 +91,12 @@ def test_weighted_terms_stack_up_to_the_total() -> None:
               for key, g in metrics.sort_values("step").groupby("key")}
     fig = charts.weighted_loss_figure(long_frame("main", display_series(series)), PATH_IDS)
     traces = by_name(fig)
-    stacked = [t for t in fig.data if t.stackgroup == "terms"]
-    assert len(stacked) == len(TERMS)
-    assert np.sum([t.y for t in stacked], axis=0) == pytest.approx(list(traces["total loss (logged)"].y))
+    above = [t.name for t in fig.data if t.stackgroup == "terms"]
+    below = [t.name for t in fig.data if t.stackgroup == "below"]  # the negative regulariser, stacked from zero down
+    assert below == ["uncertainty · regulariser"] and len(above) + len(below) == len(TERMS)
+    assert all(min(traces[name].y) < 0 for name in below) and all(min(traces[name].y) >= 0 for name in above)
+    assert np.sum([t.y for t in fig.data if t.stackgroup], axis=0) == pytest.approx(
+        list(traces["total loss (logged)"].y))  # upper bands less the lower ones: the total
     assert traces["total loss (logged)"].line.dash == "dash"
 
 

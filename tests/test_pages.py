@@ -129,8 +129,8 @@ def test_live_stacks_every_term_of_a_method_and_a_weighting(workspace: Path) -> 
     labels = {"task": "task (CE)", "amtml/fused_kd": "amtml · fused KD", "amtml/hint:p-hint": "amtml · hint (p-hint)",
               "uncertainty/reg": "uncertainty · regulariser"}
     assert list(traces) == [*labels.values(), "total loss (logged)"]  # one trace per term, the task first
-    for name, label in labels.items():
-        assert traces[label]["stackgroup"] == "terms"
+    for name, label in labels.items():  # the regulariser is negative: stacked down from zero, not over the others
+        assert traces[label]["stackgroup"] == ("below" if name == "uncertainty/reg" else "terms")
         assert decode(traces[label]["x"]) == STEPS
         assert decode(traces[label]["y"]) == pytest.approx([term_weight(name, s) * term_loss(name, s) for s in STEPS])
     stacked = np.sum([decode(traces[label]["y"]) for label in labels.values()], axis=0)
@@ -138,10 +138,13 @@ def test_live_stacks_every_term_of_a_method_and_a_weighting(workspace: Path) -> 
     assert len({traces[label]["line"]["color"] for label in labels.values()}) == len(labels)
     assert figure["layout"]["xaxis"]["title"]["text"] == "step"
     assert figure["layout"]["yaxis"]["title"]["text"] == "weight × loss (adds up to the total loss)"
-    assert "add up to the total loss" in texts(at.caption)
+    assert "uncertainty · regulariser goes below zero, so it is stacked downwards" in texts(at.caption)
     assert "amtml · uncertainty · 2 path(s)" in texts(at.caption)  # the run's combination under its name
     weights = {t["name"] for t in figure_titled(at, "Term weights")["data"]}
     assert weights == set(labels.values())
+    assert "not drawn on the log axis" not in texts(at.caption)
+    next(t for t in at.toggle if t.label == "Log-scale loss axis").set_value(True).run()
+    assert "uncertainty · regulariser: below zero, not drawn on the log axis" in texts(at.caption)
 
 
 STEP_MS = {"data": 1.0, "teachers": 0.5, "student": 6.0, "paths": 1.5, "aggregator": 0.2, "backward": 0.8,
