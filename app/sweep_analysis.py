@@ -167,7 +167,7 @@ def parameter_importance(frame: pd.DataFrame, fields: list[str], target: str) ->
     (``RandomForestRegressor``, fixed random_state) sees categories as ordinals in the order of those means,
     the ordering a tree can split best. Columns: field, spearman, abs_spearman, rf_importance, n_values;
     sorted by rf_importance, then |spearman|. Raises ValueError, with a message for the page, when fewer than
-    ``MIN_RUNS`` runs have a target value or no field varies among them.
+    ``MIN_RUNS`` runs have a target value, all have the same one, or no field varies among them.
     """
     label = TARGET_LABELS.get(target, target)
     runs = frame[frame[target].notna()]
@@ -175,6 +175,9 @@ def parameter_importance(frame: pd.DataFrame, fields: list[str], target: str) ->
         raise ValueError(f"parameter importance needs at least {MIN_RUNS} runs with a {label}; "
                          f"the selection has {len(runs)}")
     y = runs[target].astype(float)
+    if y.nunique() < 2:
+        raise ValueError(f"parameter importance needs {label}s that differ, and every one of the {len(runs)} "
+                         f"runs has {100 * y.iloc[0]:.2f}%: no setting goes with a change of it")
     encoded = {f: _encode(runs[f], y) for f in fields if _rankable(runs[f])}
     if not encoded:
         raise ValueError(f"no spec field varies across the {len(runs)} runs with a {label}: "

@@ -25,6 +25,7 @@ Figure = dict[str, Any]
 BAND_KEYS = (VAL_ACC, TEST_ACC)
 PLOT_CONFIG = {"displaylogo": False}
 MAX_RUNS = 300  # beyond this the specs' read and the forest take seconds: the view should be narrowed first
+MAX_AXES = 12  # parallel coordinates: past a dozen axes their slanted labels run into each other
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -127,15 +128,32 @@ def sweep_section(home: str, view: pd.DataFrame) -> list[tuple[str, Figure]]:
 
 
 def field_charts(frame: pd.DataFrame, sweep: sa.VariedFields, target: str, drawn: list[tuple[str, Figure]]) -> None:
-    """Parallel coordinates over the varied fields, and each field's importance for ``target``."""
-    _chart(sweep_charts.parcoords_figure, frame, sweep.fields, sweep.numeric, target,
-           title="Parallel coordinates", key="cmp_parcoords", drawn=drawn)
+    """Parallel coordinates over the varied fields (the MAX_AXES most important when more vary), and each field's
+    importance for ``target``."""
     try:
         table = importance(frame, tuple(sweep.fields), target)
     except ValueError as err:
-        st.info(str(err))
+        table, why = None, str(err)
+    axes = parcoords_fields(sweep.fields, table)
+    if len(axes) < len(sweep.fields):
+        st.caption(f"{len(sweep.fields)} settings differ between these runs (runs that do not share a setup, such as "
+                   f"other teachers or paths, differ in many at once): the chart shows the {len(axes)} "
+                   f"{'that go most with the accuracy' if table is not None else 'first'}.")
+    _chart(sweep_charts.parcoords_figure, frame, axes, sweep.numeric, target,
+           title="Parallel coordinates", key="cmp_parcoords", drawn=drawn)
+    if table is None:
+        st.info(why)
         return
     _chart(sweep_charts.importance_figure, table, title="Parameter importance", key="cmp_importance", drawn=drawn)
+
+
+def parcoords_fields(fields: list[str], importance_table: pd.DataFrame | None) -> list[str]:
+    """At most MAX_AXES fields for the parallel coordinates: past a dozen axes their labels run into each other.
+    The most important first when the importance is known (fields it left out come last), else the first ones."""
+    if len(fields) <= MAX_AXES:
+        return list(fields)
+    ranked = [] if importance_table is None else [f for f in importance_table["field"] if f in fields]
+    return (ranked + [f for f in fields if f not in ranked])[:MAX_AXES]
 
 
 def curve_charts(metrics: pd.DataFrame, configs: pd.Series, path_ids: list[str],

@@ -260,4 +260,6 @@ def bridge_loss_figure(search_metrics: pd.DataFrame, ts_key: str, st_key: str) -
     fig.update_xaxes(title_text="search step")
     fig.update_yaxes(title_text="L_TS (cross-entropy, nats)", secondary_y=False)
     fig.update_yaxes(title_text="L_ST (mean squared error)", secondary_y=True, showgrid=False)
+    # The right axis takes the legend's usual place: below the plot, it covers neither ticks nor title.
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0.0))
     return fig

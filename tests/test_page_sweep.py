@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from synthetic_runs import add_finished_run
+from app.sweep_view import MAX_AXES, parcoords_fields
 from tests.page_helpers import open_page, texts
 
 GROUP = "sweep-1"
@@ -40,3 +42,30 @@ def test_fewer_than_two_runs_in_the_view_say_what_to_do(workspace: Path) -> None
     add_finished_run(workspace, "alone", group_id=GROUP)
     at = open_page("compare")
     assert "at least two runs" in texts(at.info)
+
+
+def test_parallel_coordinates_keep_the_fields_that_matter_when_a_dozen_or_more_vary() -> None:
+    fields = [f"f{i}" for i in range(20)]
+    ranked = pd.DataFrame({"field": ["f7", "f3", "f19"]})  # what parameter importance could rank
+    assert parcoords_fields(fields[:MAX_AXES], ranked) == fields[:MAX_AXES]  # few enough: all, in order
+    kept = parcoords_fields(fields, ranked)
+    assert len(kept) == MAX_AXES and kept[:3] == ["f7", "f3", "f19"] and kept[3:] == ["f0", "f1", "f2", "f4", "f5", "f6", "f8", "f9", "f10"]
+    assert parcoords_fields(fields, None) == fields[:MAX_AXES]
+
+
+def test_runs_of_different_setups_get_a_readable_chart_and_a_note(workspace: Path) -> None:
+    for i in range(4):  # each run its own teachers: a score of teachers[...] fields differ at once
+        add_finished_run(workspace, f"setup {i}", teacher_ids=tuple(f"t{i}{k}" for k in range(3)), group_id=GROUP,
+                         result={"test_acc": 0.7 + 0.05 * i})
+    at = open_page("compare")
+    parcoords = next(s for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                     if s["data"][0]["type"] == "parcoords")
+    assert len(parcoords["data"][0]["dimensions"]) == MAX_AXES + 1  # the fields, then the accuracy
+    assert "settings differ between these runs" in texts(at.caption)
+
+
+def test_runs_of_one_accuracy_say_why_there_is_no_importance(workspace: Path) -> None:
+    for weighting in ("equal", "dwa", "uncertainty", "mgda"):
+        add_finished_run(workspace, weighting, weighting=weighting, group_id=GROUP, result={"test_acc": 0.8})
+    at = open_page("compare")
+    assert "every one of the 4 runs has 80.00%" in texts(at.info)

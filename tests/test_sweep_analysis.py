@@ -137,6 +137,12 @@ def test_importance_with_nothing_varying_says_so() -> None:
         parameter_importance(frame, sweep.fields, FINAL)
 
 
+def test_importance_of_runs_with_one_accuracy_says_so() -> None:
+    frame, fields = factorial(lambda lr, weighting, temperature: 0.9)
+    with pytest.raises(ValueError, match="every one of the 24 runs has 90.00%"):
+        parameter_importance(frame, fields, FINAL)
+
+
 # ---------------------------------------------------------------- seeds
 def seeded_frame() -> pd.DataFrame:
     specs = {"a0": spec(0.1, seed=0), "a1": spec(0.1, seed=1), "a2": spec(0.1, seed=2), "b0": spec(0.3, seed=0),

@@ -236,6 +236,7 @@ def test_search_curves_put_l_st_on_its_own_axis() -> None:
     ts, st_ = bridge.data
     assert list(ts.y) == [2.0, 1.0] and ts.yaxis == "y" and st_.yaxis == "y2"
     assert bridge.layout.yaxis2.title.text == "L_ST (mean squared error)"
+    assert bridge.layout.legend.orientation == "h" and bridge.layout.legend.y < 0  # clear of the right axis
     entropy = tc.alpha_entropy_figure(search, ["g1", "g2"], "dfa/entropy:")
     assert [t.name for t in entropy.data] == ["g1"]  # a group without entropy values draws nothing
     assert list(entropy.data[0].y) == pytest.approx([1.0, 0.9])
