@@ -38,8 +38,8 @@ FILTERS: tuple[tuple[str, str, str], ...] = (
     ("tags", "tag", "Tags (runs with all of them)"),
 )
 SEARCH_URL, ARCHIVED_URL, SORT_URL, ORDER_URL = "q", links.ARCHIVED, "sort", "order"
-SORT_LABELS = {"created_at": "created", "name": "name", "status": "status", "final_acc": "final acc",
-               "best_acc": "best acc", "best_epoch": "best epoch", "duration_s": "duration"}
+SORT_LABELS = {"created_at": "created", "name": "name", "status": "status", "final_acc": "final test acc",
+               "best_acc": "best val acc", "best_epoch": "best epoch", "duration_s": "duration"}
 DEFAULT_SORT = "created_at"
 FULL_COLUMNS = ["name", "id", "status", "tags", "group_tags", "combination", "final_acc_pct", "best_acc_pct",
                 "best_epoch", "duration_s", "runs_on", "group_id"]
@@ -49,9 +49,9 @@ COLUMN_CONFIG = {
     "group_tags": st.column_config.TextColumn("group tags", help="its group's tags: tag filters and the search "
                                                                   "match a run by them too"),
     "combination": st.column_config.TextColumn("combination", help="path method · weighting"),
-    "final_acc_pct": st.column_config.NumberColumn("final acc (%)", format="%.2f",
+    "final_acc_pct": st.column_config.NumberColumn("final test acc (%)", format="%.2f",
                                                    help="test accuracy at the end of training"),
-    "best_acc_pct": st.column_config.NumberColumn("best acc (%)", format="%.2f",
+    "best_acc_pct": st.column_config.NumberColumn("best val acc (%)", format="%.2f",
                                                   help="best per-epoch validation accuracy (test when no validation)"),
     "best_epoch": st.column_config.NumberColumn("best epoch"),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),

@@ -31,7 +31,7 @@ paths compute), and these pages show the curves live.
 st.subheader("Try it")
 st.caption(
     "The demo trains a small CNN teacher on scikit-learn's 8×8 digits, then distils it into a "
-    "student through one KD path. It runs on a CPU in about a minute."
+    "student through one KD path: seconds on a laptop CPU."
 )
 if st.button("Run the demo", type="primary", icon=":material/play_arrow:"):
     with user_errors("Run the demo"):

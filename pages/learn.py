@@ -91,7 +91,9 @@ def _run_teachers(home: Path) -> dict[Path, tuple[str, str, DatasetSpec]]:
             except RuntimeError:
                 continue  # a run for a device this machine lacks cannot have trained a file here
             defect = f", planted defect {teacher.source.defect}" if teacher.source.defect != "none" else ""
-            found.setdefault(path, (f"{teacher.id} of {printable(run.name)}{defect}", json.dumps(teacher.arch_params),
+            # The run id tells apart the teachers of runs that share a name (two demos of other lengths).
+            found.setdefault(path, (f"{teacher.id} of {printable(run.name)} ({run.id}){defect}",
+                                    json.dumps(teacher.arch_params),
                                     spec.dataset))
     return found
 
@@ -204,7 +206,7 @@ def temperature_lesson(home_dir: str) -> None:
 def no_teacher(home_dir: str, left_out: int) -> None:
     """The empty state: no digits teacher yet, so offer the demo that trains one."""
     others = f" ({left_out} teacher file(s) of other datasets are not shown.)" if left_out else ""
-    st.info("No digits teacher in this workspace yet. **Run the demo** trains one (a small CNN, about a minute on "
+    st.info("No digits teacher in this workspace yet. **Run the demo** trains one (a small CNN, seconds on "
             "a CPU); its soft targets appear here as soon as it is saved." + others, icon=":material/school:")
     if st.button("Run the demo", type="primary", icon=":material/play_arrow:", key="learn_run_demo"):
         st.session_state[DEMO_RUN_KEY] = queue_spec(DEMO_SPEC, "Run the demo")
@@ -278,7 +280,8 @@ def weighting_lesson() -> None:
     with notes:
         for name, line in WEIGHTING_LINES.items():
             st.markdown(f"**{name}**: {line}")
-        changes = np.array([learn_charts.loss_changes(grads, d) for d in directions.values()])
+        # Rounded to the shown digits, then +0.0: a rate of -0.0004 (at 180°) would read "-0.000".
+        changes = np.round([learn_charts.loss_changes(grads, d) for d in directions.values()], 3) + 0.0
         st.dataframe(pd.DataFrame({"weighting": list(directions), "step length": [np.linalg.norm(d) for d in
                                                                                    directions.values()],
                                    "L₁ change rate": changes[:, 0], "L₂ change rate": changes[:, 1]}),

@@ -186,6 +186,27 @@ def test_temperature_chart_is_the_teachers_softmax_and_follows_the_slider(teache
     assert "Entropy" in "\n".join(c.value for c in at.caption)
 
 
+def test_teachers_of_runs_that_share_a_name_are_told_apart_by_run_id(workspace: Path) -> None:
+    from engine.runner import teacher_cache_path
+    from engine.spec import load_spec, spec_to_yaml
+    from engine.store import init_workspace
+
+    init_workspace(workspace)
+    run_ids = []
+    with closing(Store(workspace)) as store:
+        for epochs in (8, 2):  # two demos of other lengths: two teacher files, one run name
+            spec = load_spec(ROOT / "assets" / "configs" / "digits_kd.yaml")
+            spec.teachers[0].source.epochs = epochs
+            run_ids.append(store.create_run(spec_to_yaml(spec), name="digits-kd-demo"))
+            model = build_model("small_cnn", 10, 1, 8)
+            path = teacher_cache_path(spec.teachers[0], spec, workspace)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"arch": "small_cnn", "state_dict": model.state_dict(), "test_acc": 0.5}, path)
+    at = open_learn()
+    labels = at.selectbox(key="learn_teacher").options  # as shown: AppTest holds the formatted options
+    assert len(set(labels)) == 2 and all(any(r in label for label in labels) for r in run_ids), labels
+
+
 def test_without_a_teacher_the_page_offers_the_demo(workspace: Path) -> None:
     at = open_learn()
     assert "No digits teacher" in "\n".join(i.value for i in at.info)
