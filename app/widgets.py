@@ -66,9 +66,10 @@ def status_badge(status: str) -> None:
     st.badge(status, color=STATUS_COLORS.get(status, "gray"))
 
 
-def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
-    """Select one run: the URL's ?run=, else session_state["selected_run"], else the newest; the pick is
-    remembered in both, so the page's link opens the same run."""
+def run_picker(runs: pd.DataFrame, label: str = "Run", suits: pd.Series | None = None) -> str | None:
+    """Select one run: the URL's ?run=, else session_state["selected_run"], else the newest run that ``suits``
+    the page (a boolean per row: it has what the page draws), else the newest; the pick is remembered in both,
+    so the page's link opens the same run."""
     if runs.empty:
         return None
     options = list(runs["id"])
@@ -79,6 +80,8 @@ def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
     if links.opened(links.RUN):
         wanted = links.linked_choice(links.RUN, set(options), "run", "the last run picked (or the newest)")
     wanted = wanted or st.session_state.get(SELECTED_RUN)
+    if wanted not in options and suits is not None:
+        wanted = next((run_id for run_id, ok in zip(runs["id"], suits) if ok), None)
     picked = st.selectbox(
         label, options, index=options.index(wanted) if wanted in options else 0,
         format_func=lambda run_id: labels.get(run_id, run_id),
@@ -88,16 +91,18 @@ def run_picker(runs: pd.DataFrame, label: str = "Run") -> str | None:
     return picked
 
 
-def pick_run(home: str, runs: pd.DataFrame, refresh_what: str | None = None) -> RunRow | None:
+def pick_run(home: str, runs: pd.DataFrame, refresh_what: str | None = None,
+             suits: pd.Series | None = None) -> RunRow | None:
     """The run chosen in a run picker, or None once the page has said why there is none to show.
 
     ``refresh_what`` names what a Refresh button loads while the run is still training (None: no
-    button): pages that redraw on request rather than poll keep their sliders where they are.
+    button): pages that redraw on request rather than poll keep their sliders where they are. ``suits``: see
+    ``run_picker``.
     """
     if runs.empty:
         empty_state(home)
         return None
-    run_id = run_picker(runs)
+    run_id = run_picker(runs, suits=suits)
     run = cached.run(home, run_id)
     if run is None:
         st.error(f"Run {run_id} is no longer in the workspace.")

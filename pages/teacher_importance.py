@@ -11,6 +11,7 @@ import streamlit as st
 
 from app import cached
 from app import telemetry_views as tv
+from app.nav import page_file
 from app.queries import spec_summary
 from app.widgets import pick_run, picker_runs, user_errors
 from engine.spec import RunSpec, SpecError, spec_from_yaml
@@ -44,6 +45,7 @@ def run_view(home: str, run: RunRow) -> None:
             shown = True
     if not shown:
         st.info(no_telemetry_message(run_spec(run), summary["combination"], declared), icon=":material/insights:")
+        st.page_link(page_file("configure"), label="Configure a run", icon=":material/tune:")
 
 
 def run_spec(run: RunRow) -> RunSpec | None:
@@ -57,8 +59,12 @@ def run_spec(run: RunRow) -> RunSpec | None:
 def main() -> None:
     st.title("Teacher importance")
     home = cached.home()
+    runs = picker_runs(home)
+    declared = tv.panels()
+    # Opened without a pick, the page shows the newest run whose method or weighting records telemetry.
+    suits = runs["combination"].map(lambda combination: any(part in declared for part in combination.split(" · ")))
     # Telemetry arrives every few hundred steps: the page redraws on request, not by polling.
-    run = pick_run(home, picker_runs(home), refresh_what="telemetry")
+    run = pick_run(home, runs, refresh_what="telemetry", suits=suits)
     if run is not None:
         run_view(home, run)
 

@@ -16,6 +16,7 @@ from synthetic_runs import (
     dfa_search_metrics, legacy_spec_yaml, sakd_arrays,
 )
 
+
 def stored(workspace: Path, run_id: str, key: str, phase: str = "main") -> list[StoredArray]:
     with closing(Store(workspace, readonly=True)) as store:
         return store.arrays(run_id, key, phase=phase)
@@ -108,6 +109,18 @@ def test_teacher_importance_names_the_plugins_that_record_weights(finished_run: 
     assert "This run's combination (equal) records no per-instance weights: run " in message
     assert all(name in message for name in ("amtml", "dfa", "sakd"))
     assert not at.get("plotly_chart")
+    assert [link.proto.label for link in at.get("page_link")] == ["Configure a run"]
+
+
+def test_teacher_importance_opens_on_the_newest_run_that_records_weights(workspace: Path) -> None:
+    teachers = ("t", "wide")
+    amtml = add_finished_run(workspace, "amtml", method="amtml", weighting="fixed", teacher_ids=teachers,
+                             arrays=amtml_arrays(teachers))
+    newest = add_finished_run(workspace, "plain kd")  # records nothing this page draws
+    at = open_page("teacher_importance")  # no run picked in this session, no link
+    assert amtml in at.selectbox[0].value and not at.info
+    at = open_page("teacher_importance", selected_run=newest)  # a pick (on Live, say) is kept
+    assert newest in at.selectbox[0].value
 
 
 def test_teacher_importance_waits_for_the_first_telemetry(workspace: Path) -> None:
