@@ -136,13 +136,13 @@ def field_charts(frame: pd.DataFrame, sweep: sa.VariedFields, target: str, drawn
         table, why = None, str(err)
     axes = parcoords_fields(sweep.fields, table)
     if len(axes) < len(sweep.fields):
+        which = f"the {len(axes)} that go most with the accuracy" if table is not None else f"the first {len(axes)}"
         st.caption(f"{len(sweep.fields)} settings differ between these runs (runs that do not share a setup, such as "
-                   f"other teachers or paths, differ in many at once): the chart shows the {len(axes)} "
-                   f"{'that go most with the accuracy' if table is not None else 'first'}.")
+                   f"other teachers or paths, differ in many at once): the chart shows {which}.")
     _chart(sweep_charts.parcoords_figure, frame, axes, sweep.numeric, target,
            title="Parallel coordinates", key="cmp_parcoords", drawn=drawn)
     if table is None:
-        st.info(why)
+        st.info(why[:1].upper() + why[1:])
         return
     _chart(sweep_charts.importance_figure, table, title="Parameter importance", key="cmp_importance", drawn=drawn)
 
