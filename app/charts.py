@@ -150,6 +150,34 @@ def weighted_loss(loss_steps: np.ndarray, losses: np.ndarray, weight_steps: np.n
     return both, losses[both] * weights[at[both]]
 
 
+SPLIT_WORDS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def metric_title(key: str) -> str:
+    """A metric key in words, for chart titles and pickers: 'acc/val' -> 'validation accuracy', 'loss/path:p1' ->
+    'p1 loss', 'weight/task' -> 'task (CE) weight'; a key of no known family as it is."""
+    family, _, rest = key.partition("/")
+    system = {k: name for k, name, _ in (*SYSTEM_USE, *SYSTEM_MEMORY)}
+    if key in system:
+        return system[key]
+    if key == THROUGHPUT_KEY:
+        return "throughput (samples/s)"
+    if key == LR_KEY:
+        return "learning rate"
+    if key in (TOTAL_LOSS, VAL_LOSS):
+        return f"{SPLIT_WORDS.get(rest, rest)} loss"
+    described = {ACC_PREFIX: lambda: f"{SPLIT_WORDS.get(rest, rest)} accuracy",
+                 LOSS_PREFIX: lambda: f"{term_label(rest)} loss",
+                 WEIGHT_PREFIX: lambda: f"{term_label(rest)} weight",
+                 WEIGHTED_TERM_PREFIX: lambda: f"{term_label(rest)}: weight × loss",
+                 TIME_PREFIX: lambda: f"{SECTION_LABELS.get(rest, rest)} time per step"}
+    return described[family + "/"]() if family + "/" in described and rest else key
+
+
+def capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def axis_title(key: str) -> str:
     """The y-axis title, with units, for a metric key."""
     if key.startswith(ACC_PREFIX):
@@ -354,7 +382,7 @@ def overlay_figure(metrics: pd.DataFrame, key: str, labels: dict[str, str], smoo
     intervals smooth onto the same grid, so their curves stay comparable.
     """
     x = "epoch" if key in EPOCH_KEYS else "step"
-    fig = base_figure(x, axis_title(key), key)
+    fig = base_figure(x, axis_title(key), f"{capitalised(metric_title(key))} ({key})")
     fig.update_layout(showlegend=True)  # plotly hides a lone trace's legend, but it names the run
     selected = metrics[metrics["key"] == key]
     for index, (run_id, label) in enumerate(labels.items()):

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from app.charts import axis_title, display_values
+from app.charts import axis_title, capitalised, display_values, metric_title
 from app.colors import path_color, series_color
 from app.sweep_analysis import TARGET_LABELS, value_key
 from engine.spec import printable
@@ -145,7 +145,8 @@ def band_figure(bands: pd.DataFrame, key: str) -> Figure:
                      "customdata": [[s, n] for s, n in zip(_values(std), _values(rows["n"]))],
                      "hovertemplate": "%{y:.3g} ± %{customdata[0]:.2g} (n=%{customdata[1]})"})
     last = int(bands["epoch"].max())
-    layout = _layout(f"{key}: mean ± std over seeds", "epoch", axis_title(key), hovermode="x unified")
+    layout = _layout(f"{capitalised(metric_title(key))}: mean ± std over seeds", "epoch", axis_title(key),
+                     hovermode="x unified")
     layout["xaxis"].update(tick0=0, dtick=max(1, math.ceil((last + 1) / 10)), rangemode="nonnegative")
     return {"data": data, "layout": layout}
 

@@ -41,7 +41,8 @@ def default_selection(runs: pd.DataFrame) -> list[str]:
 
 def pick_metric(keys: list[str]) -> str:
     preferred = next((k for k in PREFERRED_METRICS if k in keys), keys[0])
-    return st.selectbox("Metric", keys, index=keys.index(preferred))
+    return st.selectbox("Metric", keys, index=keys.index(preferred),
+                        format_func=lambda key: f"{charts.metric_title(key)} ({key})")
 
 
 def overlay(home: str, runs: pd.DataFrame, selected: list[str]) -> None:

@@ -153,9 +153,19 @@ def test_overlay_figure_axes_follow_the_metric() -> None:
     assert [t.line.color for t in loss.data] == [series_color(0), series_color(1)]
     assert loss.layout.xaxis.title.text == "step"
     acc = charts.overlay_figure(metrics, "acc/val", labels)
-    assert acc.layout.xaxis.title.text == "epoch"
+    assert acc.layout.title.text == "Validation accuracy (acc/val)" and acc.layout.xaxis.title.text == "epoch"
     assert acc.layout.yaxis.title.text == "accuracy (%)"
     assert list(by_name(acc)["second"].y) == pytest.approx([60.0])
+
+
+@pytest.mark.parametrize("key, title", [
+    ("acc/val", "validation accuracy"), ("loss/total", "total loss"), ("loss/val", "validation loss"),
+    ("loss/task", "task (CE) loss"), ("loss/path:p1", "p1 loss"), ("weight/amtml/fused_kd", "amtml · fused KD weight"),
+    ("weighted/task", "task (CE): weight × loss"), ("time/aggregator", "weighting time per step"),
+    ("system/rss_mb", "process memory (RSS)"), ("throughput/samples_per_s", "throughput (samples/s)"),
+    ("lr", "learning rate"), ("agree/iou:t1", "agree/iou:t1"), ("acc/", "acc/")])
+def test_metric_titles_say_the_key_in_words(key: str, title: str) -> None:
+    assert charts.metric_title(key) == title
 
 
 def test_overlay_legend_shows_a_run_name_as_text_not_as_markup() -> None:

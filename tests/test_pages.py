@@ -204,7 +204,7 @@ def test_compare_lists_runs_and_overlays_a_metric(workspace: Path, finished_run:
     assert set(table["id"]) == {finished_run, other, old}
     assert set(table["combination"]) == {"equal", "amtml · fixed", "sakd · fixed"}  # a version-1 spec is migrated
     assert next(s for s in at.selectbox if s.label == "Metric").value == "acc/val"
-    chart = figure_titled(at, "acc/val")["data"]  # the overlay is titled by its metric
+    chart = figure_titled(at, "Validation accuracy (acc/val)")["data"]  # the overlay is titled by its metric
     assert len(chart) == 3
     assert decode(chart[0]["y"]) == pytest.approx([70.0, 80.0])
     assert at.get("download_button")
