@@ -329,22 +329,26 @@ def negative_terms(metrics: pd.DataFrame, prefix: str = WEIGHTED_TERM_PREFIX) ->
 
 def weighted_loss_spec(metrics: pd.DataFrame, path_ids: list[str]) -> dict[str, object]:
     """What each term adds to the total: the "weighted/<name>" series (weight x raw loss, see ``weighted_loss``)
-    stacked, so the top of the stack is the total loss, drawn dashed over it as logged. Terms that go below
-    zero are stacked downwards from zero instead (stacked with the others, they would cover their bands): the
-    total is then the top of the upper stack less the depth of the lower one.
+    stacked, so the top of the stack is the total loss, drawn dashed over it as logged. What a term has below
+    zero is stacked downwards from zero instead (stacked with the rest, it would cover the other bands), its
+    part above zero upwards with the others (one legend entry for both): the total is then the top of the
+    upper stack less the depth of the lower one. An uncertainty weighting's regulariser starts above zero and
+    ends below.
 
     Stacked areas need a linear axis (on a log axis their heights would not add up) and the same steps in
     every term, which ``run_series.display_series`` keeps.
     """
     names = _logged_terms(metrics["key"], WEIGHTED_TERM_PREFIX, path_ids)
     colors = term_color_map(names, path_ids)
-    below = set(negative_terms(metrics))
     data = []
     for name in names:
         xs, ys = key_xy(metrics, WEIGHTED_TERM_PREFIX + name, "step")
-        data.append(dict(type="scatter", x=xs, y=ys, name=term_label(name), mode="lines",
-                         stackgroup="below" if name in below else "terms",
-                         line=dict(width=0.5, color=colors[name]), hovertemplate="%{y:.4g}"))
+        parts = [("terms", ys)] if not (ys < 0).any() else [("below", ys)] if not (ys > 0).any() else [
+            ("terms", np.clip(ys, 0.0, None)), ("below", np.clip(ys, None, 0.0))]
+        for i, (group, values) in enumerate(parts):
+            data.append(dict(type="scatter", x=xs, y=values, name=term_label(name), mode="lines", stackgroup=group,
+                             legendgroup=name, showlegend=i == 0, line=dict(width=0.5, color=colors[name]),
+                             hovertemplate="%{y:.4g}"))
     xs, ys = key_xy(metrics, TOTAL_LOSS, "step")
     if names and len(xs):
         data.append(dict(type="scatter", x=xs, y=ys, name="total loss (logged)", mode="lines",

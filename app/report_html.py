@@ -52,8 +52,8 @@ def script_json(fig: go.Figure) -> str:
 
 
 def as_figure(fig: go.Figure | dict) -> go.Figure:
-    """A plotly Figure, also from a plain-dict one (as the sweep charts are). Its traces are SVG, as every chart
-    builder draws them: a report opens also where WebGL is off."""
+    """A plotly Figure, also from a plain-dict one (as the sweep charts are). The line charts are SVG; a group
+    report's parallel coordinates (plotly draws them with WebGL) are its one WebGL chart."""
     return go.Figure(fig) if isinstance(fig, dict) else fig
 
 

@@ -182,9 +182,9 @@ def stack_note(frame: pd.DataFrame) -> str:
     if (frame["key"] == charts.WEIGHTED_TERM_PREFIX + charts.TASK).any():
         below = ", ".join(term_label(name) for name in charts.negative_terms(frame))
         if below:
-            return (f"Each band is one term's weight × its raw loss. {below} goes below zero, so it is stacked "
-                    f"downwards from zero: the total loss the student is trained on (the dashed line, as logged) is "
-                    f"the top of the upper bands less the depth of the lower ones.")
+            return (f"Each band is one term's weight × its raw loss. {below} goes below zero, and what falls below "
+                    f"is stacked downwards from zero: the total loss the student is trained on (the dashed line, as "
+                    f"logged) is the top of the upper bands less the depth of the lower ones.")
         return ("Each band is one term's weight × its raw loss; stacked, the bands add up to the total loss "
                 "the student is trained on (the dashed line, as logged).")
     return ("This run logged only its paths' weights (PathScope before named terms): the task term and any "

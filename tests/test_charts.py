@@ -100,6 +100,21 @@ def test_weighted_terms_stack_up_to_the_total() -> None:
     assert traces["total loss (logged)"].line.dash == "dash"
 
 
+def test_a_term_crossing_zero_is_split_at_zero_and_the_stacks_still_add_up() -> None:
+    """An uncertainty regulariser starts above zero and ends below: drawn whole in either stack, its upper part
+    would sit inside the task band (the chart's top 2.0 where the total is 2.4)."""
+    task, reg = [2.0, 1.5, 1.0, 0.6], [0.4, 0.2, -0.1, -0.3]
+    rows = [("main", s, 0, key, v) for s, (t, r) in enumerate(zip(task, reg))
+            for key, v in (("weighted/task", t), ("weighted/uncertainty/reg", r), ("loss/total", t + r))]
+    fig = charts.weighted_loss_figure(frame(rows), [])
+    parts = [t for t in fig.data if t.legendgroup == "uncertainty/reg"]
+    assert [(t.stackgroup, list(t.y), t.showlegend) for t in parts] == [
+        ("terms", [0.4, 0.2, 0.0, 0.0], True), ("below", [0.0, 0.0, -0.1, -0.3], False)]  # one legend entry
+    top = np.sum([t.y for t in fig.data if t.stackgroup == "terms"], axis=0)
+    depth = np.sum([t.y for t in fig.data if t.stackgroup == "below"], axis=0)
+    assert top + depth == pytest.approx([t + r for t, r in zip(task, reg)])
+
+
 def test_weighted_terms_stay_on_common_steps_when_downsampled() -> None:
     n = 10_000
     steps = np.arange(n)
