@@ -27,11 +27,14 @@ import plotly.io as pio
 from app.colors import (
     SPLIT_COLORS, TASK_LOSS_COLOR, TOTAL_LOSS_COLOR, path_color, section_color, series_color, term_colors,
 )
+from app.metric_names import (  # noqa: F401  (pages, tests and the sweep charts read these names from here too)
+    SYSTEM_NAMES, WEIGHTED_TERM_PREFIX, axis_title, capitalised, display_values, metric_title,
+)
 from app.terms import ordered_terms, path_of, term_label
 from engine.vocabulary import (  # noqa: F401  (pages and tests read these names from here too)
-    ACC_KEYS, ACC_PREFIX, LOSS_PREFIX, LR_KEY, PATH_LOSS_PREFIX, PATH_PREFIX, PATH_WEIGHT_PREFIX, TASK, TASK_LOSS,
-    SECTION_LABELS, SYS_CPU_PERCENT, SYS_GPU_MEM_MB, SYS_GPU_UTIL_PERCENT, SYS_MEM_PERCENT, SYS_RSS_MB, SYSTEM_PREFIX,
-    THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS, WEIGHT_PREFIX,
+    ACC_KEYS, LOSS_PREFIX, PATH_PREFIX, PATH_WEIGHT_PREFIX, TASK, SECTION_LABELS, SYS_CPU_PERCENT, SYS_GPU_MEM_MB,
+    SYS_GPU_UTIL_PERCENT, SYS_MEM_PERCENT, SYS_RSS_MB, THROUGHPUT_KEY, TIME_PREFIX, TIME_SECTIONS, TOTAL_LOSS, VAL_LOSS,
+    WEIGHT_PREFIX,
 )
 
 MAX_POINTS = 2000
@@ -40,8 +43,6 @@ TEMPLATE = "plotly_white"
 # unvalidated; naming it per figure validates and deep-copies it each time (about 35 ms a figure).
 pio.templates.default = TEMPLATE
 GROUP_OFFSET = 0.1  # x offset of a run's points (left) and its combination's mean (right)
-# Weight x raw loss of a term: derived from its two logged series (see ``weighted_loss``), never logged.
-WEIGHTED_TERM_PREFIX = "weighted/"
 WEIGHTED_PREFIX = f"{WEIGHTED_TERM_PREFIX}{PATH_PREFIX}"  # a path's own term: "weighted/path:<id>"
 TOTAL_NAME, VAL_NAME = TOTAL_LOSS[len(LOSS_PREFIX):], VAL_LOSS[len(LOSS_PREFIX):]  # logged losses that are no terms
 SMOOTHING_CELLS = 5  # grid cells per smoothing window: the centred mean runs over this many cells
@@ -148,59 +149,6 @@ def weighted_loss(loss_steps: np.ndarray, losses: np.ndarray, weight_steps: np.n
     at = np.clip(np.searchsorted(weight_steps, loss_steps), 0, len(weight_steps) - 1)
     both = np.flatnonzero(weight_steps[at] == loss_steps)
     return both, losses[both] * weights[at[both]]
-
-
-SPLIT_WORDS = {"train": "train", "val": "validation", "test": "test"}
-
-
-def metric_title(key: str) -> str:
-    """A metric key in words, for chart titles and pickers: 'acc/val' -> 'validation accuracy', 'loss/path:p1' ->
-    'p1 loss', 'weight/task' -> 'task (CE) weight'; a key of no known family as it is."""
-    family, _, rest = key.partition("/")
-    system = {k: name for k, name, _ in (*SYSTEM_USE, *SYSTEM_MEMORY)}
-    if key in system:
-        return system[key]
-    if key == THROUGHPUT_KEY:
-        return "throughput (samples/s)"
-    if key == LR_KEY:
-        return "learning rate"
-    if key in (TOTAL_LOSS, VAL_LOSS):
-        return f"{SPLIT_WORDS.get(rest, rest)} loss"
-    described = {ACC_PREFIX: lambda: f"{SPLIT_WORDS.get(rest, rest)} accuracy",
-                 LOSS_PREFIX: lambda: f"{term_label(rest)} loss",
-                 WEIGHT_PREFIX: lambda: f"{term_label(rest)} weight",
-                 WEIGHTED_TERM_PREFIX: lambda: f"{term_label(rest)}: weight × loss",
-                 TIME_PREFIX: lambda: f"{SECTION_LABELS.get(rest, rest)} time per step"}
-    return described[family + "/"]() if family + "/" in described and rest else key
-
-
-def capitalised(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def axis_title(key: str) -> str:
-    """The y-axis title, with units, for a metric key."""
-    if key.startswith(ACC_PREFIX):
-        return "accuracy (%)"
-    if key.startswith(WEIGHT_PREFIX):
-        return "term weight"
-    if key.startswith(TIME_PREFIX):
-        return "ms per step"
-    if key == THROUGHPUT_KEY:
-        return "samples/s"
-    if key == LR_KEY:
-        return "learning rate"
-    if key in (SYS_RSS_MB, SYS_GPU_MEM_MB):
-        return "memory (MiB)"
-    if key.startswith(SYSTEM_PREFIX):
-        return "%"
-    return "loss"
-
-
-def display_values(key: str, values: np.ndarray) -> np.ndarray:
-    """Values as shown: accuracies are stored as fractions and shown as percentages."""
-    scale = 100.0 if key.startswith(ACC_PREFIX) else 1.0
-    return np.asarray(values, dtype=float) * scale
 
 
 def _style(title: str) -> dict[str, object]:
@@ -432,9 +380,9 @@ def step_time_figure(shares: pd.DataFrame) -> go.Figure:
 
 # The System panel's lines: (key, legend name, colour index) per chart; the process in one colour, the GPU in
 # another on both charts. The GPU's lines only where the run logged them.
-SYSTEM_USE = ((SYS_CPU_PERCENT, "process CPU", 0), (SYS_MEM_PERCENT, "machine memory in use", 1),
-              (SYS_GPU_UTIL_PERCENT, "GPU utilisation", 2))
-SYSTEM_MEMORY = ((SYS_RSS_MB, "process memory (RSS)", 0), (SYS_GPU_MEM_MB, "GPU memory in use", 2))
+SYSTEM_USE = tuple((key, SYSTEM_NAMES[key], color) for key, color in
+                   ((SYS_CPU_PERCENT, 0), (SYS_MEM_PERCENT, 1), (SYS_GPU_UTIL_PERCENT, 2)))
+SYSTEM_MEMORY = tuple((key, SYSTEM_NAMES[key], color) for key, color in ((SYS_RSS_MB, 0), (SYS_GPU_MEM_MB, 2)))
 
 
 SYSTEM_CHARTS = ("system_use", "system_memory")

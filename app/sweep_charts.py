@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from app.charts import axis_title, capitalised, display_values, metric_title
+from app.metric_names import axis_title, capitalised, display_values, metric_title
 from app.colors import path_color, series_color
 from app.sweep_analysis import TARGET_LABELS, value_key
 from engine.spec import printable
