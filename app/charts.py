@@ -291,8 +291,8 @@ def weighted_loss_spec(metrics: pd.DataFrame, path_ids: list[str]) -> dict[str, 
     data = []
     for name in names:
         xs, ys = key_xy(metrics, WEIGHTED_TERM_PREFIX + name, "step")
-        parts = [("terms", ys)] if not (ys < 0).any() else [("below", ys)] if not (ys > 0).any() else [
-            ("terms", np.clip(ys, 0.0, None)), ("below", np.clip(ys, None, 0.0))]
+        split = (("terms", np.clip(ys, 0.0, None)), ("below", np.clip(ys, None, 0.0)))
+        parts = [(group, part) for group, part in split if part.any()] or [("terms", ys)]
         for i, (group, values) in enumerate(parts):
             data.append(dict(type="scatter", x=xs, y=values, name=term_label(name), mode="lines", stackgroup=group,
                              legendgroup=name, showlegend=i == 0, line=dict(width=0.5, color=colors[name]),

@@ -137,9 +137,9 @@ def field_charts(frame: pd.DataFrame, sweep: sa.VariedFields, target: str, drawn
     axes = parcoords_fields(sweep.fields, table)
     if len(axes) < len(sweep.fields):
         ranked = 0 if table is None else len(set(axes) & set(table["field"]))
-        which = (f"the first {len(axes)}" if not ranked else f"the {ranked} that go most with the accuracy"
-                 + (f", then the first {len(axes) - ranked} others (fields importance cannot rank)"
-                    if ranked < len(axes) else ""))
+        which = f"the {ranked} that go most with the accuracy" if ranked else f"the first {len(axes)}"
+        if 0 < ranked < len(axes):
+            which += f", then the first {len(axes) - ranked} others (fields importance cannot rank)"
         st.caption(f"{len(sweep.fields)} settings differ between these runs (runs that do not share a setup, such as "
                    f"other teachers or paths, differ in many at once): the chart shows {which}.")
     _chart(sweep_charts.parcoords_figure, frame, axes, sweep.numeric, target,

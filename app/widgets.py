@@ -56,10 +56,15 @@ def empty_state(home: str | None = None) -> None:
     every = cached.runs(home) if home is not None else None
     if every is not None and not every.empty and every["archived"].astype(bool).all():
         st.info(ALL_ARCHIVED_MESSAGE, icon=":material/archive:")
-        st.page_link(page_file("compare"), label="Restore archived runs", icon=":material/unarchive:",
-                     query_params={links.ARCHIVED: "1"})
+        restore_archived_link()
     else:
         st.info(EMPTY_RUNS_MESSAGE, icon=":material/science:")
+
+
+def restore_archived_link() -> None:
+    """A link to Compare with its archived runs listed, where they are restored."""
+    st.page_link(page_file("compare"), label="Restore archived runs", icon=":material/unarchive:",
+                 query_params={links.ARCHIVED: "1"})
 
 
 def status_badge(status: str) -> None:

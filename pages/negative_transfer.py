@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import cached, links
+from app import cached
 from app import diagnostics_charts as dc
 from app.colors import VERDICT_COLORS, path_color
 from app.nav import page_file
 from app.queries import spec_summary
-from app.widgets import pick_run, picker_runs, user_errors
+from app.widgets import pick_run, picker_runs, restore_archived_link, user_errors
 from app.writes import submit_ablation, submit_run
 from engine.ablation import DEFAULT_TOLERANCE, GROUP_PREFIX, MISSING, AblationError
 from engine.diagnostics.verdicts import SILENCED_SHARE, rule_from
@@ -272,8 +272,7 @@ def run_view(home: str, run: RunRow) -> None:
 def only_variants_state() -> None:
     """Every run left in the pickers is an ablation variant: say where the runs they ablate went."""
     st.info(ONLY_VARIANTS_MESSAGE, icon=":material/science:")
-    st.page_link(page_file("compare"), label="Restore archived runs", icon=":material/unarchive:",
-                 query_params={links.ARCHIVED: "1"})
+    restore_archived_link()
 
 
 def main() -> None:
