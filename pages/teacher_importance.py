@@ -19,17 +19,20 @@ from engine.store import RunRow
 from engine.vocabulary import TelemetryPanel
 
 
-def no_telemetry_message(spec: RunSpec | None, combination: str, declared: dict[str, TelemetryPanel]) -> str:
-    """Why nothing is drawn: the run's plugins record their arrays later, or none of them records any."""
+def no_telemetry(spec: RunSpec | None, combination: str, declared: dict[str, TelemetryPanel]) -> None:
+    """Why nothing is drawn: the run's plugins record their arrays later, or none of them records any (then a
+    link to Configure, where one that does is picked)."""
     own = [p.name for p in (spec.method, spec.weighting) if p is not None] if spec is not None else []
     recording = next((name for name in own if name in declared), None)
     if recording is not None:
-        return (f"No telemetry recorded yet: {recording} records its arrays {declared[recording].when}. "
-                "Come back once the run has started.")
+        st.info(f"No telemetry recorded yet: {recording} records its arrays {declared[recording].when}. "
+                "Come back once the run has started.", icon=":material/insights:")
+        return
     names = sorted(declared)
     listed = " or ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
-    return (f"This run's combination ({combination}) records no per-instance weights: run {listed} to see them "
-            "(pick the path method or weighting on Configure).")
+    st.info(f"This run's combination ({combination}) records no per-instance weights: run {listed} to see them "
+            "(pick the path method or weighting on Configure).", icon=":material/insights:")
+    st.page_link(page_file("configure"), label="Configure a run", icon=":material/tune:")
 
 
 def run_view(home: str, run: RunRow) -> None:
@@ -44,8 +47,7 @@ def run_view(home: str, run: RunRow) -> None:
             tv.show_panel(tv.View(home, run, name, panel, recorded, summary["teacher_ids"]))
             shown = True
     if not shown:
-        st.info(no_telemetry_message(run_spec(run), summary["combination"], declared), icon=":material/insights:")
-        st.page_link(page_file("configure"), label="Configure a run", icon=":material/tune:")
+        no_telemetry(run_spec(run), summary["combination"], declared)
 
 
 def run_spec(run: RunRow) -> RunSpec | None:

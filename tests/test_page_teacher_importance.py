@@ -127,6 +127,7 @@ def test_teacher_importance_waits_for_the_first_telemetry(workspace: Path) -> No
     run_id = add_finished_run(workspace, "amtml-early", method="amtml", weighting="fixed")
     at = open_page("teacher_importance", selected_run=run_id)
     assert "No telemetry recorded yet: amtml records" in texts(at.info)
+    assert not at.get("page_link")  # it records, later: nothing to configure
 
 
 def test_teacher_importance_without_the_dataset_still_draws_the_weights(workspace: Path, tmp_path: Path) -> None:
